@@ -21,3 +21,9 @@ class TrackingError(RnnbenchError):
 
 class HardwareError(RnnbenchError):
     """The asked-for device, precision or backend is not available here."""
+
+
+class RunFailed(RnnbenchError):
+    """A run that started but could not finish (NaN loss or gradient). Recorded FAILED."""
+
+    exit_code = 1

@@ -1,0 +1,5 @@
+"""``python -m rnnbench`` is ``rnnbench``."""
+
+from rnnbench.cli import main
+
+main()

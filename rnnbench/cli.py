@@ -1,0 +1,138 @@
+"""Command-line entry points.
+
+- ``rnnbench [overrides]``: one training run; ``rnnbench -m ...``: a Hydra multirun.
+- ``rnnbench cells [--d D] [--n N]``: every cell with its equations and parameter count.
+- ``rnnbench-tune [overrides]``: a keras-tuner sweep (see ``rnnbench.tuning``).
+- ``rnnbench-report [options]``: a benchmark report from MLflow (see ``rnnbench.report``).
+
+Nothing heavy is imported at module level: the Keras backend is chosen from the
+composed config, before Keras is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+_failed_jobs: list[str] = []
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _print_error(message: str) -> None:
+    print(f"rnnbench: error: {message}", file=sys.stderr, flush=True)
+
+
+def hydra_context(app: str = "rnnbench") -> dict[str, Any]:
+    """Overrides, the command that reproduces this job, and the sweep id of a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    multirun = hc.mode == RunMode.MULTIRUN
+    return {
+        "overrides": overrides,
+        "command": " ".join([app, *overrides]),
+        "sweep_id": str(hc.sweep.dir) if multirun else None,
+        "multirun": multirun,
+    }
+
+
+def print_summary(cfg: Any, result: Any) -> None:
+    from rnnbench import tracking
+
+    if result.skipped:
+        return
+    line = "=" * 72
+    print(line)
+    print(f"rnnbench: {cfg.task.name} · {cfg.cell.name} · seed {cfg.seed} · {result.status}")
+    width = max((len(k) for k in result.test_metrics), default=4)
+    for key, value in result.test_metrics.items():
+        base = result.baselines.get(key)
+        extra = f"   (baseline {base:.6g})" if base is not None else ""
+        print(f"  test {key:<{width}} {value:.6g}{extra}")
+    print(f"  MLflow run {result.run_id} in experiment "
+          f"'{cfg.tracking.experiment or cfg.task.name}' at {cfg.tracking.uri}")
+    print(f"  open it:   {tracking.ui_command(cfg.tracking.uri)}")
+    if result.message:
+        print(f"  note: {result.message}")
+    print(line, flush=True)
+
+
+def run_job(cfg: Any) -> Any:
+    """The body of ``rnnbench``: check the config, then train one run."""
+    from rnnbench import config, hardware
+    from rnnbench.errors import RnnbenchError, RunFailed
+
+    hc = hydra_context()
+    try:
+        obj = config.to_object(cfg)
+        hardware.select_backend(obj.backend.name)
+        from rnnbench.train import RunContext, run
+
+        ctx = RunContext(overrides=hc["overrides"], sweep_id=hc["sweep_id"],
+                         command=hc["command"])
+        result = run(obj, ctx)
+    except RnnbenchError as exc:
+        _print_error(str(exc))
+        if hc["multirun"] and isinstance(exc, RunFailed):
+            _failed_jobs.append(hc["command"])
+            return None  # the other jobs of the multirun go on
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _print_error("interrupted: the MLflow run was closed as KILLED.")
+        sys.exit(130)
+    print_summary(obj, result)
+    return {"run_id": result.run_id, "status": result.status, **result.test_metrics}
+
+
+def _hydra_main(task_function: Any, config_name: str) -> None:
+    import hydra
+
+    from rnnbench.config import register_configs
+
+    register_configs()
+    hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(
+        task_function)()
+
+
+def main() -> None:
+    """``rnnbench``: one run or a multirun; ``rnnbench cells`` lists the cells."""
+    if len(sys.argv) > 1 and sys.argv[1] == "cells":
+        from rnnbench.cells.listing import main as cells_main
+
+        sys.exit(cells_main(sys.argv[2:]))
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _hydra_main(run_job, "config")
+    if _failed_jobs:
+        _print_error(f"{len(_failed_jobs)} job(s) of the multirun FAILED: "
+                     + "; ".join(_failed_jobs))
+        sys.exit(1)
+
+
+def tune_main() -> None:
+    """``rnnbench-tune``: a keras-tuner sweep sharing rnnbench's config."""
+    from rnnbench.tuning.app import tune_job
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _hydra_main(tune_job, "tune")
+
+
+def report_main() -> None:
+    """``rnnbench-report``: a benchmark report from MLflow runs (never imports TensorFlow)."""
+    from rnnbench.report.cli import main as report_cli
+
+    sys.exit(report_cli(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The config schema: dataclasses registered in Hydra's ConfigStore.
+
+Hydra checks types and rejects unknown keys while it composes the config; the
+``__post_init__`` checks below check values when the composed config is turned into
+objects by :func:`to_object`. Every check raises :class:`~rnnbench.errors.ConfigError`
+with the key, the value and what is allowed.
+
+This module must stay light: it is imported before the Keras backend is chosen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnbench.errors import ConfigError
+from rnnbench.tasks.configs import TASK_SCHEMAS
+
+OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
+CELL_IMPLS = ("auto", "builtin", "custom")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+XLA_MODES = ("auto", "on", "off")
+DEVICES = ("cpu", "gpu")
+FALLBACKS = ("fail", "cpu")
+STRATEGIES = ("none", "mirrored")
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a ConfigError naming ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {key} must be {allowed}.")
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    check(value in choices, key, value, "one of " + ", ".join(choices))
+
+
+def check_fraction(key: str, value: float) -> None:
+    check(0.0 <= value < 1.0, key, value, "in [0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    """The network around the cell: ``units`` per layer, stacked ``layers``, and
+    ``dropout`` between recurrent layers and before the head."""
+
+    units: int = 64
+    layers: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.units >= 1, "model.units", self.units, "an integer >= 1")
+        check(self.layers >= 1, "model.layers", self.layers, "an integer >= 1")
+        check_fraction("model.dropout", self.dropout)
+
+
+@dataclass
+class CellConfig:
+    """Which recurrent cell, which implementation, and its options.
+
+    ``impl``: ``auto`` uses Keras's built-in layer where one exists (rnn, lstm, gru,
+    gru_v1) and the project's own otherwise; ``builtin`` and ``custom`` force one.
+    ``forget_bias`` (None: the cell's default) and ``chrono_init`` (T_max) apply to
+    cells with a forget gate. ``dropout``/``recurrent_dropout`` act on the cell's input
+    and recurrent connections. ``bidirectional`` is allowed only on non-causal tasks.
+    """
+
+    name: str = MISSING
+    impl: str = "auto"
+    forget_bias: Optional[float] = None
+    chrono_init: Optional[int] = None
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    bidirectional: bool = False
+    kernel_initializer: str = "glorot_uniform"
+    recurrent_initializer: str = "orthogonal"
+    bias_initializer: str = "zeros"
+
+    def __post_init__(self) -> None:
+        check_choice("cell.impl", self.impl, CELL_IMPLS)
+        check_fraction("cell.dropout", self.dropout)
+        check_fraction("cell.recurrent_dropout", self.recurrent_dropout)
+        if self.chrono_init is not None:
+            check(self.chrono_init >= 3, "cell.chrono_init", self.chrono_init,
+                  "null or an integer T_max >= 3")
+
+
+@dataclass
+class TrainConfig:
+    """The fit loop: ``epochs`` at most, early stopping after ``patience`` epochs
+    without improvement of the validation loss (best weights restored)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    patience: int = 5
+    steps_per_epoch: Optional[int] = None
+    verbose: int = 2
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
+        if self.steps_per_epoch is not None:
+            check(self.steps_per_epoch >= 1, "train.steps_per_epoch", self.steps_per_epoch,
+                  "null or an integer >= 1")
+        check(self.verbose in (0, 1, 2), "train.verbose", self.verbose, "0, 1 or 2")
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer ``name`` and learning rate ``lr``; ``clipnorm`` clips each step's
+    global gradient norm (null: no clipping)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    clipnorm: Optional[float] = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer.name", self.name, OPTIMIZERS)
+        check(math.isfinite(self.lr) and self.lr > 0, "optimizer.lr", self.lr,
+              "a finite number > 0")
+        if self.clipnorm is not None:
+            check(math.isfinite(self.clipnorm) and self.clipnorm > 0, "optimizer.clipnorm",
+                  self.clipnorm, "null or a number > 0")
+        check(0.0 <= self.momentum < 1.0, "optimizer.momentum", self.momentum, "in [0, 1)")
+        check(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, ">= 0")
+
+
+@dataclass
+class HardwareConfig:
+    """Where and how the run computes. See ``conf/hardware/``."""
+
+    name: str = "cpu"
+    device: str = "cpu"
+    num_devices: int = 1
+    strategy: str = "none"
+    precision: str = "float32"
+    xla: str = "auto"
+    deterministic: bool = False
+    fallback: str = "fail"
+    logical_cpus: int = 0
+    scale_lr: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("hardware.device", self.device, DEVICES)
+        check_choice("hardware.strategy", self.strategy, STRATEGIES)
+        check_choice("hardware.precision", self.precision, PRECISIONS)
+        check_choice("hardware.xla", self.xla, XLA_MODES)
+        check_choice("hardware.fallback", self.fallback, FALLBACKS)
+        check(self.num_devices >= 1, "hardware.num_devices", self.num_devices, "an integer >= 1")
+        check(self.logical_cpus >= 0, "hardware.logical_cpus", self.logical_cpus,
+              "an integer >= 0 (0: do not split the CPU)")
+
+
+@dataclass
+class BackendConfig:
+    """The Keras backend: ``tensorflow`` (default), ``jax`` or ``torch``."""
+
+    name: str = "tensorflow"
+
+    def __post_init__(self) -> None:
+        check_choice("backend.name", self.name, BACKENDS)
+
+
+@dataclass
+class TrackingConfig:
+    """Where the MLflow record goes. ``uri`` defaults to MLflow's SQLite store in the
+    working directory; ``experiment`` (null) defaults to the task's name."""
+
+    name: str = "sqlite"
+    uri: str = "sqlite:///mlflow.db"
+    experiment: Optional[str] = None
+    log_model: bool = True
+    timeout_s: float = 15.0
+    skip_finished: bool = True
+
+    def __post_init__(self) -> None:
+        check(bool(self.uri), "tracking.uri", self.uri, "a tracking URI")
+        check(self.timeout_s > 0, "tracking.timeout_s", self.timeout_s, "a number > 0")
+
+
+@dataclass
+class DiagnosticsConfig:
+    """Vanishing-gradient diagnostics: see the README's diagnostics section."""
+
+    enabled: bool = True
+    every_n_epochs: int = 1
+    probe_batch_size: int = 32
+    horizon_fraction: float = 0.01
+    gradient_norms: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.every_n_epochs >= 1, "diagnostics.every_n_epochs", self.every_n_epochs,
+              "an integer >= 1")
+        check(self.probe_batch_size >= 1, "diagnostics.probe_batch_size",
+              self.probe_batch_size, "an integer >= 1")
+        check(0 < self.horizon_fraction < 1, "diagnostics.horizon_fraction",
+              self.horizon_fraction, "in (0, 1)")
+
+
+@dataclass
+class RunConfig:
+    """The whole config of one training run (``rnnbench``)."""
+
+    seed: int = 0
+    task: Any = MISSING
+    cell: CellConfig = field(default_factory=CellConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+
+    def __post_init__(self) -> None:
+        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+
+
+def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for name, schema in TASK_SCHEMAS.items():
+        cs.store(group="schema/task", name=name, node=schema)
+
+
+def to_object(cfg: DictConfig) -> Any:
+    """Turn a composed config into dataclass objects, running every value check."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"invalid config: {exc}") from None
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a (Dict)Config to ``{"model.units": 64, ...}`` for MLflow params."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        else:
+            out[path] = node
+
+    walk(container, prefix)
+    return out

@@ -1,0 +1,116 @@
+"""What a task is: data splits, the model's input and head, the loss and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass
+class DatasetInfo:
+    """Where a data set came from, for ``mlflow.log_input``."""
+
+    name: str
+    source: str
+    license: str
+    digest: str
+    size: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    """The prepared splits of a task and what the model needs to know about them.
+
+    ``train``/``val``/``test`` are batched, prefetching ``tf.data`` pipelines of
+    ``(x, y)``. ``arrays`` keeps the unbatched NumPy splits where the task has them
+    (for exact evaluation and the diagnostics' probe batch). ``meta`` holds
+    task-specific values (scalers, vocabulary, class names).
+    """
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+    n_features: int | None = None
+    vocab_size: int | None = None
+    n_outputs: int = 1
+    seq_len: int | None = None
+    masked: bool = False
+    n_train: int = 0
+    arrays: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    datasets: list[DatasetInfo] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """Base class of the tasks. A subclass sets the class attributes and implements
+    :meth:`prepare`, :meth:`build_head`, :meth:`loss` and :meth:`evaluate`.
+
+    Args:
+        cfg: the ``task`` config node (a dataclass from ``rnnbench.tasks.configs``).
+    """
+
+    name: str = ""
+    family: str = ""
+    kind: str = "seq2one"  # or "seq2seq"
+    causal: bool = True  # a causal task refuses bidirectional layers
+    primary_metric: str = "loss"
+    primary_mode: str = "min"
+    stateful: bool = False
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    # -- data -----------------------------------------------------------------------
+    def prepare(self, batch_size: int, seed: int) -> TaskData:
+        raise NotImplementedError
+
+    # -- model ----------------------------------------------------------------------
+    def build_inputs(self, data: TaskData):
+        """Return ``(inputs, features)``: the Keras input and the sequence fed to the
+        first recurrent layer (float, shape ``(batch, time, features)``)."""
+        import keras
+
+        inputs = keras.Input(shape=(data.seq_len, data.n_features), name="inputs")
+        if data.masked:
+            return inputs, keras.layers.Masking(mask_value=0.0, name="mask")(inputs)
+        return inputs, inputs
+
+    def build_head(self, h, data: TaskData):
+        raise NotImplementedError
+
+    def loss(self):
+        raise NotImplementedError
+
+    def compile_metrics(self) -> list:
+        return []
+
+    # -- evaluation -----------------------------------------------------------------
+    def evaluate(self, model, data: TaskData, split: str) -> dict[str, float]:
+        """Exact metrics over the whole split (not a mean of batch means)."""
+        raise NotImplementedError
+
+    def baselines(self, data: TaskData) -> dict[str, float]:
+        """Scores of the trivial baselines on the test split, same metric names."""
+        return {}
+
+    def probe_batch(self, data: TaskData, size: int, seed: int):
+        """A fixed batch ``(x, y)`` from the validation split for the diagnostics."""
+        import numpy as np
+
+        x, y = data.arrays["val"]
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(len(x), size=min(size, len(x)), replace=False))
+        return x[idx], y[idx]
+
+
+def make_pipeline(x, y, batch_size: int, *, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """Batched, prefetching pipeline over in-memory arrays; shuffled with ``seed``."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)

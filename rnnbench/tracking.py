@@ -1,0 +1,299 @@
+"""Everything that talks to MLflow. No other module of rnnbench imports ``mlflow``.
+
+Writing: :class:`Tracker` opens a run (top level or nested), logs params, metrics,
+tags, datasets and artifacts, and closes it with FINISHED, FAILED or KILLED.
+Reading: :func:`search_runs`, :func:`metric_history` and :func:`download_artifacts`
+serve reports and resumable sweeps.
+
+SQLite stores shared by several processes may answer "database is locked"; every
+call here retries those with backoff instead of losing the write.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from rnnbench.errors import TrackingError  # noqa: E402
+
+T = TypeVar("T")
+MAX_PARAM_LEN = 6000
+LOCK_RETRIES = 12
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def retry_locked(fn: Callable[..., T]) -> Callable[..., T]:
+    """Retry ``fn`` while SQLite reports a lock held by another process."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # MlflowException or sqlalchemy OperationalError
+                if not _is_locked(exc) or attempt == LOCK_RETRIES - 1:
+                    raise
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Fail fast, naming the URI, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=max(0.5, deadline - time.monotonic())):
+                return
+        except urllib.error.HTTPError:
+            return  # the server answered
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise TrackingError(
+        f"the MLflow tracking server at {uri} did not answer within {timeout_s:g} s ({last}). "
+        f"Start it with `mlflow server --host 127.0.0.1 --port <port>`, or pass "
+        f"tracking.uri=<its address>, or use the local store with tracking=sqlite."
+    )
+
+
+def configure(uri: str, timeout_s: float = 15.0) -> None:
+    """Point MLflow at ``uri`` after checking that it can be reached."""
+    check_reachable(uri, timeout_s)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if db.parent and not db.parent.exists():
+            raise TrackingError(f"tracking.uri={uri}: folder {db.parent} does not exist.")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = os.environ.get(
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    mlflow.set_tracking_uri(uri)
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+@retry_locked
+def ensure_experiment(name: str) -> str:
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)  # created by a parallel job
+            if exp is None:
+                raise
+    elif exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+class Run:
+    """An open MLflow run. All writes go through the client with explicit run ids, so
+    several runs (a sweep and its trials) can be open in one process."""
+
+    def __init__(self, run_id: str, experiment_id: str) -> None:
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.client = mlflow.MlflowClient()
+
+    @retry_locked
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    @retry_locked
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if v is not None]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    @retry_locked
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    @retry_locked
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._log_bytes(text.encode(), artifact_file)
+
+    def log_json(self, obj: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            figure.savefig(path, dpi=110, bbox_inches="tight")
+            self.log_artifact(path, str(Path(artifact_file).parent) or None)
+
+    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_bytes(data)
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(path, None if parent in ("", ".") else parent)
+
+    @retry_locked
+    def log_dataset(self, name: str, source: str, digest: str, context: str,
+                    tags: dict[str, str]) -> None:
+        """Record a data set as an MLflow dataset input (origin, licence, size, digest)."""
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import InputTag
+
+        src = HTTPDatasetSource(url=source if "://" in source else f"pkg://{source}")
+        dataset = MetaDataset(source=src, name=name, digest=digest[:36])
+        input_tags = [InputTag(key="mlflow.data.context", value=context)]
+        input_tags += [InputTag(key=k, value=str(v)) for k, v in tags.items()]
+        from mlflow.entities import DatasetInput
+
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                          input_tags)])
+
+    @retry_locked
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= MAX_PARAM_LEN else text[: MAX_PARAM_LEN - 3] + "..."
+
+
+@retry_locked
+def _create_run(experiment_id: str, run_name: str | None, tags: dict[str, str]) -> str:
+    run = mlflow.MlflowClient().create_run(experiment_id, tags=tags, run_name=run_name)
+    return run.info.run_id
+
+
+@contextmanager
+def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any] | None = None,
+              parent_run_id: str | None = None) -> Iterator[Run]:
+    """Open a run; close it FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED on
+    any other exception (with the reason as a tag). Code inside may end it itself."""
+    experiment_id = ensure_experiment(experiment)
+    all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = Run(_create_run(experiment_id, run_name, all_tags), experiment_id)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.set_tags({"failure_reason": "interrupted (Ctrl-C or SIGTERM)"})
+        run.end("KILLED")
+        raise
+    except BaseException as exc:
+        if not run_status(run.run_id) in ("FAILED", "KILLED"):
+            run.set_tags({"failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+            run.end("FAILED")
+        raise
+    else:
+        if run_status(run.run_id) == "RUNNING":
+            run.end("FINISHED")
+
+
+# ---- reading ------------------------------------------------------------------------
+
+@retry_locked
+def run_status(run_id: str) -> str:
+    return mlflow.MlflowClient().get_run(run_id).info.status
+
+
+@retry_locked
+def search_runs(experiments: Iterable[str] | None = None, filter_string: str = "",
+                statuses: Iterable[str] | None = None, max_results: int = 50000) -> list:
+    """Runs of the named experiments (all experiments when None), oldest first, as
+    MLflow ``Run`` entities. ``statuses`` keeps only those statuses."""
+    client = mlflow.MlflowClient()
+    if experiments is None:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        exp_ids = []
+        for name in experiments:
+            exp = client.get_experiment_by_name(name)
+            if exp is not None:
+                exp_ids.append(exp.experiment_id)
+    if not exp_ids:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs(exp_ids, filter_string=filter_string,
+                                  max_results=min(max_results, 5000), page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs.extend(page)
+        token = page.token
+        if not token or len(runs) >= max_results:
+            break
+    if statuses is not None:
+        keep = set(statuses)
+        runs = [r for r in runs if r.info.status in keep]
+    return runs
+
+
+@retry_locked
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` pairs of one metric, by step."""
+    hist = mlflow.MlflowClient().get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in hist)
+
+
+@retry_locked
+def download_artifacts(run_id: str, path: str, dst: str | Path) -> Path:
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                    dst_path=str(dst)))
+
+
+@retry_locked
+def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
+    return [f.path for f in mlflow.MlflowClient().list_artifacts(run_id, path)]
+
+
+@retry_locked
+def close_run(run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+    """End a run left open by a dead process (used when a sweep resumes)."""
+    client = mlflow.MlflowClient()
+    for k, v in (tags or {}).items():
+        client.set_tag(run_id, k, v)
+    client.set_terminated(run_id, status)
+
+
+def find_finished(experiment: str, config_hash: str) -> list:
+    """FINISHED runs of ``experiment`` whose config hash tag is ``config_hash``."""
+    return search_runs([experiment], f"tags.config_hash = '{config_hash}'",
+                       statuses=["FINISHED"])

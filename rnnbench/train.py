@@ -1,0 +1,176 @@
+"""One training run: seed → data → model → fit → test → MLflow record.
+
+Everything that can be refused (config, data files, the tracking store) is checked
+before the MLflow run opens, so a bad input leaves nothing half-done in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rnnbench import __version__, hardware, tracking
+from rnnbench.config import flatten
+from rnnbench.errors import RunFailed
+
+
+@dataclass
+class RunContext:
+    """Where a run was started from: the Hydra overrides and multirun membership."""
+
+    overrides: list[str] = field(default_factory=list)
+    sweep_id: str | None = None
+    command: str = "rnnbench"
+    parent_run_id: str | None = None
+    run_kind: str = "run"
+
+
+@dataclass
+class RunResult:
+    run_id: str | None
+    status: str
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+    message: str = ""
+
+
+def config_hash(cfg: Any) -> str:
+    """Hash of the config that decides the result (tracking settings excluded)."""
+    node = OmegaConf.structured(cfg) if not OmegaConf.is_config(cfg) else cfg
+    container = OmegaConf.to_container(node, resolve=True)
+    container.pop("tracking", None)
+    text = OmegaConf.to_yaml(OmegaConf.create(container), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def version_tags() -> dict[str, str]:
+    import keras
+
+    tags = {"rnnbench_version": __version__, "python_version": platform.python_version(),
+            "keras_version": keras.__version__}
+    try:
+        import tensorflow as tf
+
+        tags["tensorflow_version"] = tf.__version__
+    except ImportError:
+        pass
+    return tags
+
+
+def run(cfg: Any, ctx: RunContext) -> RunResult:
+    """Train and evaluate ``cfg`` (a :class:`rnnbench.config.RunConfig`), logging to MLflow."""
+    hw = hardware.setup(cfg.hardware, cfg.backend.name, cfg.seed)
+
+    import keras
+
+    from rnnbench import callbacks
+    from rnnbench.model import build_model, check_compatible, describe_model, make_optimizer
+    from rnnbench.tasks import get_task
+
+    task = get_task(cfg.task)
+    check_compatible(cfg, task)
+    experiment = cfg.tracking.experiment or task.name
+    tracking.configure(cfg.tracking.uri, cfg.tracking.timeout_s)
+    chash = config_hash(cfg)
+    if ctx.sweep_id and cfg.tracking.skip_finished:
+        done = tracking.find_finished(experiment, chash)
+        if done:
+            run_id = done[-1].info.run_id
+            msg = f"skipped: this exact config already FINISHED as run {run_id}"
+            print(msg, flush=True)
+            return RunResult(run_id, "FINISHED", skipped=True, message=msg)
+
+    data = task.prepare(cfg.train.batch_size, cfg.seed)
+    with hw.scope():
+        model = build_model(cfg, task, data)
+        model.compile(optimizer=make_optimizer(cfg.optimizer, hw.lr_scale), loss=task.loss(),
+                      metrics=task.compile_metrics(), jit_compile=hw.jit_compile)
+    what = describe_model(model)
+
+    tags = {
+        "task": task.name, "task_family": task.family, "cell": cfg.cell.name,
+        "impl": what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
+        "cudnn": str(what["cudnn_eligible"] and hw.device.lower().find("gpu") >= 0).lower(),
+        "seed": cfg.seed, "hardware": cfg.hardware.name, "config_hash": chash,
+        "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": git_commit(),
+        "primary_metric": task.primary_metric, "primary_mode": task.primary_mode,
+        "command": ctx.command, **hw.tags(), **version_tags(),
+    }
+    run_name = f"{task.name}-{cfg.cell.name}-s{cfg.seed}"
+    with tracking.start_run(experiment, run_name, tags, ctx.parent_run_id) as mlrun:
+        mlrun.log_params(flatten(cfg))
+        mlrun.log_metrics({"params_count": what["params_count"],
+                           "recurrent_params": what["recurrent_params"]})
+        mlrun.log_json(what, "model/what_ran.json")
+        mlrun.log_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), "config/config.yaml")
+        mlrun.log_text(OmegaConf.to_yaml(OmegaConf.create(list(ctx.overrides))),
+                       "config/overrides.yaml")
+        for info in data.datasets:
+            mlrun.log_dataset(info.name, info.source, info.digest, "train",
+                              {"license": info.license, "size": info.size, **info.extra})
+
+        guard = callbacks.NonFiniteGuard()
+        cbs = [
+            guard,
+            callbacks.EpochLogger(mlrun, cfg.train.batch_size),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience,
+                                          restore_best_weights=True),
+        ]
+        cbs += callbacks.diagnostics_callbacks(cfg, task, data, model, mlrun)
+        train_ds = data.train.repeat() if cfg.train.steps_per_epoch else data.train
+        t0 = time.perf_counter()
+        history = model.fit(train_ds, validation_data=data.val, epochs=cfg.train.epochs,
+                            steps_per_epoch=cfg.train.steps_per_epoch, callbacks=cbs,
+                            verbose=cfg.train.verbose, shuffle=False)
+        fit_s = time.perf_counter() - t0
+        callbacks.log_learning_curves(mlrun, history.history, task.name, cfg.cell.name)
+
+        if guard.failure is not None:
+            f = guard.failure
+            reason = (f"non-finite {f['what']} at epoch {f['epoch']} step {f['step']}")
+            mlrun.set_tags({"failure_reason": reason, "failure_what": f["what"],
+                            "failure_epoch": f["epoch"], "failure_step": f["step"]})
+            mlrun.end("FAILED")
+            raise RunFailed(
+                f"run {mlrun.run_id} FAILED: {reason}. Try a smaller optimizer.lr "
+                f"(now {cfg.optimizer.lr:g}) or set optimizer.clipnorm."
+            )
+
+        test = task.evaluate(model, data, "test")
+        base = task.baselines(data)
+        mlrun.log_metrics({f"test_{k}": v for k, v in test.items()})
+        mlrun.log_metrics({f"baseline_{k}": v for k, v in base.items()})
+        mlrun.log_metrics({"fit_time_s": fit_s, "epochs_run": len(history.epoch)})
+        if cfg.tracking.log_model:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.keras"
+                model.save(path)
+                mlrun.log_artifact(path, "model")
+        run_id = mlrun.run_id
+    bad = [k for k, v in test.items() if not math.isfinite(v)]
+    msg = f"non-finite test metrics: {bad}" if bad else ""
+    return RunResult(run_id, "FINISHED", test, base, message=msg)
