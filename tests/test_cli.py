@@ -1,0 +1,175 @@
+"""The foundation end to end: the real CLI, the MLflow record, bad input, Ctrl-C and NaN."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import cli_env, run_cli, store_runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("smoke")
+    proc = run_cli(["debug=smoke", "seed=3"], cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd, proc
+
+
+def test_smoke_run_leaves_a_complete_finished_record(smoke_run):
+    cwd, proc = smoke_run
+    runs = store_runs(cwd)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    assert client.get_experiment(run.info.experiment_id).name == "co2"
+
+    tags = run.data.tags
+    for key in ("task", "cell", "hardware", "impl", "seed", "python_version",
+                "tensorflow_version", "keras_version", "rnnbench_version", "config_hash",
+                "command"):
+        assert tags.get(key), key
+    assert (tags["task"], tags["cell"], tags["hardware"], tags["seed"]) == ("co2", "lstm", "cpu", "3")
+    assert tags["impl"] == "builtin"
+    assert tags["command"] == "rnnbench debug=smoke seed=3"
+
+    params = run.data.params
+    assert params["model.units"] == "16" and params["train.epochs"] == "2"
+    assert params["cell.name"] == "lstm" and params["optimizer.name"] == "adam"
+
+    for key in ("loss", "val_loss", "mae", "val_mae"):
+        hist = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in sorted(hist, key=lambda m: m.step)] == [1, 2], key
+    metrics = run.data.metrics
+    for key in ("test_mse", "test_mae", "test_smape", "test_mase", "baseline_mase",
+                "params_count"):
+        assert key in metrics, key
+    assert metrics["test_mse"] > 0 and metrics["params_count"] > 0
+
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    arts |= {a.path for d in ("config", "model", "plots")
+             for a in client.list_artifacts(run.info.run_id, d)}
+    for path in ("config/config.yaml", "config/overrides.yaml", "model/model.keras",
+                 "plots/learning_curves.png", "history.csv"):
+        assert path in arts, (path, arts)
+    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
+    overrides = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config/overrides.yaml")
+    assert "debug=smoke" in overrides and "seed=3" in overrides
+    config_yaml = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config/config.yaml")
+    assert "units: 16" in config_yaml
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "co2"
+
+
+def test_console_summary_names_metrics_run_and_ui_command(smoke_run):
+    _, proc = smoke_run
+    out = proc.stdout
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert "test mse" in out and "test mase" in out
+    run_line = [line for line in out.splitlines() if "MLflow run" in line]
+    assert run_line and len(run_line[0].split()[2]) == 32
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
+
+
+def test_saved_model_reloads_and_predicts(smoke_run):
+    cwd, _ = smoke_run
+    run = store_runs(cwd)[0]
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="model/model.keras",
+        tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}", dst_path=str(cwd / "dl"))
+    code = (
+        "import sys, numpy as np, keras; m = keras.saving.load_model(sys.argv[1]);"
+        "print(m.predict(np.zeros((2, 52, 1), 'float32'), verbose=0).shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                         env=cli_env(), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(2, 8)" in out.stdout
+
+
+def test_multirun_leaves_one_run_per_job(tmp_path):
+    proc = run_cli(["-m", "cell=rnn,lstm,gru", "debug=smoke"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = store_runs(tmp_path)
+    assert sorted(r.data.tags["cell"] for r in runs) == ["gru", "lstm", "rnn"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    sweep_ids = {r.data.tags.get("sweep_id") for r in runs}
+    assert len(sweep_ids) == 1 and None not in sweep_ids
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["cell=lstn"], ["cell/lstn", "Available options", "lstm", "peephole"]),
+        (["task=nope"], ["task/nope", "Available options", "co2"]),
+        (["model.units=0"], ["model.units=0", ">= 1"]),
+        (["train.epochs=0"], ["train.epochs=0", ">= 1"]),
+        (["optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
+        (["optimizer.name=adamx"], ["optimizer.name='adamx'", "adam", "sgd"]),
+        (["model.unitz=3"], ["unitz", "not in"]),
+        (["model.units=abc"], ["model.units", "abc"]),
+    ],
+)
+def test_bad_input_is_refused_clearly_and_records_nothing(tmp_path, args, expect):
+    proc = run_cli(args, tmp_path, timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    for text in expect:
+        assert text in err, (text, err[-2000:])
+    assert "Traceback" not in err
+    assert store_runs(tmp_path) == []
+
+
+def _wait_for_running(cwd: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        try:
+            runs = store_runs(cwd)
+        except Exception:  # the store is being created
+            runs = []
+        if runs and runs[0].info.status == "RUNNING":
+            return
+        time.sleep(0.5)
+    raise AssertionError("the run never started")
+
+
+def test_ctrl_c_ends_the_run_killed(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnbench", "train.epochs=500", "train.patience=500",
+         "diagnostics.enabled=false"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        _wait_for_running(tmp_path, proc)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "KILLED" in err and "Traceback" not in err
+    runs = store_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_nan_loss_ends_the_run_failed_with_reason(tmp_path):
+    proc = run_cli(["debug=smoke", "cell=rnn", "optimizer.name=sgd", "optimizer.lr=1e30",
+                    "optimizer.clipnorm=null", "train.steps_per_epoch=20"], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "FAILED" in proc.stderr and "non-finite" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    runs = store_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    tags = runs[0].data.tags
+    assert tags["failure_what"] in ("loss", "gradient")
+    assert int(tags["failure_epoch"]) >= 1 and int(tags["failure_step"]) >= 0
+    assert "non-finite" in tags["failure_reason"]
