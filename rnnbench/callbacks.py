@@ -6,23 +6,36 @@ from __future__ import annotations
 import io
 import math
 import time
+import weakref
 from typing import Any
 
 import keras
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where it happened.
+    """Stops training at the first non-finite loss or gradient and remembers where.
 
-    ``failure`` is None, or ``{"what": "loss", "epoch": e, "step": s}`` (1-based epoch,
-    0-based step within the epoch). Other components (the gradient-norm diagnostics)
-    may set ``what="gradient"`` through :meth:`report`.
+    ``failure`` is None, or ``{"what": "loss" | "gradient", "epoch": e, "step": s}``
+    (1-based epoch, 0-based step within the epoch). The loss is the one Keras reports
+    after each step; the gradient is checked when the optimizer records gradient norms
+    (``rnnbench.diagnostics.recording``, on by default): a step whose gradient norm
+    before clipping is NaN or infinite. A non-finite loss is reported as ``loss`` even
+    though its gradient is non-finite too. Other components may call :meth:`report`.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.failure: dict[str, Any] | None = None
         self.epoch = 0
+        self._recorder: Any = None
+        self._nonfinite = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from rnnbench.diagnostics.gradient_norms import recorder_of
+
+        self._recorder = recorder_of(getattr(self.model, "optimizer", None))
+        if self._recorder is not None:
+            self._nonfinite = self._recorder.nonfinite_gradient_steps()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
@@ -36,11 +49,27 @@ class NonFiniteGuard(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.report("loss", batch)
+        elif self._recorder is not None:
+            if self._recorder.nonfinite_gradient_steps() > self._nonfinite:
+                self.report("gradient", batch)
 
 
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch's Keras metrics (train and ``val_``), its wall time and its
-    throughput to the MLflow run, with ``step`` = epoch number (1-based)."""
+    throughput to the MLflow run, with ``step`` = epoch number (1-based).
+
+    ``epoch_time_s`` runs from this callback's ``on_epoch_begin`` to its
+    ``on_epoch_end``: training and validation, not what callbacks after it do at the
+    end of the epoch. Other callbacks of the same run (the diagnostics) hand their
+    metrics to :meth:`defer`; those go out with the next epoch's write or at the end of
+    training, so that the run costs one store write per epoch.
+
+    Args:
+        run: the open run (``rnnbench.tracking.Run``).
+        batch_size: examples per step, for the throughput.
+    """
+
+    _by_run: "weakref.WeakValueDictionary[str, EpochLogger]" = weakref.WeakValueDictionary()
 
     def __init__(self, run: Any, batch_size: int) -> None:
         super().__init__()
@@ -48,6 +77,27 @@ class EpochLogger(keras.callbacks.Callback):
         self.batch_size = batch_size
         self._t0 = 0.0
         self._steps = 0
+        self._deferred: list[tuple[int, dict[str, float]]] = []
+        EpochLogger._by_run[run.run_id] = self
+
+    @classmethod
+    def of_run(cls, run: Any) -> "EpochLogger | None":
+        """The EpochLogger writing to ``run``, if one was made."""
+        return cls._by_run.get(getattr(run, "run_id", None))
+
+    def defer(self, metrics: dict[str, float], step: int) -> None:
+        """Queue ``metrics`` at ``step`` for the next write."""
+        if metrics:
+            self._deferred.append((step, dict(metrics)))
+
+    def flush(self, rows: list[tuple[int, dict[str, float]]] | None = None) -> None:
+        """Write ``rows`` and everything deferred, in one write."""
+        rows = [*(rows or []), *self._deferred]
+        self._deferred = []
+        if rows:
+            from rnnbench import tracking
+
+            tracking.log_metric_steps(self.run, rows)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._t0 = time.perf_counter()
@@ -64,7 +114,10 @@ class EpochLogger(keras.callbacks.Callback):
         metrics["epoch_time_s"] = seconds
         if seconds > 0:
             metrics["throughput_samples_per_s"] = self._steps * self.batch_size / seconds
-        self.run.log_metrics(metrics, step=epoch + 1)
+        self.flush([(epoch + 1, metrics)])
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.flush()
 
 
 def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, cell: str) -> None:
@@ -101,5 +154,20 @@ def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, ce
 
 
 def diagnostics_callbacks(cfg: Any, task: Any, data: Any, model: Any, run: Any) -> list:
-    """The diagnostics component's callbacks (empty when diagnostics are disabled)."""
-    return []
+    """The diagnostics component's callbacks (empty when diagnostics are disabled).
+
+    The probe batch is drawn here, once per run, from the validation split with the
+    run's seed. Gradient norms come from the optimizer (see ``make_optimizer``).
+    """
+    diag = cfg.diagnostics
+    if not diag.enabled:
+        return []
+    from rnnbench.diagnostics import DiagnosticsCallback, draw_probe
+
+    probe = draw_probe(task, data, diag.probe_batch_size, cfg.seed)
+    return [DiagnosticsCallback(
+        run, probe, loss=task.loss(), seq2seq=task.kind == "seq2seq",
+        writer=EpochLogger.of_run(run),
+        every_n_epochs=diag.every_n_epochs, horizon_fraction=diag.horizon_fraction,
+        title=f"{task.name} · {cfg.cell.name} · seed {cfg.seed}",
+    )]

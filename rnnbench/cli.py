@@ -39,10 +39,15 @@ def hydra_context(app: str = "rnnbench") -> dict[str, Any]:
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
+    # sweep_id: the multirun's folder, absolute so that two projects never share one;
+    # sweep_name: the same folder as configured plus the swept keys, for people
+    keys = sorted({o.split("=", 1)[0].lstrip("+~") for o in overrides})
     return {
         "overrides": overrides,
         "command": " ".join([app, *overrides]),
-        "sweep_id": str(hc.sweep.dir) if multirun else None,
+        "sweep_id": str(Path(hc.sweep.dir).resolve()) if multirun else None,
+        "sweep_name": f"{hc.sweep.dir} ({', '.join(keys)})" if multirun else None,
+        "sweep_job": hc.job.num if multirun else None,
         "multirun": multirun,
     }
 
@@ -80,7 +85,8 @@ def run_job(cfg: Any) -> Any:
         from rnnbench.train import RunContext, run
 
         ctx = RunContext(overrides=hc["overrides"], sweep_id=hc["sweep_id"],
-                         command=hc["command"])
+                         command=hc["command"],
+                         tags={"sweep_name": hc["sweep_name"], "sweep_job": hc["sweep_job"]})
         result = run(obj, ctx)
     except RnnbenchError as exc:
         _print_error(str(exc))
@@ -125,6 +131,10 @@ def tune_main() -> None:
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     _hydra_main(tune_job, "tune")
+    if _failed_jobs:
+        _print_error(f"{len(_failed_jobs)} sweep(s) of the multirun FAILED: "
+                     + "; ".join(_failed_jobs))
+        sys.exit(1)
 
 
 def report_main() -> None:

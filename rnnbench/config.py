@@ -231,6 +231,9 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for name, schema in TASK_SCHEMAS.items():
         cs.store(group="schema/task", name=name, node=schema)
+    from rnnbench.tuning.configs import TuneConfig  # rnnbench-tune's schema (conf/tune.yaml)
+
+    cs.store(name="tune_schema", node=TuneConfig)
 
 
 def to_object(cfg: DictConfig) -> Any:

@@ -3,32 +3,71 @@
 ``select_backend`` runs before Keras is imported (Keras reads ``KERAS_BACKEND`` once).
 ``setup`` then makes the devices, precision, determinism and distribution strategy
 match ``cfg.hardware`` or fails with a message, never silently running elsewhere.
+After the model is compiled, :func:`what_ran` reads back from the model itself what
+runs: the device its weights live on, whether XLA compiles the train step, and for
+every recurrent layer whether cuDNN runs it. Those become the run's MLflow tags.
+
+What each backend supports (see also ``docs/hardware.md``):
+
+| | tensorflow | jax | torch |
+| --- | --- | --- | --- |
+| ``strategy=mirrored``, ``logical_cpus`` | yes | no | no |
+| ``deterministic`` | op determinism + seeds | seeds (+ XLA's GPU flag) | deterministic algorithms + seeds |
+| cuDNN kernels (GPU only) | LSTM, GRU | LSTM | LSTM, GRU |
+| ``xla=off`` | graph mode | eager (slow) | eager |
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import platform
 import random
+import re
 import sys
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from rnnbench.errors import ConfigError, HardwareError
 
+_BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+_INSTALL_HINTS = {"tensorflow": "pip install 'tensorflow>=2.21,<2.22'",
+                  "jax": "pip install 'jax[cpu]' (or 'jax[cuda12]' on a GPU machine)",
+                  "torch": "pip install torch"}
+# Which built-in recurrent layers have a cuDNN kernel on each backend (Keras 3.15):
+# JAX runs LSTM through jax.experimental.rnn (cuDNN) but GRU through lax.scan.
+_CUDNN_LAYERS = {"tensorflow": ("LSTM", "GRU"), "jax": ("LSTM",), "torch": ("LSTM", "GRU")}
+# Backends whose cuDNN path refuses masks (TensorFlow takes right-padded masks).
+_CUDNN_NO_MASK = ("jax", "torch")
+# What TensorFlow says when an op cannot honour op determinism.
+_DETERMINISM_MARKERS = ("when determinism is enabled", "determinism is not yet supported",
+                        "determinism is enabled")
+
+
+_MIXED_FLOAT16_ON_CPU = (
+    "hardware.precision=mixed_float16 on a CPU is usually slower than float32 (CPUs have "
+    "few fast float16 kernels): use hardware.precision=mixed_bfloat16 or float32 on the "
+    "CPU, and mixed_float16 on a GPU."
+)
+
 
 def select_backend(name: str) -> None:
-    """Choose the Keras backend; must run before ``import keras``."""
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name]
+    """Choose the Keras backend; must run before ``import keras``.
+
+    Args:
+        name: ``tensorflow``, ``jax`` or ``torch``.
+    """
+    module = _BACKEND_PACKAGES[name]
     if importlib.util.find_spec(module) is None:
         raise HardwareError(
-            f"backend={name}: the package '{module}' is not installed. Install it "
-            f"(pip install {module}) or use backend=tensorflow."
+            f"backend={name}: the package '{module}' is not installed in this Python "
+            f"({sys.executable}). Install it ({_INSTALL_HINTS[name]}) or use "
+            "backend=tensorflow."
         )
-    if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != name:
+    if "keras" in sys.modules:
         import keras
 
         if keras.backend.backend() != name:
@@ -42,7 +81,25 @@ def select_backend(name: str) -> None:
 
 @dataclass
 class HardwareInfo:
-    """What the run uses: logged as tags."""
+    """What a run asked for and got from :func:`setup`; its :meth:`tags` go to MLflow.
+
+    Args:
+        backend: the Keras backend.
+        device: the device the run computes on (the first of ``devices_used``).
+        visible_devices: every device the backend sees.
+        precision: the Keras dtype policy.
+        jit_compile: the value passed to ``model.compile`` (Keras may still turn XLA
+            off: :func:`what_ran` reads what the compiled model does).
+        deterministic: whether op determinism is on.
+        replicas: data-parallel replicas (1 without a strategy).
+        strategy: the ``tf.distribute`` strategy, or None.
+        lr_scale: factor applied to ``optimizer.lr`` (linear scaling with replicas).
+        notes: what the user should know (fallbacks, overridden requests).
+        device_type: ``cpu`` or ``gpu``, what the run uses.
+        devices_used: the devices that hold a replica.
+        xla_request: ``hardware.xla`` as configured.
+        device_name: the GPU's model name (empty on the CPU).
+    """
 
     backend: str
     device: str
@@ -54,24 +111,142 @@ class HardwareInfo:
     strategy: Any = None
     lr_scale: float = 1.0
     notes: list[str] = field(default_factory=list)
+    device_type: str = "cpu"
+    devices_used: list[str] = field(default_factory=list)
+    xla_request: str = "auto"
+    device_name: str = ""
 
     def scope(self):
+        """The distribution strategy's scope (build and compile the model inside it)."""
         return self.strategy.scope() if self.strategy is not None else nullcontext()
 
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn TensorFlow's "no deterministic kernel" errors into a HardwareError."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is that error
+            if self.deterministic and is_determinism_error(exc):
+                raise HardwareError(determinism_message(exc, self)) from None
+            raise
+
     def tags(self) -> dict[str, str]:
-        return {
+        """The hardware tags known before the model exists."""
+        tags = {
             "backend": self.backend,
             "device": self.device,
+            "device_type": self.device_type,
+            "devices_used": ",".join(self.devices_used or [self.device]),
             "visible_devices": ",".join(self.visible_devices),
             "precision": self.precision,
             "xla": "on" if self.jit_compile is True else "off",
+            "xla_requested": self.xla_request,
             "deterministic": str(self.deterministic).lower(),
             "replicas": str(self.replicas),
-            "cpu": platform.processor() or platform.machine(),
+            "lr_scale": f"{self.lr_scale:g}",
+            "cpu": cpu_name(),
         }
+        if self.device_name:
+            tags["device_name"] = self.device_name
+        if self.backend != "tensorflow":
+            module = sys.modules.get(_BACKEND_PACKAGES[self.backend])
+            tags[f"{self.backend}_version"] = getattr(module, "__version__", "unknown")
+        if self.notes:
+            tags["hardware_notes"] = " | ".join(self.notes)
+        return tags
 
 
-def _tf_devices(hw) -> tuple[list[str], list[str]]:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_name(backend: str, device: str) -> str:
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            phys = tf.config.list_physical_devices("GPU")
+            return tf.config.experimental.get_device_details(phys[0]).get("device_name", "")
+        if backend == "jax":
+            import jax
+
+            return jax.devices("gpu")[0].device_kind
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - a name is a nicety, never a failure
+        return ""
+
+
+def preflight(hw: Any, backend: str) -> list[str]:
+    """Check the ``hardware`` config against the backend before any device is touched.
+
+    Raises ConfigError for combinations that cannot work, and returns (and warns
+    about) those that work badly.
+
+    Args:
+        hw: the ``hardware`` config node.
+        backend: the Keras backend name.
+    """
+    if hw.strategy == "mirrored":
+        if backend != "tensorflow":
+            raise ConfigError(
+                f"hardware.strategy=mirrored is not allowed with backend={backend}: "
+                "MirroredStrategy is TensorFlow's. Use backend=tensorflow, or "
+                "hardware.strategy=none (one device)."
+            )
+        if hw.num_devices < 2:
+            raise ConfigError(
+                f"hardware.num_devices={hw.num_devices} is not allowed with "
+                "hardware.strategy=mirrored: data parallelism needs at least 2 devices. "
+                "Use hardware.num_devices=2 (or more), or hardware=gpu for one device."
+            )
+    elif hw.num_devices > 1:
+        raise ConfigError(
+            f"hardware.num_devices={hw.num_devices} needs hardware.strategy=mirrored "
+            f"(now {hw.strategy!r}); without a strategy a run uses one device. "
+            "Use hardware=multi_gpu, or hardware.num_devices=1."
+        )
+    if hw.logical_cpus > 1 and backend != "tensorflow":
+        raise ConfigError(
+            f"hardware.logical_cpus={hw.logical_cpus} is not allowed with backend={backend}: "
+            "splitting the CPU into logical devices is a TensorFlow feature. "
+            "Use backend=tensorflow or hardware.logical_cpus=0."
+        )
+    if hw.xla == "on" and hw.deterministic and backend == "tensorflow":
+        raise ConfigError(
+            "hardware.xla=on is not allowed with hardware.deterministic=true on "
+            "backend=tensorflow: Keras turns XLA off under TensorFlow op determinism. "
+            "Use hardware.xla=auto or off (or hardware.deterministic=false)."
+        )
+    notes: list[str] = []
+    if hw.precision == "mixed_float16" and hw.device == "cpu":
+        notes.append(_MIXED_FLOAT16_ON_CPU)
+    if hw.xla == "off" and backend == "jax":
+        notes.append(
+            "hardware.xla=off on backend=jax runs every step eagerly (no jax.jit): "
+            "much slower; use hardware.xla=auto."
+        )
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return notes
+
+
+def _quiet_backend_loggers() -> None:
+    # Hydra sets the root logger to INFO; these print a line per collective op.
+    for name in ("tensorflow", "jax._src.xla_bridge", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _tf_devices(hw: Any) -> tuple[list[str], list[str]]:
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")
@@ -80,31 +255,77 @@ def _tf_devices(hw) -> tuple[list[str], list[str]]:
             tf.config.set_logical_device_configuration(
                 cpus[0], [tf.config.LogicalDeviceConfiguration()] * hw.logical_cpus)
         except RuntimeError:
-            pass  # already initialised in this process (tests); keep what is there
+            pass  # the runtime is already initialised in this process; the count check
+            # in setup() reports a mismatch
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus_l = [d.name for d in tf.config.list_logical_devices("CPU")]
     return cpus_l, gpus
 
 
-def _gpus_for(backend: str, hw) -> tuple[list[str], list[str]]:
+def _gpus_for(backend: str, hw: Any) -> tuple[list[str], list[str]]:
     if backend == "tensorflow":
         return _tf_devices(hw)
     if backend == "jax":
         import jax
 
-        return ([str(d) for d in jax.devices("cpu")],
-                [str(d) for d in jax.devices() if d.platform == "gpu"])
+        try:
+            gpus = [str(d) for d in jax.devices("gpu")]
+        except RuntimeError:  # no GPU backend in this jaxlib / on this machine
+            gpus = []
+        return [str(d) for d in jax.devices("cpu")], gpus
     import torch
 
     gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return ["cpu"], gpus
 
 
-def setup(hw, backend: str, seed: int) -> HardwareInfo:
-    """Apply ``hw`` (the ``hardware`` config) and seed every generator with ``seed``."""
+def _set_determinism(backend: str, on: bool, notes: list[str]) -> None:
+    if backend == "tensorflow":
+        import tensorflow as tf
+        from tensorflow.python.framework import config as tf_config
+
+        if on:
+            tf.config.experimental.enable_op_determinism()
+        elif tf_config.is_op_determinism_enabled():
+            # an earlier job of the same multirun turned it on
+            tf_config.disable_op_determinism()
+    elif backend == "torch" and on:
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _jax_deterministic_flag(notes: list[str]) -> None:
+    # XLA reads XLA_FLAGS once, when JAX first starts a backend.
+    flag = "--xla_gpu_deterministic_ops=true"
+    if flag in os.environ.get("XLA_FLAGS", ""):
+        return
+    if "jax" in sys.modules:
+        notes.append("JAX was already started in this process: XLA's GPU determinism flag "
+                     "could not be set (CPU runs are deterministic anyway)")
+        return
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+
+
+def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
+    """Apply ``hw`` (the ``hardware`` config) and seed every generator with ``seed``.
+
+    Args:
+        hw: the ``hardware`` config node.
+        backend: the Keras backend chosen by :func:`select_backend`.
+        seed: seeds Python, NumPy and the backend.
+
+    Raises:
+        HardwareError: the asked-for devices are not there (and ``fallback`` is ``fail``).
+        ConfigError: the hardware keys do not fit together or with the backend.
+    """
+    notes = preflight(hw, backend)
+    _quiet_backend_loggers()
+    if hw.deterministic and backend == "jax":
+        _jax_deterministic_flag(notes)
     cpus, gpus = _gpus_for(backend, hw)
     device = hw.device
-    notes: list[str] = []
     if device == "gpu" and not gpus:
         if hw.fallback == "cpu":
             notes.append("no GPU visible: fell back to the CPU (hardware.fallback=cpu)")
@@ -112,26 +333,23 @@ def setup(hw, backend: str, seed: int) -> HardwareInfo:
             device = "cpu"
         else:
             raise HardwareError(
-                f"hardware={hw.name} asks for a GPU, but {backend} sees none on this machine. "
-                "Use hardware=cpu, or hardware.fallback=cpu to run on the CPU anyway "
-                "(recorded as such), or install the GPU build (pip install -e '.[gpu]')."
+                f"hardware={hw.name} asks for a GPU, but {backend} sees none on this machine "
+                f"(visible: {', '.join(cpus) or 'nothing'}). Use hardware=cpu, or "
+                "hardware.fallback=cpu to run on the CPU anyway (recorded as such), or "
+                "install the GPU build (pip install -e '.[gpu]')."
             )
-    if hw.strategy == "mirrored":
-        if backend != "tensorflow":
-            raise ConfigError("hardware.strategy=mirrored needs backend=tensorflow.")
-        pool = gpus if device == "gpu" else cpus
-        if len(pool) < max(2, hw.num_devices):
-            raise HardwareError(
-                f"hardware={hw.name} asks for {max(2, hw.num_devices)} {device.upper()} devices "
-                f"with MirroredStrategy, but {len(pool)} are visible ({', '.join(pool) or 'none'})."
-                " Use hardware=gpu for one device, or on the CPU split it with "
-                "hardware.logical_cpus=2."
-            )
-    if hw.precision == "mixed_float16" and device == "cpu":
-        warnings.warn(
-            "hardware.precision=mixed_float16 on a CPU is usually slower than float32 "
-            "(no fast float16 kernels); use mixed_bfloat16 or float32 on the CPU.",
-            stacklevel=2,
+    if device == "cpu" and hw.precision == "mixed_float16" and hw.device != "cpu":
+        notes.append(_MIXED_FLOAT16_ON_CPU)  # after a fallback from the GPU
+        warnings.warn(notes[-1], stacklevel=2)
+    pool = gpus if device == "gpu" else cpus
+    if hw.strategy == "mirrored" and len(pool) < hw.num_devices:
+        hint = ("Use hardware=gpu for one GPU" if device == "gpu" else
+                f"On the CPU split it with hardware.logical_cpus={hw.num_devices}")
+        raise HardwareError(
+            f"hardware={hw.name} asks for {hw.num_devices} {device.upper()} devices with "
+            f"MirroredStrategy (hardware.num_devices={hw.num_devices}), but {len(pool)} "
+            f"{'is' if len(pool) == 1 else 'are'} visible ({', '.join(pool) or 'none'}). "
+            f"{hint}, or lower hardware.num_devices."
         )
 
     import keras
@@ -140,31 +358,31 @@ def setup(hw, backend: str, seed: int) -> HardwareInfo:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
-    if hw.deterministic and backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
+    _set_determinism(backend, hw.deterministic, notes)
     keras.mixed_precision.set_global_policy(hw.precision)
 
     strategy, replicas = None, 1
+    used = [pool[0]] if pool else [device]
     if hw.strategy == "mirrored":
         import tensorflow as tf
 
-        pool = gpus if device == "gpu" else cpus
-        strategy = tf.distribute.MirroredStrategy(devices=pool[: max(2, hw.num_devices)])
+        used = pool[: hw.num_devices]
+        strategy = tf.distribute.MirroredStrategy(devices=used)
         replicas = strategy.num_replicas_in_sync
 
     if hw.xla == "on":
         jit: Any = True
     elif hw.xla == "off":
         jit = False
-    else:
+    elif backend == "tensorflow":
         # Keras's "auto" turns XLA off on a TF CPU; XLA makes recurrent training ~1.7x
         # faster on this kind of CPU, so auto means on, except where XLA is unsafe.
         jit = not (hw.deterministic or strategy is not None)
+    else:
+        jit = backend == "jax"  # Keras's own defaults: jax.jit on JAX, eager on torch
     return HardwareInfo(
         backend=backend,
-        device=(gpus[0] if device == "gpu" and gpus else (cpus[0] if cpus else "cpu")),
+        device=used[0],
         visible_devices=cpus + gpus,
         precision=hw.precision,
         jit_compile=jit,
@@ -173,4 +391,154 @@ def setup(hw, backend: str, seed: int) -> HardwareInfo:
         strategy=strategy,
         lr_scale=float(replicas) if (replicas > 1 and hw.scale_lr) else 1.0,
         notes=notes,
+        device_type=device,
+        devices_used=list(used),
+        xla_request=hw.xla,
+        device_name=_gpu_name(backend, used[0]) if device == "gpu" else "",
+    )
+
+
+# ---- what ran ---------------------------------------------------------------------------
+
+def _inner_layer(layer: Any) -> Any:
+    import keras
+
+    if isinstance(layer, keras.layers.Bidirectional):
+        return layer.forward_layer
+    return layer
+
+
+def _model_masked(model: Any) -> bool:
+    import keras
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Masking) or getattr(layer, "mask_zero", False):
+            return True
+    return False
+
+
+def layer_cudnn(layer: Any, eligible: bool, hw: HardwareInfo, masked: bool) -> tuple[bool, str]:
+    """Whether cuDNN runs ``layer``, and why not when it does not.
+
+    Args:
+        layer: a recurrent layer of the model (possibly wrapped in Bidirectional).
+        eligible: Keras's own conditions on the layer's arguments (activations, bias,
+            ``unroll``, ``recurrent_dropout``, ``reset_after``, ``use_cudnn``), as
+            reported by ``rnnbench.cells.describe_layer``.
+        hw: the run's hardware.
+        masked: whether the model feeds masks to its recurrent layers.
+    """
+    inner = _inner_layer(layer)
+    kind = type(inner).__name__
+    if kind not in ("LSTM", "GRU"):
+        return False, f"{kind} is not a Keras LSTM/GRU layer (only those have a cuDNN kernel)"
+    if hw.device_type != "gpu":
+        return False, "the run is on the CPU"
+    if kind not in _CUDNN_LAYERS.get(hw.backend, ()):
+        return False, f"Keras's {hw.backend} backend has no cuDNN kernel for {kind}"
+    if getattr(inner, "use_cudnn", "auto") is False:
+        return False, "use_cudnn=False"
+    if getattr(getattr(inner, "cell", None), "recurrent_dropout", 0):
+        return False, "recurrent_dropout > 0"
+    if not eligible:
+        return False, "the layer's arguments do not meet Keras's cuDNN conditions"
+    if masked and hw.backend in _CUDNN_NO_MASK:
+        return False, f"masked inputs: the {hw.backend} cuDNN path takes no mask"
+    return True, "cuDNN"
+
+
+def _placement(model: Any, hw: HardwareInfo) -> str:
+    """The device the model's first weight lives on, as the backend names it."""
+    if hw.strategy is not None:
+        return ",".join(hw.devices_used)
+    if not model.weights:
+        return hw.device
+    value = model.weights[0].value
+    if hw.backend == "jax":
+        return ",".join(sorted(str(d) for d in value.devices()))
+    return str(value.device)
+
+
+def what_ran(model: Any, hw: HardwareInfo, what: dict[str, Any],
+             batch_size: int) -> dict[str, str]:
+    """The MLflow tags that say what a compiled model runs on, read from the model.
+
+    Adds ``cudnn`` and ``cudnn_reason`` to each layer of ``what["layers"]`` (the
+    description from ``rnnbench.model.describe_model``).
+
+    Args:
+        model: the compiled model.
+        hw: what :func:`setup` returned.
+        what: ``describe_model(model)``.
+        batch_size: ``train.batch_size``, the global batch.
+    """
+    import keras
+
+    tags = hw.tags()
+    jit = bool(model.jit_compile)  # after compile: what Keras really does
+    tags["xla"] = "on" if jit else "off"
+    if hw.xla_request == "on" and not jit:
+        hw.notes.append("hardware.xla=on, but Keras compiled without XLA: the model has a "
+                        "layer that XLA cannot compile (a cuDNN LSTM/GRU on TensorFlow)")
+        tags["hardware_notes"] = " | ".join(hw.notes)
+    tags["device"] = _placement(model, hw)
+    tags["global_batch_size"] = str(batch_size)
+    tags["replica_batch_size"] = f"{batch_size / hw.replicas:g}"
+    try:
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        tags["effective_lr"] = f"{lr:.6g}"
+    except (AttributeError, TypeError, ValueError):
+        pass  # a schedule, or no optimizer yet
+
+    masked = _model_masked(model)
+    by_name = {layer.name: layer for layer in model.layers}
+    ran = []
+    for name, desc in what.get("layers", {}).items():
+        layer = by_name.get(name)
+        if layer is None or not isinstance(layer, keras.layers.Layer):
+            continue
+        used, reason = layer_cudnn(layer, bool(desc.get("cudnn_eligible")), hw, masked)
+        desc["cudnn"] = used
+        desc["cudnn_reason"] = reason
+        tags[f"cudnn.{name}"] = str(used).lower()
+        ran.append(used)
+    tags["cudnn"] = str(bool(ran) and all(ran)).lower()
+    tags["cudnn_layers"] = f"{sum(ran)}/{len(ran)}"
+    return tags
+
+
+# ---- determinism errors -----------------------------------------------------------------
+
+def is_determinism_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a backend's refusal to run an op deterministically."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _DETERMINISM_MARKERS)
+
+
+def determinism_message(exc: BaseException, hw: HardwareInfo) -> str:
+    """A user-facing message for a determinism refusal, naming the op and its source."""
+    text = str(exc)
+    node = None
+    for pattern in (r"Detected at node '?([^\s']+?)'? defined at", r"\{\{node ([^}]+)\}\}",
+                    r"\[Op:(?!__inference)(\w+)\]", r'"(\w+)" cannot be called'):
+        match = re.search(pattern, text)
+        if match:
+            node = match.group(1)
+            break
+    op = node.rsplit("/", 1)[-1] if node else "an op"
+    where = f" (node {node})" if node and "/" in node else ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+    if frames:
+        where += f", created at {frames[-1][0]}:{frames[-1][1]} in {frames[-1][2]}()"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = next((line for line in lines
+                   if any(marker in line.lower() for marker in _DETERMINISM_MARKERS)),
+                  lines[0] if lines else type(exc).__name__)
+    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)
+    reason = re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", reason).rstrip(".")
+    return (
+        f"hardware.deterministic=true, but {op}{where} has no deterministic implementation "
+        f"on {hw.backend} ({hw.device}): {reason}. Use hardware.deterministic=false (the run "
+        "then repeats only up to floating-point reduction order), or remove that op from "
+        "the model, its metrics and callbacks."
     )

@@ -297,3 +297,97 @@ def find_finished(experiment: str, config_hash: str) -> list:
     """FINISHED runs of ``experiment`` whose config hash tag is ``config_hash``."""
     return search_runs([experiment], f"tags.config_hash = '{config_hash}'",
                        statuses=["FINISHED"])
+
+
+# ---- reading for reports (rnnbench.report) ---------------------------------------------
+
+def open_store(uri: str, timeout_s: float = 15.0) -> None:
+    """Point MLflow at an existing store for reading: a SQLite file that is not there is
+    refused (MLflow would silently create an empty one), a server must answer."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise TrackingError(
+                f"--tracking-uri {uri}: there is no MLflow store at {db.resolve()}. Pass the "
+                f"store your runs were logged to (rnnbench writes sqlite:///mlflow.db in the "
+                f"folder it ran in), or an http:// address of an MLflow server.")
+    check_reachable(uri, timeout_s)
+    mlflow.set_tracking_uri(uri)
+
+
+@retry_locked
+def experiment_names() -> dict[str, str]:
+    """``{name: experiment_id}`` of the store's active experiments."""
+    return {e.name: e.experiment_id for e in mlflow.MlflowClient().search_experiments()}
+
+
+@retry_locked
+def get_run(run_id: str) -> Any | None:
+    """The MLflow ``Run`` with this id, or None when the store has no such run."""
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def find_runs(experiments: Iterable[str] | None, filter_string: str = "") -> list:
+    """Like :func:`search_runs`, but a filter MLflow cannot parse is a ``ConfigError``
+    quoting MLflow's reason."""
+    from rnnbench.errors import ConfigError
+
+    try:
+        return search_runs(experiments, filter_string)
+    except MlflowException as exc:
+        reason = exc.message.strip().rstrip(".") + "."
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
+            raise ConfigError(
+                f"--filter {filter_string!r} is not a valid MLflow filter: {reason} "
+                f"Write it like tags.cell = 'lstm' and params.model.units = '64' and "
+                f"metrics.test_mse < 1.") from None
+        raise TrackingError(f"reading runs failed: {exc.message}") from None
+
+
+# ---- sweeps (rnnbench.tuning) -------------------------------------------------------------
+
+def open_run(experiment: str, run_name: str, tags: dict[str, Any]) -> Run:
+    """Create a run that stays open across calls (a sweep's parent run); close it with
+    :meth:`Run.end` or :func:`close_run`."""
+    experiment_id = ensure_experiment(experiment)
+    clean = {k: str(v) for k, v in tags.items() if v is not None}
+    return Run(_create_run(experiment_id, run_name, clean), experiment_id)
+
+
+@retry_locked
+def reopen_run(run_id: str) -> Run:
+    """Mark an ended run RUNNING again (a resumed sweep's parent run) and return it."""
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    if run.info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    return Run(run_id, run.info.experiment_id)
+
+
+@retry_locked
+def child_runs(parent_run_id: str, filter_string: str = "") -> list:
+    """Runs nested under ``parent_run_id`` (oldest first), optionally filtered further."""
+    parent = get_run(parent_run_id)
+    if parent is None:
+        return []
+    name = mlflow.MlflowClient().get_experiment(parent.info.experiment_id).name
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    if filter_string:
+        query += f" and {filter_string}"
+    return search_runs([name], query)
+
+
+# ---- several steps in one write (rnnbench.callbacks: epoch metrics and diagnostics) ------
+
+@retry_locked
+def log_metric_steps(run: Run, rows: list[tuple[int, dict[str, float]]]) -> None:
+    """Log the metrics of several steps, ``[(step, {name: value})]``, in one write: each
+    write to the store costs about the same whatever it holds."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for step, metrics in rows
+             for k, v in metrics.items() if v is not None]
+    for i in range(0, len(items), 500):
+        run.client.log_batch(run.run_id, metrics=items[i:i + 500])

@@ -32,6 +32,14 @@ class RunContext:
     command: str = "rnnbench"
     parent_run_id: str | None = None
     run_kind: str = "run"
+    # set by sweeps (rnnbench.tuning) and multiruns: extra tags and params, the run's
+    # name, and a warm start (weights file, first epoch) / where to save the weights
+    tags: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    run_name: str | None = None
+    initial_epoch: int = 0
+    init_weights: str | None = None
+    save_weights: str | None = None
 
 
 @dataclass
@@ -42,6 +50,7 @@ class RunResult:
     baselines: dict[str, float] = field(default_factory=dict)
     skipped: bool = False
     message: str = ""
+    history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch Keras logs
 
 
 def config_hash(cfg: Any) -> str:
@@ -97,7 +106,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     tracking.configure(cfg.tracking.uri, cfg.tracking.timeout_s)
     chash = config_hash(cfg)
     if ctx.sweep_id and cfg.tracking.skip_finished:
-        done = tracking.find_finished(experiment, chash)
+        done = [r for r in tracking.find_finished(experiment, chash)
+                if r.data.tags.get("run_kind", "run") == ctx.run_kind]
         if done:
             run_id = done[-1].info.run_id
             msg = f"skipped: this exact config already FINISHED as run {run_id}"
@@ -107,22 +117,26 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     data = task.prepare(cfg.train.batch_size, cfg.seed)
     with hw.scope():
         model = build_model(cfg, task, data)
-        model.compile(optimizer=make_optimizer(cfg.optimizer, hw.lr_scale), loss=task.loss(),
-                      metrics=task.compile_metrics(), jit_compile=hw.jit_compile)
+        record = cfg.diagnostics.enabled and cfg.diagnostics.gradient_norms
+        model.compile(optimizer=make_optimizer(cfg.optimizer, hw.lr_scale, record),
+                      loss=task.loss(), metrics=task.compile_metrics(),
+                      jit_compile=hw.jit_compile)
+        if ctx.init_weights:
+            model.load_weights(ctx.init_weights)
     what = describe_model(model)
 
     tags = {
         "task": task.name, "task_family": task.family, "cell": cfg.cell.name,
         "impl": what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
-        "cudnn": str(what["cudnn_eligible"] and hw.device.lower().find("gpu") >= 0).lower(),
         "seed": cfg.seed, "hardware": cfg.hardware.name, "config_hash": chash,
         "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": git_commit(),
         "primary_metric": task.primary_metric, "primary_mode": task.primary_mode,
-        "command": ctx.command, **hw.tags(), **version_tags(),
+        "command": ctx.command, **version_tags(),
+        **hardware.what_ran(model, hw, what, cfg.train.batch_size), **ctx.tags,
     }
-    run_name = f"{task.name}-{cfg.cell.name}-s{cfg.seed}"
+    run_name = ctx.run_name or f"{task.name}-{cfg.cell.name}-s{cfg.seed}"
     with tracking.start_run(experiment, run_name, tags, ctx.parent_run_id) as mlrun:
-        mlrun.log_params(flatten(cfg))
+        mlrun.log_params({**flatten(cfg), **ctx.params})
         mlrun.log_metrics({"params_count": what["params_count"],
                            "recurrent_params": what["recurrent_params"]})
         mlrun.log_json(what, "model/what_ran.json")
@@ -141,11 +155,14 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                                           restore_best_weights=True),
         ]
         cbs += callbacks.diagnostics_callbacks(cfg, task, data, model, mlrun)
+        cbs += task.callbacks(data)
         train_ds = data.train.repeat() if cfg.train.steps_per_epoch else data.train
         t0 = time.perf_counter()
-        history = model.fit(train_ds, validation_data=data.val, epochs=cfg.train.epochs,
-                            steps_per_epoch=cfg.train.steps_per_epoch, callbacks=cbs,
-                            verbose=cfg.train.verbose, shuffle=False)
+        with hw.guard():
+            history = model.fit(train_ds, validation_data=data.val, epochs=cfg.train.epochs,
+                                steps_per_epoch=cfg.train.steps_per_epoch, callbacks=cbs,
+                                verbose=cfg.train.verbose, shuffle=False,
+                                initial_epoch=ctx.initial_epoch)
         fit_s = time.perf_counter() - t0
         callbacks.log_learning_curves(mlrun, history.history, task.name, cfg.cell.name)
 
@@ -165,6 +182,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         mlrun.log_metrics({f"test_{k}": v for k, v in test.items()})
         mlrun.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlrun.log_metrics({"fit_time_s": fit_s, "epochs_run": len(history.epoch)})
+        if ctx.save_weights:
+            model.save_weights(ctx.save_weights)
         if cfg.tracking.log_model:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "model.keras"
@@ -173,4 +192,5 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         run_id = mlrun.run_id
     bad = [k for k, v in test.items() if not math.isfinite(v)]
     msg = f"non-finite test metrics: {bad}" if bad else ""
-    return RunResult(run_id, "FINISHED", test, base, message=msg)
+    return RunResult(run_id, "FINISHED", test, base, message=msg,
+                     history={k: [float(x) for x in v] for k, v in history.history.items()})

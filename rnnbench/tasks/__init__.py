@@ -13,6 +13,16 @@ from rnnbench.errors import ConfigError
 # task name -> "module:Class"
 TASKS: dict[str, str] = {
     "co2": "rnnbench.tasks.timeseries:Co2Task",
+    "sunspots": "rnnbench.tasks.timeseries:SunspotsTask",
+    "electricity": "rnnbench.tasks.timeseries:ElectricityTask",
+    "timeseries_csv": "rnnbench.tasks.timeseries:CsvSeriesTask",
+    "lm_char": "rnnbench.tasks.language:CharLMTask",
+    "lm_word": "rnnbench.tasks.language:WordLMTask",
+    "speech_vowels": "rnnbench.tasks.speech:VowelsTask",
+    "speech_audio": "rnnbench.tasks.speech:AudioTask",
+    "adding": "rnnbench.tasks.probes:AddingTask",
+    "copy": "rnnbench.tasks.probes:CopyTask",
+    "chorales": "rnnbench.tasks.music:ChoralesTask",
 }
 
 

@@ -98,6 +98,10 @@ class Task:
         """Scores of the trivial baselines on the test split, same metric names."""
         return {}
 
+    def callbacks(self, data: TaskData) -> list:
+        """Keras callbacks the task needs during ``fit`` (e.g. resetting carried states)."""
+        return []
+
     def probe_batch(self, data: TaskData, size: int, seed: int):
         """A fixed batch ``(x, y)`` from the validation split for the diagnostics."""
         import numpy as np

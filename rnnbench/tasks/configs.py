@@ -69,6 +69,209 @@ class TimeSeriesConfig(TaskConfig):
                  "task.normalize must be one of window, global.")
 
 
+def _check_positive(cfg: object, *keys: str) -> None:
+    for key in keys:
+        value = getattr(cfg, key)
+        _require(value >= 1, f"task.{key}={value} is not allowed: "
+                 f"task.{key} must be an integer >= 1.")
+
+
+def _check_fractions(cfg: object, *keys: str) -> None:
+    for key in keys:
+        value = getattr(cfg, key)
+        _require(0 < value < 0.5, f"task.{key}={value} is not allowed: "
+                 f"task.{key} must be in (0, 0.5).")
+
+
+def _check_choice(cfg: object, key: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, key)
+    _require(value in choices, f"task.{key}={value!r} is not allowed: "
+             f"task.{key} must be one of {', '.join(choices)}.")
+
+
+CORPORA = ("wiki", "lee", "ptb", "wikitext2", "text8", "shakespeare", "path")
+
+
+@dataclass
+class LanguageConfig(TaskConfig):
+    """Language modeling on a contiguous token stream (``lm_char``, ``lm_word``).
+
+    ``corpus``: ``wiki`` (gensim's Wikipedia sample, the default), ``lee`` (gensim's
+    small news corpus), ``ptb``, ``wikitext2``, ``text8``, ``shakespeare`` (downloaded
+    into the cache with a fixed SHA-256, or read from ``path``), or ``path`` (any text
+    file, or a folder of ``.txt`` files, at ``path``). ``mirror`` replaces the download
+    URL's folder (the checksum stays fixed). ``clean``: ``auto`` (text8-style for wiki,
+    lee and text8, as-is for the others), ``text8`` (lowercase a-z and single spaces),
+    ``lower``, ``none``. Corpora without an official split are split contiguously by
+    ``val_fraction``/``test_fraction`` (the end of the text). The vocabulary comes from
+    the train split only: the ``vocab_size - 1`` most frequent tokens plus ``<unk>``
+    (null: every train token). Training runs truncated BPTT over contiguous windows of
+    ``bptt`` tokens; ``carry_state`` carries the recurrent state from one window to the
+    next (stateful layers, fixed batch, states reset every epoch and before each
+    evaluation); otherwise every window starts from a zero state. ``limit`` caps each
+    split at ``limit * bptt`` tokens."""
+
+    corpus: str = "wiki"
+    path: Optional[str] = None
+    mirror: Optional[str] = None
+    clean: str = "auto"
+    vocab_size: Optional[int] = None
+    bptt: int = 35
+    carry_state: bool = True
+    embedding_dim: int = 128
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self, "corpus", CORPORA)
+        _check_choice(self, "clean", ("auto", "text8", "lower", "none"))
+        _check_positive(self, "bptt", "embedding_dim")
+        _check_fractions(self, "val_fraction", "test_fraction")
+        if self.vocab_size is not None:
+            _require(self.vocab_size >= 2, f"task.vocab_size={self.vocab_size} is not "
+                     "allowed: task.vocab_size must be null or an integer >= 2.")
+        _require(self.corpus != "path" or bool(self.path),
+                 "task.corpus=path needs task.path=<a text file or a folder of .txt files>.")
+
+
+@dataclass
+class VowelsConfig(TaskConfig):
+    """JapaneseVowels speaker classification (9 speakers, 12 LPC cepstra per frame,
+    7-29 frames). The official train/test split is kept; ``val_fraction`` of each
+    speaker's train utterances (chosen with ``split_seed``) become the validation set.
+    ``path``: a folder with ``JapaneseVowels_TRAIN.ts``/``_TEST.ts`` to use instead of
+    the copy in the sktime wheel."""
+
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    path: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_fractions(self, "val_fraction")
+
+
+@dataclass
+class AudioConfig(TaskConfig):
+    """Spoken-word classification from WAV files through an MFCC front end.
+
+    ``path``: a folder laid out like Free Spoken Digits (``layout=fsdd``: the label is the
+    file name up to the first ``_``, e.g. ``7_jackson_12.wav``) or Speech Commands
+    (``layout=folders``: the label is the sub-folder; ``_background_noise_`` is skipped,
+    and ``validation_list.txt``/``testing_list.txt`` are used when present); ``auto``
+    picks by what is there. Every file must have the same sample rate (``sample_rate``,
+    null: the first file's). Audio is cut at ``max_seconds``. Front end: STFT with
+    ``frame_ms``/``hop_ms`` → ``n_mels`` mel bands between ``fmin`` and ``fmax`` (null:
+    Nyquist) → log → DCT, first ``n_mfcc`` coefficients, optional ``deltas`` (Δ and ΔΔ)
+    and per-utterance mean/variance ``normalize``."""
+
+    path: Optional[str] = None
+    layout: str = "auto"
+    sample_rate: Optional[int] = None
+    max_seconds: float = 2.0
+    frame_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_mels: int = 40
+    n_mfcc: int = 13
+    fmin: float = 20.0
+    fmax: Optional[float] = None
+    deltas: bool = True
+    normalize: bool = True
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self, "layout", ("auto", "fsdd", "folders"))
+        _check_positive(self, "n_mels", "n_mfcc")
+        _require(self.n_mfcc <= self.n_mels, f"task.n_mfcc={self.n_mfcc} is not allowed: "
+                 f"task.n_mfcc must be <= task.n_mels ({self.n_mels}).")
+        for key in ("max_seconds", "frame_ms", "hop_ms"):
+            value = getattr(self, key)
+            _require(value > 0, f"task.{key}={value} is not allowed: task.{key} must be > 0.")
+        _require(self.fmin >= 0, f"task.fmin={self.fmin} is not allowed: task.fmin must be >= 0.")
+        if self.fmax is not None:
+            _require(self.fmax > self.fmin, f"task.fmax={self.fmax} is not allowed: "
+                     f"task.fmax must be null or > task.fmin ({self.fmin}).")
+        if self.sample_rate is not None:
+            _require(self.sample_rate >= 1000, f"task.sample_rate={self.sample_rate} is not "
+                     "allowed: task.sample_rate must be null or an integer >= 1000 (Hz).")
+        _check_fractions(self, "val_fraction", "test_fraction")
+
+
+@dataclass
+class AddingConfig(TaskConfig):
+    """The adding problem (Arjovsky et al. 2016 form): ``length`` steps of two channels,
+    values uniform in [0, 1] and a marker channel with one 1 in each half; the target
+    is the sum of the two marked values. ``n_train``/``n_val``/``n_test`` sequences are
+    generated with ``data_seed`` (fixed, independent of the run's seed)."""
+
+    length: int = 100
+    n_train: int = 20000
+    n_val: int = 2000
+    n_test: int = 2000
+    data_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.length >= 2, f"task.length={self.length} is not allowed: "
+                 "task.length must be an integer >= 2.")
+        _check_positive(self, "n_train", "n_val", "n_test")
+
+
+@dataclass
+class CopyConfig(TaskConfig):
+    """The copy-memory task (Arjovsky et al. 2016): ``n_symbols`` symbols from
+    ``n_categories`` categories, ``length`` blanks, a delimiter, then the symbols must be
+    reproduced. Sequences have ``length + 2 * n_symbols`` steps."""
+
+    length: int = 100
+    n_symbols: int = 10
+    n_categories: int = 8
+    n_train: int = 20000
+    n_val: int = 2000
+    n_test: int = 2000
+    data_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive(self, "length", "n_symbols", "n_train", "n_val", "n_test")
+        _require(self.n_categories >= 2, f"task.n_categories={self.n_categories} is not "
+                 "allowed: task.n_categories must be an integer >= 2.")
+
+
+@dataclass
+class ChoralesConfig(TaskConfig):
+    """Bach chorales (music21 corpus, Riemenschneider numbering) as an 88-key piano roll
+    (MIDI 21-108) with one step per ``step_quarters`` quarter notes (1.0 as in JSB
+    Chorales). A fixed permutation (``split_seed``) splits them by ``val_fraction`` and
+    ``test_fraction``; ``limit`` keeps the first ``limit`` chorales of each split (only
+    those are parsed)."""
+
+    step_quarters: float = 1.0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.step_quarters > 0, f"task.step_quarters={self.step_quarters} is not "
+                 "allowed: task.step_quarters must be > 0.")
+        _check_fractions(self, "val_fraction", "test_fraction")
+
+
 TASK_SCHEMAS: dict[str, type] = {
     "co2": TimeSeriesConfig,
+    "sunspots": TimeSeriesConfig,
+    "electricity": TimeSeriesConfig,
+    "timeseries_csv": TimeSeriesConfig,
+    "lm_char": LanguageConfig,
+    "lm_word": LanguageConfig,
+    "speech_vowels": VowelsConfig,
+    "speech_audio": AudioConfig,
+    "adding": AddingConfig,
+    "copy": CopyConfig,
+    "chorales": ChoralesConfig,
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs Debian's PostgreSQL server for the MLflow-on-PostgreSQL test
+# (tests/test_postgres_server.py), which starts its own private cluster on 127.0.0.1.
+# Idempotent: does nothing when initdb and pg_ctl are already there.
+set -euo pipefail
+
+for bindir in /usr/lib/postgresql/*/bin; do
+    if [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ]; then
+        echo "install-postgres: $("$bindir/postgres" --version) already installed ($bindir)"
+        exit 0
+    fi
+done
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# --no-install-recommends: the server and its client, no extra locales or docs.
+$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+for bindir in /usr/lib/postgresql/*/bin; do
+    echo "install-postgres: $("$bindir/postgres" --version) installed ($bindir)"
+done

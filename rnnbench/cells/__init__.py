@@ -1,0 +1,46 @@
+"""Every recurrent cell of `shared/specs/cells.md`: registry, config checks, layers.
+
+- `CELLS`, `CellSpec`, `cell_names()`: what the spec says about each cell (no Keras).
+- `validate_cell_config(cell_cfg)`: checks the `cell` config node (no Keras).
+- `make_recurrent_layer(...)`: one recurrent layer, Keras built-in or rnnbench's own
+  (`CustomRecurrent`, see `rnnbench.cells.custom`).
+- `describe_layer(layer)`: which implementation runs, cuDNN eligibility, parameters.
+- `custom_twin(layer)`: rnnbench's layer with the same weights as a built-in one, to
+  `trace()` its gates.
+
+The names that need Keras are imported on first use, so that importing this package
+(for the registry or the config checks) does not import Keras before the backend is
+chosen. Importing `rnnbench.cells.custom` registers the layers for `.keras` loading;
+using any Keras name of this package does it too.
+"""
+
+from rnnbench.cells.registry import CELLS, CellSpec, cell_names
+from rnnbench.cells.settings import CellSettings, validate_cell_config
+
+_LAZY = {
+    "make_recurrent_layer": "rnnbench.cells.layers",
+    "describe_layer": "rnnbench.cells.layers",
+    "custom_twin": "rnnbench.cells.layers",
+    "cudnn_eligible": "rnnbench.cells.layers",
+    "CustomRecurrent": "rnnbench.cells.custom",
+    "GateBias": "rnnbench.cells.initializers",
+}
+
+__all__ = [
+    "CELLS",
+    "CellSpec",
+    "CellSettings",
+    "cell_names",
+    "validate_cell_config",
+    *_LAZY,
+]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rnnbench.cells' has no attribute {name!r}")

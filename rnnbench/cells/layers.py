@@ -1,0 +1,226 @@
+"""Recurrent layers from the cell config: Keras built-ins or rnnbench's own layer.
+
+The choice between the two implementations, the cuDNN conditions, and the mapping of
+Keras weights onto rnnbench's layout are all here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from rnnbench.cells.custom import CustomRecurrent
+from rnnbench.cells.initializers import GateBias
+from rnnbench.cells.settings import validate_cell_config
+
+_LSTM_BLOCKS = ("input", "forget", "cell", "output")
+
+
+def make_recurrent_layer(
+    cell_cfg: Any,
+    units: int,
+    *,
+    return_sequences: bool,
+    name: str | None = None,
+    go_backwards: bool = False,
+    stateful: bool = False,
+) -> keras.layers.Layer:
+    """Builds one recurrent layer for the `cell` config node.
+
+    Args:
+        cell_cfg: the `cell` config node (see `validate_cell_config`).
+        units: number of units.
+        return_sequences: whether the layer returns every step or the last one.
+        name: layer name.
+        go_backwards: whether to run the sequence backwards.
+        stateful: whether states carry over from batch to batch.
+
+    Returns:
+        `keras.layers.SimpleRNN`, `LSTM` or `GRU` for `impl=builtin` (`gru_v1` is
+        `GRU(reset_after=False)`), else a `CustomRecurrent`. `cell.bidirectional` is
+        not applied here: wrap the layer in `keras.layers.Bidirectional`.
+
+    Raises:
+        ConfigError: the cell config is not valid.
+    """
+    s = validate_cell_config(cell_cfg)
+    common = dict(
+        dropout=s.dropout,
+        recurrent_dropout=s.recurrent_dropout,
+        kernel_initializer=s.kernel_initializer,
+        recurrent_initializer=s.recurrent_initializer,
+        bias_initializer=s.bias_initializer,
+        return_sequences=return_sequences,
+        go_backwards=go_backwards,
+        stateful=stateful,
+        name=name,
+    )
+    if s.impl == "custom":
+        return CustomRecurrent(
+            s.name, units, forget_bias=s.forget_bias, chrono_init=s.chrono_init, **common
+        )
+    if s.name == "rnn":
+        return keras.layers.SimpleRNN(units, **common)
+    if s.name == "lstm":
+        if s.forget_bias is not None or s.chrono_init is not None:
+            common["bias_initializer"] = GateBias(
+                _LSTM_BLOCKS,
+                base=s.bias_initializer,
+                forget_bias=s.forget_bias,
+                chrono_init=s.chrono_init,
+            )
+            return keras.layers.LSTM(units, unit_forget_bias=False, **common)
+        return keras.layers.LSTM(units, **common)
+    return keras.layers.GRU(units, reset_after=s.name == "gru", **common)
+
+
+def _builtin_cell_name(layer) -> str | None:
+    if isinstance(layer, keras.layers.SimpleRNN):
+        return "rnn"
+    if isinstance(layer, keras.layers.LSTM):
+        return "lstm"
+    if isinstance(layer, keras.layers.GRU):
+        return "gru" if layer.cell.reset_after else "gru_v1"
+    return None
+
+
+def cudnn_eligible(layer) -> bool:
+    """Whether this exact layer configuration can run on cuDNN on a GPU.
+
+    Keras's own conditions (`keras.layers.LSTM` / `GRU`, TensorFlow backend):
+    activation tanh, recurrent activation sigmoid, `recurrent_dropout == 0`,
+    `unroll=False`, `use_bias=True`, `use_cudnn` not False, and for GRU
+    `reset_after=True`. At run time the mask, if any, must also be right-padded.
+    `SimpleRNN` and rnnbench's own layers never use cuDNN.
+    """
+    if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
+        return False
+    cell = layer.cell
+    ok = (
+        cell.activation in (keras.activations.tanh, keras.ops.tanh)
+        and cell.recurrent_activation in (keras.activations.sigmoid, keras.ops.sigmoid)
+        and not cell.recurrent_dropout
+        and not layer.unroll
+        and cell.use_bias
+        and getattr(layer, "use_cudnn", "auto") is not False
+    )
+    if isinstance(layer, keras.layers.GRU):
+        ok = ok and cell.reset_after
+    return bool(ok)
+
+
+def describe_layer(layer) -> dict:
+    """What runs in a recurrent layer made by `make_recurrent_layer`.
+
+    Args:
+        layer: the layer, or a `keras.layers.Bidirectional` wrapping one.
+
+    Returns:
+        A dict with `impl` (`"builtin"` or `"custom"`), `cell` (cell name),
+        `cudnn_eligible` (see `cudnn_eligible`), `params` (`count_params()`, of the
+        wrapper for a bidirectional layer; None while the layer is not built) and
+        `bidirectional`.
+    """
+    if isinstance(layer, keras.layers.Bidirectional):
+        info = describe_layer(layer.forward_layer)
+        info["cudnn_eligible"] = info["cudnn_eligible"] and cudnn_eligible(layer.backward_layer)
+        info["params"] = layer.count_params() if layer.built else None
+        info["bidirectional"] = True
+        return info
+    if isinstance(layer, CustomRecurrent):
+        impl, cell = "custom", layer.cell_name
+    else:
+        impl, cell = "builtin", _builtin_cell_name(layer)
+        if cell is None:
+            raise TypeError(f"not a recurrent layer of rnnbench.cells: {type(layer).__name__}")
+    return {
+        "impl": impl,
+        "cell": cell,
+        "cudnn_eligible": cudnn_eligible(layer),
+        "params": layer.count_params() if layer.built else None,
+        "bidirectional": False,
+    }
+
+
+def _twin_of_builtin(layer) -> CustomRecurrent:
+    cell_name = _builtin_cell_name(layer)
+    cell = layer.cell
+    if cell.activation is not keras.activations.tanh or (
+        cell_name != "rnn" and cell.recurrent_activation is not keras.activations.sigmoid
+    ):
+        raise ValueError("custom_twin needs the default activations (tanh, sigmoid)")
+    twin = CustomRecurrent(
+        cell_name,
+        cell.units,
+        forget_bias=0.0 if cell_name == "lstm" else None,
+        dropout=cell.dropout,
+        recurrent_dropout=cell.recurrent_dropout,
+        return_sequences=layer.return_sequences,
+        return_state=layer.return_state,
+        go_backwards=layer.go_backwards,
+        stateful=layer.stateful,
+        name=f"{layer.name}_twin",
+    )
+    if not layer.built:
+        return twin
+    kernel = keras.ops.convert_to_numpy(cell.kernel)
+    batch = None
+    if layer.stateful and layer.states is not None:
+        batch = keras.ops.shape(layer.states[0])[0]
+    twin.build((batch, None, kernel.shape[0]))
+    recurrent = keras.ops.convert_to_numpy(cell.recurrent_kernel)
+    n = cell.units
+    if cell.use_bias:
+        bias = keras.ops.convert_to_numpy(cell.bias)
+    else:
+        bias = np.zeros((2, 3 * n) if cell_name == "gru" else kernel.shape[1], kernel.dtype)
+    tc = twin.cell
+    tc.kernel.assign(kernel)
+    tc.recurrent_kernel.assign(recurrent)
+    if cell_name == "gru":
+        # Keras keeps input and recurrent biases for all three blocks; in the spec the
+        # recurrent biases of z and r are redundant with bz, br.
+        tc.bias.assign(bias[0] + np.concatenate([bias[1, : 2 * n], np.zeros(n, bias.dtype)]))
+        tc.recurrent_bias.assign(bias[1, 2 * n :])
+    else:
+        tc.bias.assign(bias)
+    return twin
+
+
+def custom_twin(layer) -> keras.layers.Layer:
+    """The rnnbench implementation of a layer, computing the same function.
+
+    Args:
+        layer: a built-in `SimpleRNN`, `LSTM` or `GRU`, a `CustomRecurrent`, or a
+            `Bidirectional` wrapping one of them.
+
+    Returns:
+        For a built-in layer, a `CustomRecurrent` of the same cell with the built-in's
+        weights mapped to rnnbench's layout (built if the layer is built); for a
+        custom layer, the layer itself; for `Bidirectional`, a `Bidirectional` of the
+        twins. Used to `trace()` the gates of built-in layers.
+    """
+    if isinstance(layer, CustomRecurrent):
+        return layer
+    if isinstance(layer, keras.layers.Bidirectional):
+        forward = _twin_of_builtin(layer.forward_layer) if not isinstance(
+            layer.forward_layer, CustomRecurrent
+        ) else layer.forward_layer
+        backward = _twin_of_builtin(layer.backward_layer) if not isinstance(
+            layer.backward_layer, CustomRecurrent
+        ) else layer.backward_layer
+        twin = keras.layers.Bidirectional(
+            forward, backward_layer=backward, merge_mode=layer.merge_mode,
+            name=f"{layer.name}_twin",
+        )
+        if layer.built:
+            d = forward.cell.kernel.shape[0]
+            twin.build((None, None, d))
+            for src, dst in ((forward, twin.forward_layer), (backward, twin.backward_layer)):
+                dst.set_weights(src.get_weights())
+        return twin
+    if _builtin_cell_name(layer) is None:
+        raise TypeError(f"not a recurrent layer of rnnbench.cells: {type(layer).__name__}")
+    return _twin_of_builtin(layer)

@@ -1,0 +1,61 @@
+"""Vanishing-gradient diagnostics of a training run (see ``docs/diagnostics.md``).
+
+- :mod:`~rnnbench.diagnostics.flow`: gradient flow through time, ``g(k)``, its decay
+  ratio and effective horizon.
+- :mod:`~rnnbench.diagnostics.gradient_norms`: global and per-layer gradient norms before
+  clipping and the clipped fraction, recorded inside the compiled train step by an
+  optimizer subclass (:func:`recording`).
+- :mod:`~rnnbench.diagnostics.recurrent`: gate statistics on the probe batch and
+  spectral norms of the recurrent kernels.
+- :mod:`~rnnbench.diagnostics.callback`: :class:`DiagnosticsCallback`, which computes
+  all of it during ``fit`` and logs it to MLflow.
+
+Importing this package registers the recording optimizers, which a saved
+``model.keras`` of a run needs to load compiled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnbench.diagnostics.callback import DiagnosticsCallback, stateless_copy
+from rnnbench.diagnostics.flow import FlowProfile, GradientFlow, profile_from_norms, summarize
+from rnnbench.diagnostics.gradient_norms import GradientStatsMixin, recorder_of, recording
+from rnnbench.diagnostics.recurrent import RecurrentProbe, gate_statistics, spectral_norm
+
+__all__ = [
+    "DiagnosticsCallback",
+    "FlowProfile",
+    "GradientFlow",
+    "GradientStatsMixin",
+    "RecurrentProbe",
+    "draw_probe",
+    "gate_statistics",
+    "profile_from_norms",
+    "recorder_of",
+    "recording",
+    "spectral_norm",
+    "stateless_copy",
+    "summarize",
+]
+
+
+def draw_probe(task: Any, data: Any, size: int, seed: int) -> tuple[Any, Any]:
+    """The run's fixed probe batch: ``task.probe_batch`` (``size`` examples of the
+    validation split, chosen with ``seed``), or, for a task without in-memory arrays,
+    the first ``size`` examples of its validation pipeline."""
+    import numpy as np
+
+    try:
+        return task.probe_batch(data, size, seed)
+    except KeyError:  # no in-memory validation arrays
+        pass
+    xs, ys = [], []
+    count = 0
+    for x, y in data.val:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+        count += len(xs[-1])
+        if count >= size:
+            break
+    return np.concatenate(xs)[:size], np.concatenate(ys)[:size]

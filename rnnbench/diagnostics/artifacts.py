@@ -1,0 +1,97 @@
+"""The gradient-flow artifacts of a run: the profiles as JSON and CSV, and a heatmap.
+
+``diagnostics/grad_flow.json``: ``{"definition", "horizon_fraction", "epochs": [{"epoch",
+"g", "examples", "summary"}]}``, one entry per evaluated epoch (epoch 0: the weights
+before training), ``g[k]`` the gradient norm at lag ``k``.
+``diagnostics/grad_flow.csv``: the same as rows ``epoch,lag,g,examples``.
+``diagnostics/grad_flow_heatmap.png``: epoch × lag, log colour scale, next to the
+profiles of the first and last evaluated epochs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from rnnbench.diagnostics.flow import FlowProfile
+
+DEFINITION = (
+    "g[k] = mean over the probe batch of the per-example L2 norm (over features) of "
+    "dL_b/dx_{b,T_b-k}: L_b the loss at example b's final step (seq2seq: last step "
+    "only), x the input of the first recurrent layer, k the lag before the final step."
+)
+
+
+def profile_table(rows: list[tuple[int, FlowProfile, dict[str, float]]],
+                  horizon_fraction: float) -> dict[str, Any]:
+    """The JSON document of the evaluated epochs ``(epoch, profile, summary)``."""
+    def clean(values: np.ndarray) -> list:
+        return [float(v) if math.isfinite(v) else None for v in np.asarray(values, float)]
+
+    return {
+        "definition": DEFINITION,
+        "horizon_fraction": horizon_fraction,
+        "epochs": [{"epoch": e, "g": clean(p.g), "examples": [int(c) for c in p.examples],
+                    "summary": s} for e, p, s in rows],
+    }
+
+
+def profile_csv(rows: list[tuple[int, FlowProfile, dict[str, float]]]) -> str:
+    buf = io.StringIO()
+    buf.write("epoch,lag,g,examples\n")
+    for epoch, profile, _ in rows:
+        for lag, (g, n) in enumerate(zip(profile.g, profile.examples)):
+            buf.write(f"{epoch},{lag},{g!r},{int(n)}\n")
+    return buf.getvalue()
+
+
+def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title: str = ""):
+    """Matplotlib figure: g(epoch, lag) on a log colour scale, and the first and last
+    profiles on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    lags = max(len(p.g) for _, p, _ in rows)
+    grid = np.full((len(rows), lags), np.nan)
+    for i, (_, p, _) in enumerate(rows):
+        grid[i, :len(p.g)] = p.g
+    positive = grid[np.isfinite(grid) & (grid > 0)]
+    grid = np.where(np.isfinite(grid) & (grid > 0), grid, np.nan)
+    vmin, vmax = (positive.min(), positive.max()) if positive.size else (1e-12, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin / 10, vmax * 10
+    epochs = [e for e, _, _ in rows]
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8),
+                                  gridspec_kw={"width_ratios": [1.5, 1]})
+    mesh = ax.imshow(grid, aspect="auto", origin="lower", interpolation="nearest",
+                     norm=LogNorm(vmin=vmin, vmax=vmax), cmap="viridis",
+                     extent=(-0.5, lags - 0.5, -0.5, len(rows) - 0.5))
+    ticks = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), 8)).round().astype(int))
+    ax.set_yticks(ticks, [str(epochs[t]) for t in ticks])
+    ax.set_xlabel("lag k (steps before the final step)")
+    ax.set_ylabel("epoch (0 = before training)")
+    ax.set_title("gradient norm ‖∂L_T/∂x_{T−k}‖")
+    fig.colorbar(mesh, ax=ax, label="g (log scale)")
+
+    for idx, style in ((0, "-"), (len(rows) - 1, "--")):
+        e, p, _ = rows[idx]
+        ok = np.isfinite(p.g) & (p.g > 0)
+        ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], style, label=f"epoch {e}")
+        if len(rows) == 1:
+            break
+    ax2.set_xlabel("lag k")
+    ax2.set_ylabel("g(k)")
+    ax2.set_title("profile")
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,193 @@
+"""The Keras callback that computes the diagnostics during ``fit`` and logs them to MLflow.
+
+Per epoch (step = epoch, 1-based): the gradient-norm statistics of the epoch's steps
+(read once from the optimizer). Before training (step = the initial epoch, 0 for a
+fresh run) and after every ``every_n_epochs``-th epoch: the gradient-flow summaries,
+the gate statistics on the probe batch and the spectral norms. At the end of training:
+the gradient-flow profiles as artifacts under ``diagnostics/``.
+
+An epoch with a non-finite loss or gradient logs its gradient-norm statistics (over its
+finite steps) but no probe evaluation: the weights may no longer be finite, and the
+last evaluation before it stays the last one logged.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+
+from rnnbench.diagnostics import artifacts
+from rnnbench.diagnostics.flow import FlowProfile, GradientFlow, summarize
+from rnnbench.diagnostics.gradient_norms import recorder_of
+from rnnbench.diagnostics.recurrent import RecurrentProbe
+
+
+def _all_layers(model: keras.Model) -> list:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.layers.Bidirectional):
+            out += [layer.forward_layer, layer.backward_layer]
+    return out
+
+
+def stateless_copy(model: keras.Model) -> tuple[keras.Model, Any]:
+    """``(copy, sync)``: for a model with stateful layers, a copy without carried state
+    and any batch size (the probe must not disturb the training states), and a
+    function copying the model's current weights into it; ``(model, None)`` otherwise."""
+    if not any(getattr(layer, "stateful", False) for layer in _all_layers(model)):
+        return model, None
+
+    def unstate(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: unstate(v) for k, v in node.items()}
+            if node.get("stateful") is True:
+                node["stateful"] = False
+            if isinstance(node.get("batch_shape"), (list, tuple)):
+                node["batch_shape"] = [None, *list(node["batch_shape"])[1:]]
+            return node
+        if isinstance(node, list):
+            return [unstate(v) for v in node]
+        return node
+
+    copy = model.__class__.from_config(unstate(model.get_config()))
+    by_path = {v.path: v for v in copy.weights}
+    pairs = [(by_path[v.path], v) for v in model.weights if v.path in by_path]
+
+    def sync() -> None:
+        for dst, src in pairs:
+            dst.assign(src.value)
+
+    sync()
+    return copy, sync
+
+
+class DiagnosticsCallback(keras.callbacks.Callback):
+    """Computes the vanishing-gradient diagnostics during ``fit`` and logs them.
+
+    Args:
+        run: the open MLflow run (``rnnbench.tracking.Run``).
+        probe: the fixed probe batch ``(x, y)`` (NumPy), drawn once per run.
+        loss: the task's loss (``Task.loss()``).
+        seq2seq: whether the task predicts every step (the last step's loss is used).
+        every_n_epochs: evaluate the probe after every n-th epoch (and before training).
+        horizon_fraction: the fraction of ``g(T)`` that defines the effective horizon.
+        title: the heatmap's title.
+        writer: optional object with ``defer(metrics, step)`` and ``flush()`` that
+            writes the metrics together with its own (``rnnbench.callbacks.EpochLogger``
+            of the same run: one store write per epoch instead of two); None: each
+            epoch's metrics are written to ``run`` at once.
+    """
+
+    def __init__(self, run: Any, probe: tuple[Any, Any], *, loss: Any, seq2seq: bool,
+                 every_n_epochs: int = 1, horizon_fraction: float = 0.01,
+                 title: str = "", writer: Any = None) -> None:
+        super().__init__()
+        self.run = run
+        self.writer = writer
+        self.x, self.y = probe
+        self.loss = loss
+        self.seq2seq = seq2seq
+        self.every_n_epochs = every_n_epochs
+        self.horizon_fraction = horizon_fraction
+        self.title = title
+        self.rows: list[tuple[int, FlowProfile, dict[str, float]]] = []
+        self._pending: tuple[FlowProfile, dict[str, float]] | None = None
+        self._recorder = None
+        self._nonfinite_seen = 0
+
+    # -- set-up ---------------------------------------------------------------------
+    def _build(self, jit_compile: bool) -> None:
+        probe_model, self._sync_copy = stateless_copy(self.model)
+        self.recurrent = RecurrentProbe(probe_model)
+        self.flow = GradientFlow(probe_model, self.loss, seq2seq=self.seq2seq,
+                                 jit_compile=jit_compile,
+                                 extra=self.recurrent.trace_statistics)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._recorder = recorder_of(self.model.optimizer)
+        self._nonfinite_seen = (self._recorder.nonfinite_gradient_steps()
+                                if self._recorder else 0)
+        jit = bool(getattr(self.model, "jit_compile", False))
+        self._build(jit)
+        try:
+            self._pending = self._evaluate()  # compiles the probe function once, here
+        except Exception as exc:  # e.g. an op XLA cannot compile: retry without XLA
+            if not jit:
+                raise
+            warnings.warn(f"diagnostics: probe not compiled with XLA ({exc}); "
+                          "running it without XLA", stacklevel=2)
+            self._build(False)
+            self._pending = self._evaluate()
+
+    # -- per epoch ------------------------------------------------------------------
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._recorder is not None:
+            self._recorder.reset_gradient_stats()
+        if self._pending is not None:
+            profile, metrics = self._pending
+            self._pending = None
+            self._record(epoch, profile, metrics)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics: dict[str, float] = {}
+        healthy = math.isfinite(float((logs or {}).get("loss", 0.0)))
+        if self._recorder is not None:
+            metrics.update(self._recorder.gradient_stats())
+            total = self._recorder.nonfinite_gradient_steps()
+            healthy = healthy and total == self._nonfinite_seen
+            self._nonfinite_seen = total
+        if healthy and (epoch + 1) % self.every_n_epochs == 0:
+            profile, probe_metrics = self._evaluate()
+            self.rows.append((epoch + 1, profile, self._flow_summary(probe_metrics)))
+            metrics.update(probe_metrics)
+        self._log(metrics, epoch + 1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._pending is not None:  # no epoch ran
+            self._record(0, *self._pending)
+            self._pending = None
+        if self.writer is not None:
+            self.writer.flush()
+        if not self.rows:
+            return
+        table = artifacts.profile_table(self.rows, self.horizon_fraction)
+        self.run.log_json(table, "diagnostics/grad_flow.json")
+        self.run.log_text(artifacts.profile_csv(self.rows), "diagnostics/grad_flow.csv")
+        import matplotlib.pyplot as plt
+
+        fig = artifacts.heatmap_figure(self.rows, self.title)
+        self.run.log_figure(fig, "diagnostics/grad_flow_heatmap.png")
+        plt.close(fig)
+
+    # -- helpers --------------------------------------------------------------------
+    def _evaluate(self) -> tuple[FlowProfile, dict[str, float]]:
+        if self._sync_copy is not None:
+            self._sync_copy()
+        self.recurrent.sync()
+        profile, extra = self.flow.compute(self.x, self.y)
+        metrics = summarize(profile, self.horizon_fraction)
+        metrics.update({k: float(np.asarray(v)) for k, v in extra.items()})
+        metrics.update(self.recurrent.spectral_norms())
+        return profile, metrics
+
+    @staticmethod
+    def _flow_summary(metrics: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in metrics.items() if k.startswith("grad_flow/")}
+
+    def _record(self, epoch: int, profile: FlowProfile, metrics: dict[str, float]) -> None:
+        self.rows.append((epoch, profile, self._flow_summary(metrics)))
+        self._log(metrics, epoch)
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        if not metrics:
+            return
+        if self.writer is not None:
+            self.writer.defer(metrics, step)
+        else:
+            self.run.log_metrics(metrics, step=step)

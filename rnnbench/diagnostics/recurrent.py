@@ -1,0 +1,191 @@
+"""Gate statistics and spectral norms of the recurrent layers.
+
+Both read each recurrent layer through its rnnbench twin (``rnnbench.cells.custom_twin``):
+the layer itself for ``impl=custom``, a ``CustomRecurrent`` holding the built-in
+layer's weights in rnnbench's fused layout otherwise. A bidirectional layer is read as
+its two directions, named as Keras names them (``forward_rnn_0``, ``backward_rnn_0``).
+
+Gates, on the probe batch, over every (example, unmasked step, unit):
+
+- ``gates/<layer>/<gate>_mean``: the mean of each gate the cell has (``input``,
+  ``forget``, ``output``, ``update``, ``reset``);
+- ``gates/<layer>/<gate>_saturated``: the fraction of gate values below 0.05 or above
+  0.95;
+- ``gates/<layer>/state_tanh_saturated``: the fraction of ``|tanh(state)| > 0.95``,
+  where the "tanh of the state" is what the cell's ``trace()`` calls ``state_tanh``:
+  ``tanh(c')`` for the LSTM family, the candidate ``g`` for ``gru``, ``gru_v1`` and
+  ``janet``, ``h'`` itself for ``rnn``.
+
+Spectral norms (largest singular value), of the weights after the epoch:
+
+- ``spectral_norm/<layer>``: the whole fused recurrent kernel ``U`` (``n × k·n``), which
+  maps ``h`` to every block's recurrent pre-activation at once;
+- ``spectral_norm/<layer>/<block>``: each ``n × n`` block (``input``, ``forget``,
+  ``cell``, ``output``; ``update``, ``reset``, ``candidate``), for cells with more
+  than one block;
+- ``spectral_norm/<layer>/gate_recurrence``: the ``3n × 3n`` gate-to-gate matrix of
+  ``fgr``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
+TANH_SATURATION = 0.95
+
+
+@dataclass
+class Direction:
+    """One recurrent layer (or one direction of a bidirectional one) and its twin.
+
+    Args:
+        name: metric name of the layer (``rnn_0``, ``forward_rnn_0``, …).
+        layer: the layer in the model.
+        twin: the ``CustomRecurrent`` that traces it (the layer itself when custom).
+        tap: index of the layer's input among the outputs of the taps model.
+    """
+
+    name: str
+    layer: Any
+    twin: Any
+    tap: int
+
+    def sync(self) -> None:
+        """Copy the layer's current weights into its twin (built-in layers only).
+
+        Where the twin's weights have the built-in's shapes, one by one, the layouts are
+        the same (rnnbench's fused block order is Keras's) and the values are copied
+        as they are; otherwise (``GRU`` with ``reset_after``, whose biases are folded)
+        ``custom_twin`` maps them again.
+        """
+        if self.twin is self.layer:
+            return
+        src = self.layer.weights
+        if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in self.twin.weights]:
+            from rnnbench.cells import custom_twin
+
+            src = custom_twin(self.layer).weights
+        for dst, value in zip(self.twin.weights, src):
+            dst.assign(value.value)
+
+
+def spectral_norm(matrix: np.ndarray) -> float:
+    """Largest singular value of a 2-D matrix ``A``: the square root of the largest
+    eigenvalue of the smaller of ``A Aᵀ`` and ``Aᵀ A`` (in float64; a symmetric
+    eigenvalue problem is far cheaper than an SVD of a wide fused kernel)."""
+    a = np.asarray(matrix, dtype=np.float64)
+    gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
+    return float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0)))
+
+
+def _masked_mean(values: Any, weight: Any) -> Any:
+    return ops.sum(values * weight) / ops.maximum(ops.sum(weight), 1.0)
+
+
+def gate_statistics(activations: dict[str, Any], mask: Any | None = None) -> dict[str, Any]:
+    """In-graph statistics of one layer's traced activations.
+
+    Args:
+        activations: what ``CustomRecurrent.trace`` returns, ``(B, T, n)`` tensors.
+        mask: optional ``(B, T)`` mask; masked steps are left out.
+
+    Returns:
+        ``{"<gate>_mean", "<gate>_saturated", "state_tanh_saturated"}`` as scalar tensors.
+    """
+    out: dict[str, Any] = {}
+    any_value = next(iter(activations.values()))
+    weight = ops.ones_like(ops.cast(any_value, "float32"))
+    if mask is not None:
+        weight = weight * ops.cast(mask, "float32")[:, :, None]
+    for name, value in activations.items():
+        v = ops.cast(value, "float32")
+        if name == "state_tanh":
+            out["state_tanh_saturated"] = _masked_mean(
+                ops.cast(ops.abs(v) > TANH_SATURATION, "float32"), weight)
+        elif name != "state":
+            out[f"{name}_mean"] = _masked_mean(v, weight)
+            sat = ops.logical_or(v < SATURATION_LOW, v > SATURATION_HIGH)
+            out[f"{name}_saturated"] = _masked_mean(ops.cast(sat, "float32"), weight)
+    return out
+
+
+class RecurrentProbe:
+    """Gate statistics (on a probe batch) and spectral norms of a model's recurrent layers.
+
+    Args:
+        model: a model built by ``rnnbench.model.build_model`` (recurrent layers
+            ``rnn_i`` / ``bi_rnn_i``).
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        from rnnbench.cells import custom_twin
+        from rnnbench.model import recurrent_layers
+
+        self.directions: list[Direction] = []
+        taps: list[Any] = []
+        for layer in recurrent_layers(model):
+            feeds = keras.tree.flatten(layer.input)
+            inner = ([layer.forward_layer, layer.backward_layer]
+                     if isinstance(layer, keras.layers.Bidirectional) else [layer])
+            for sub in inner:
+                try:
+                    twin = custom_twin(sub)
+                except (TypeError, ValueError) as exc:
+                    warnings.warn(f"diagnostics: no gate trace for layer {sub.name}: {exc}",
+                                  stacklevel=2)
+                    continue
+                self.directions.append(Direction(sub.name, sub, twin, len(taps)))
+            taps.append(feeds)
+        self._taps_model = keras.Model(model.inputs, taps, name=f"{model.name}_taps") \
+            if self.directions else None
+
+    def sync(self) -> None:
+        """Bring every twin up to date with the model's weights (call before tracing)."""
+        for d in self.directions:
+            d.sync()
+
+    def trace_statistics(self, x: Any) -> dict[str, Any]:
+        """Gate statistics of every layer on the model inputs ``x``, as scalar tensors
+        named ``gates/<layer>/<stat>``. Traceable (runs inside a compiled function)."""
+        if self._taps_model is None:
+            return {}
+        taps = self._taps_model(x, training=False)
+        out: dict[str, Any] = {}
+        for d in self.directions:
+            feeds = taps[d.tap]
+            feeds = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds]
+            mask = next((t for t in feeds[1:]
+                         if len(t.shape) == 2 and "bool" in str(t.dtype)), None)
+            activations = d.twin.trace(feeds[0], mask=mask)
+            for key, value in gate_statistics(activations, mask).items():
+                out[f"gates/{d.name}/{key}"] = value
+        return out
+
+    def spectral_norms(self) -> dict[str, float]:
+        """``spectral_norm/…`` metrics of the current weights (finite values only)."""
+        out: dict[str, float] = {}
+        for d in self.directions:
+            cell = d.twin.cell
+            kernel = np.asarray(keras.ops.convert_to_numpy(cell.recurrent_kernel))
+            if not np.all(np.isfinite(kernel)):
+                continue
+            out[f"spectral_norm/{d.name}"] = spectral_norm(kernel)
+            blocks = tuple(cell.blocks)
+            if len(blocks) > 1:
+                n = cell.units
+                for i, block in enumerate(blocks):
+                    out[f"spectral_norm/{d.name}/{block}"] = spectral_norm(
+                        kernel[:, i * n:(i + 1) * n])
+            extra = getattr(cell, "gate_recurrent_kernel", None)
+            if extra is not None:
+                value = np.asarray(keras.ops.convert_to_numpy(extra))
+                if np.all(np.isfinite(value)):
+                    out[f"spectral_norm/{d.name}/gate_recurrence"] = spectral_norm(value)
+        return out

@@ -1,0 +1,537 @@
+"""From run records to the numbers of a report: tasks, rows, comparisons, importance.
+
+A report has one section per task (and per setting of the task's parameters that differs
+between runs, e.g. ``task.length``), separately for plain runs and for sweep trials. A
+section has one row per cell (split further by the implementation that ran and by any
+other parameter that differs between runs of the same cell, the seed excepted).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from rnnbench.report import stats
+from rnnbench.report.collect import History, RunRecord, Selection
+
+IGNORED_PARAMS = {"seed", "train.verbose", "tracking.uri", "tracking.name",
+                  "tracking.experiment", "tracking.timeout_s", "tracking.log_model",
+                  "tracking.skip_finished"}
+MAX_WORDS = ("acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "bleu")
+TRIAL_FRACTION = 0.1
+ALPHA = 0.05
+ENV_TAGS = ("rnnbench_version", "python_version", "tensorflow_version", "keras_version",
+            "backend", "hardware", "device", "visible_devices", "cpu", "replicas", "cudnn",
+            "cudnn_eligible", "xla", "precision", "deterministic", "git_commit")
+
+
+@dataclass
+class ReportOptions:
+    """What to put in a report.
+
+    Args:
+        baseline: the cell that every other cell is tested against (default ``lstm``).
+        metric: the test metric to rank by, without the ``test_`` prefix; None: each
+            task's own ``primary_metric`` tag.
+        mode: ``min`` or ``max`` for ``metric``; None: the task's ``primary_mode`` when
+            ``metric`` is its primary metric, else guessed from the name.
+        confidence: the confidence level of the intervals.
+        alpha: the significance level after Holm's correction.
+        trial_fraction: the fraction of a sweep's trials that enter its statistic.
+    """
+
+    baseline: str = "lstm"
+    metric: str | None = None
+    mode: str | None = None
+    confidence: float = 0.95
+    alpha: float = ALPHA
+    trial_fraction: float = TRIAL_FRACTION
+
+
+@dataclass
+class Excluded:
+    """A run that is listed but not averaged in, with the reason."""
+
+    run: RunRecord
+    row: str
+    reason: str
+
+
+@dataclass
+class Row:
+    """One cell (and implementation, and setting) of a task section, with its statistics."""
+
+    label: str
+    cell: str
+    impl: str
+    variant: dict[str, str]
+    runs: list[RunRecord] = field(default_factory=list)
+    used: list[RunRecord] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    interval: stats.Interval | None = None
+    basis: str = ""
+    params_count: str = ""
+    sec_per_epoch: float = math.nan
+    throughput: float = math.nan
+    ran: str = ""
+    rank: int | None = None
+    other_metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[int, list[float]] = field(default_factory=dict)
+    grad_flow: dict[str, float] = field(default_factory=dict)
+    profiles: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    """Welch's t-test of one row against the baseline row, with Holm's correction."""
+
+    row: Row
+    base: Row
+    diff: float
+    rel: float
+    welch: stats.WelchResult
+    p_holm: float = math.nan
+    significant: bool | None = None
+    verdict: str = ""
+
+
+@dataclass
+class Importance:
+    """fANOVA hyperparameter importance over a sweep's trials."""
+
+    objective: str
+    n_trials: int
+    values: list[tuple[str, float]] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class TaskSection:
+    """Everything the report says about one task (one setting, runs or trials)."""
+
+    task: str
+    family: str
+    variant: dict[str, str]
+    kind: str
+    metric: str
+    mode: str
+    metric_note: str
+    rows: list[Row] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    excluded: list[Excluded] = field(default_factory=list)
+    baseline_note: str = ""
+    trivial: dict[str, float] = field(default_factory=dict)
+    selection_note: str = ""
+    importance: Importance | None = None
+    runs: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        bits = [self.task] + [f"{k}={v}" for k, v in sorted(self.variant.items())]
+        title = " · ".join(bits)
+        return title + (" (sweep trials)" if self.kind == "trial" else "")
+
+
+@dataclass
+class Analysis:
+    """The whole content of a report, before it is rendered."""
+
+    selection: Selection
+    options: ReportOptions
+    sections: list[TaskSection]
+    ignored: list[RunRecord]
+    environment: list[tuple[str, list[tuple[str, int]]]]
+    status_counts: dict[str, int]
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+def natural_key(value: str) -> tuple:
+    """Sort numbers numerically and before words: 50 < 100 < 200 < lstm."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def guess_mode(metric: str) -> str:
+    name = metric.lower()
+    return "max" if any(name == w or name.endswith("_" + w) or name.startswith(w)
+                        for w in MAX_WORDS) else "min"
+
+
+def _varying(runs: Iterable[RunRecord], keep: Any) -> list[str]:
+    runs = list(runs)
+    keys = sorted({k for r in runs for k in r.params if keep(k)})
+    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+
+
+def _is_task_param(key: str) -> bool:
+    return key.startswith("task.") and key not in IGNORED_PARAMS
+
+
+def _is_row_param(key: str) -> bool:
+    return not key.startswith("task.") and key not in IGNORED_PARAMS and key != "cell.name"
+
+
+def _run_sort_key(run: RunRecord) -> tuple:
+    return (natural_key(run.seed), run.start_ms, run.run_id)
+
+
+def _steady(history: list[tuple[int, float]]) -> float:
+    """Median per-epoch value without the first epoch (it includes compilation)."""
+    values = [v for s, v in history if math.isfinite(v)]
+    if len(history) >= 2:
+        values = [v for s, v in history[1:] if math.isfinite(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def _mean(values: Iterable[float]) -> float:
+    xs = [v for v in values if math.isfinite(v)]
+    return math.fsum(xs) / len(xs) if xs else math.nan
+
+
+# ---- the analysis -------------------------------------------------------------------
+
+def analyse(selection: Selection, options: ReportOptions, history: History) -> Analysis:
+    """Group the selected runs into task sections and compute every number of the report."""
+    usable = [r for r in selection.runs if r.kind != "sweep"]
+    ignored = [r for r in usable if not r.task or not r.cell]
+    usable = [r for r in usable if r.task and r.cell]
+
+    by_task: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for run in usable:
+        by_task[(run.task, "trial" if run.kind == "trial" else "run")].append(run)
+
+    sections = []
+    for (task, kind) in sorted(by_task, key=lambda k: (k[0], k[1] == "trial")):
+        runs = by_task[(task, kind)]
+        variant_keys = _varying(runs, _is_task_param) if kind == "run" else []
+        split: dict[tuple, list[RunRecord]] = defaultdict(list)
+        for run in runs:
+            split[tuple(run.params.get(k, "") for k in variant_keys)].append(run)
+        for vals in sorted(split, key=lambda v: tuple(natural_key(x) for x in v)):
+            variant = dict(zip(variant_keys, vals))
+            sections.append(_section(task, kind, variant, split[vals], selection, options,
+                                     history))
+
+    env: list[tuple[str, list[tuple[str, int]]]] = []
+    for key in ENV_TAGS:
+        counts = Counter(r.tags[key] for r in usable if key in r.tags)
+        if counts:
+            env.append((key, sorted(counts.items(), key=lambda kv: natural_key(kv[0]))))
+    status_counts = dict(sorted(Counter(r.status for r in usable).items()))
+    return Analysis(selection, options, sections, ignored, env, status_counts)
+
+
+def _section(task: str, kind: str, variant: dict[str, str], runs: list[RunRecord],
+             selection: Selection, options: ReportOptions, history: History) -> TaskSection:
+    primaries = Counter(r.tags.get("primary_metric") for r in runs if r.tags.get("primary_metric"))
+    primary = sorted(primaries.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if primaries else None
+    modes = Counter(r.tags.get("primary_mode") for r in runs
+                    if r.tags.get("primary_metric") == primary and r.tags.get("primary_mode"))
+    primary_mode = sorted(modes.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if modes else None
+    family = Counter(r.tags.get("task_family", "") for r in runs).most_common(1)[0][0]
+    if options.metric:
+        metric = options.metric.removeprefix("test_")
+        mode = options.mode or (primary_mode if metric == primary and primary_mode
+                                else guess_mode(metric))
+        note = (f"`test_{metric}` ({'lower' if mode == 'min' else 'higher'} is better), "
+                f"chosen with --metric")
+    elif primary:
+        metric = primary
+        mode = options.mode or primary_mode or guess_mode(metric)
+        note = (f"`test_{metric}` ({'lower' if mode == 'min' else 'higher'} is better), "
+                f"the task's primary metric")
+    else:
+        metric, mode = "loss", options.mode or "min"
+        note = "`test_loss` (lower is better): the runs name no primary metric"
+
+    section = TaskSection(task=task, family=family, variant=variant, kind=kind, metric=metric,
+                          mode=mode, metric_note=note, runs=sorted(runs, key=_run_sort_key))
+    key = f"test_{metric}"
+
+    # rows: cell x implementation x any other parameter that differs between the runs of
+    # a cell that give a number (a diverged run with an extreme setting joins its cell's
+    # row as "not averaged in" instead of making a row of its own)
+    by_cell: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if not _exclusion(run, key):
+            by_cell[run.cell or "?"].append(run)
+    row_keys = sorted({k for cell_runs in by_cell.values()
+                       for k in (_varying(cell_runs, _is_row_param) if kind == "run" else [])})
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        impl = run.tags.get("impl", "")
+        groups[(run.cell or "?", impl, tuple(run.params.get(k, "") for k in row_keys))].append(run)
+    impls_per_cell = Counter(cell for cell, _, _ in {(c, i, 0) for c, i, _ in groups})
+
+    def order(k: tuple) -> tuple:
+        cell, impl, vals = k
+        return (cell != options.baseline, cell, impl, tuple(natural_key(v) for v in vals))
+
+    objective = _objective(runs, selection) if kind == "trial" else None
+    for gkey in sorted(groups, key=order):
+        cell, impl, vals = gkey
+        variant_row = dict(zip(row_keys, vals))
+        label = cell + (f" [{impl}]" if impls_per_cell[cell] > 1 else "")
+        if variant_row:
+            label += " · " + ", ".join(f"{k}={v}" for k, v in variant_row.items())
+        row = Row(label=label, cell=cell, impl=impl, variant=variant_row,
+                  runs=sorted(groups[gkey], key=_run_sort_key))
+        for run in row.runs:
+            reason = _exclusion(run, key)
+            if reason:
+                section.excluded.append(Excluded(run, label, reason))
+        good = [r for r in row.runs if not _exclusion(r, key)]
+        if kind == "trial" and good:
+            name, obj_mode = objective
+            scored = [(r, _objective_value(r, name, obj_mode, history)) for r in good]
+            best = stats.best_fraction(scored, lambda pair: pair[1], obj_mode,
+                                       options.trial_fraction)
+            row.used = sorted((r for r, _ in best), key=_run_sort_key)
+            row.basis = (f"best {len(row.used)} of {len(good)} trials by {name}"
+                         if row.used else f"no trial has {name}")
+        else:
+            row.used = good
+            seeds = sorted({r.seed for r in good}, key=natural_key)
+            row.basis = f"seeds {', '.join(seeds)}" if seeds else "no finished run"
+        _fill_row(row, key, options, history)
+        section.rows.append(row)
+
+    _rank(section)
+    _compare(section, options)
+    trivial = defaultdict(list)
+    for run in section.runs:
+        for k, v in run.metrics.items():
+            if k.startswith("baseline_") and math.isfinite(v):
+                trivial[k.removeprefix("baseline_")].append(v)
+    section.trivial = {k: _mean(v) for k, v in sorted(trivial.items())}
+    section.excluded.sort(key=lambda e: (e.row, _run_sort_key(e.run)))
+    if kind == "trial":
+        name, obj_mode = objective
+        section.selection_note = (
+            f"Each row averages the best {options.trial_fraction:.0%} of its finished trials "
+            f"(at least one), ranked by `{name}` ({'lowest' if obj_mode == 'min' else 'highest'}"
+            f" first), as Greff et al. (2017) do; the test metric of those trials is reported.")
+        section.importance = _importance(section, objective, history)
+    else:
+        section.selection_note = "Each row averages its finished runs over seeds."
+    return section
+
+
+def _exclusion(run: RunRecord, key: str) -> str:
+    """Why ``run`` is not averaged in (its status says the rest), or "" when it is."""
+    if run.status != "FINISHED":
+        reason = " ".join(run.tags.get("failure_reason", "").split())
+        if run.status == "RUNNING":
+            return reason or "still running, or its process died without closing it"
+        return reason or "no reason recorded"
+    value = run.metrics.get(key)
+    if value is None:
+        return f"no `{key}` metric"
+    if not math.isfinite(value):
+        return f"non-finite `{key}` ({value})"
+    return ""
+
+
+def shorten(text: str, limit: int = 240) -> str:
+    """``text`` on one line, its middle cut out when longer than ``limit``."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return text[:head].rstrip() + " … " + text[-(limit - head - 3):].lstrip()
+
+
+def _fill_row(row: Row, key: str, options: ReportOptions, history: History) -> None:
+    row.values = [r.metric(key) for r in row.used]
+    row.interval = stats.mean_ci(row.values, options.confidence)
+    counts = sorted({int(r.metrics["params_count"]) for r in (row.used or row.runs)
+                     if "params_count" in r.metrics and math.isfinite(r.metrics["params_count"])})
+    row.params_count = (f"{counts[0]:,}" if len(counts) == 1
+                        else f"{counts[0]:,}–{counts[-1]:,}" if counts else "")
+    row.sec_per_epoch = _mean(_steady(history.metric(r.run_id, "epoch_time_s"))
+                              for r in row.used)
+    row.throughput = _mean(_steady(history.metric(r.run_id, "throughput_samples_per_s"))
+                           for r in row.used)
+    ran = []
+    for r in row.used or row.runs:
+        bits = [r.tags.get("impl", "?"), f"XLA {r.tags.get('xla', '?')}"]
+        cudnn = r.tags.get("cudnn")
+        bits.append("cuDNN" if cudnn == "true" else "no cuDNN")
+        ran.append(" · ".join(bits))
+    row.ran = "; ".join(sorted(set(ran)))
+    others = defaultdict(list)
+    for r in row.used:
+        for k, v in r.metrics.items():
+            if k.startswith("test_") and k != key:
+                others[k.removeprefix("test_")].append(v)
+    row.other_metrics = {k: _mean(v) for k, v in sorted(others.items())}
+    curves: dict[int, list[float]] = defaultdict(list)
+    for r in row.used:
+        for step, value in history.metric(r.run_id, "val_loss"):
+            if math.isfinite(value):
+                curves[step].append(value)
+    row.curves = dict(sorted(curves.items()))
+    flows = defaultdict(list)
+    for r in row.used:
+        for k, v in r.metrics.items():
+            if k.startswith("grad_flow/"):
+                flows[k.removeprefix("grad_flow/")].append(v)
+    row.grad_flow = {k: _mean(v) for k, v in sorted(flows.items())}
+    profiles: dict[int, list[tuple[list[float], list[float]]]] = defaultdict(list)
+    for r in row.used:
+        for epoch, lags, g in parse_gradient_flow(history.gradient_flow(r.run_id)):
+            profiles[epoch].append((lags, g))
+    for epoch, items in sorted(profiles.items()):
+        lags = items[0][0]
+        same = [g for lg, g in items if lg == lags]
+        row.profiles[epoch] = (lags, [_mean(col) for col in zip(*same)])
+
+
+def _rank(section: TaskSection) -> None:
+    sign = 1.0 if section.mode == "min" else -1.0
+    ranked = sorted((r for r in section.rows if r.interval and math.isfinite(r.interval.mean)),
+                    key=lambda r: (sign * r.interval.mean, r.label))
+    for i, row in enumerate(ranked, 1):
+        row.rank = i
+    section.rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.label))
+
+
+def _compare(section: TaskSection, options: ReportOptions) -> None:
+    bases = [r for r in section.rows if r.cell == options.baseline and r.values]
+    if not bases:
+        section.baseline_note = (
+            f"No significance tests: the baseline cell `{options.baseline}` has no finished "
+            f"run here (choose another with --baseline).")
+        return
+    for row in section.rows:
+        if row.cell == options.baseline or not row.values:
+            continue
+        matches = [b for b in bases if b.variant == row.variant]
+        if not matches:
+            continue
+        base = next((b for b in matches if b.impl == row.impl), matches[0])
+        diff = row.interval.mean - base.interval.mean
+        rel = diff / abs(base.interval.mean) if base.interval.mean else math.nan
+        section.comparisons.append(Comparison(row, base, diff, rel,
+                                              stats.welch_t(row.values, base.values)))
+    adjusted = stats.holm([c.welch.p for c in section.comparisons])
+    n_tests = sum(1 for p in adjusted if not math.isnan(p))
+    for comp, p in zip(section.comparisons, adjusted):
+        comp.p_holm = p
+        if math.isnan(p):
+            comp.significant = None
+            if min(len(comp.row.values), len(comp.base.values)) < 2:
+                comp.verdict = "n/a (fewer than 2 values)"
+            else:
+                comp.verdict = "n/a (no spread in either sample)"
+            continue
+        comp.significant = p < options.alpha
+        better = (comp.diff < 0) == (section.mode == "min")
+        comp.verdict = (("better" if better else "worse") + " (significant)"
+                        if comp.significant else "not significant")
+    section.baseline_note = (
+        f"Welch's t-test (two-sided) of each cell against `{options.baseline}`; p-values "
+        f"corrected with Holm's method over the {n_tests} test{'s' if n_tests != 1 else ''} "
+        f"of this table; significant means corrected p < {options.alpha:g}.")
+
+
+# ---- sweeps -------------------------------------------------------------------------
+
+def _objective(runs: list[RunRecord], selection: Selection) -> tuple[str, str]:
+    """The metric (and direction) that ranks trials: the sweep's declared objective, else
+    ``val_loss``."""
+    for run in runs:
+        parent = selection.sweep_parents.get(run.parent_id or "")
+        if parent is None:
+            continue
+        name = (parent.tags.get("objective") or parent.params.get("tuner.objective")
+                or parent.params.get("objective"))
+        if name:
+            mode = (parent.tags.get("direction") or parent.tags.get("objective_direction")
+                    or parent.params.get("tuner.direction")
+                    or parent.params.get("tuner.objective_direction") or guess_mode(name))
+            return name, ("max" if mode.lower() in ("max", "maximize") else "min")
+    return "val_loss", "min"
+
+
+def _objective_value(run: RunRecord, name: str, mode: str, history: History) -> float:
+    if not name.startswith(("val_", "loss")) or name.startswith("test_"):
+        return run.metric(name)
+    values = [v for _, v in history.metric(run.run_id, name) if math.isfinite(v)]
+    if not values:
+        return run.metric(name)
+    return min(values) if mode == "min" else max(values)
+
+
+def _importance(section: TaskSection, objective: tuple[str, str],
+                history: History) -> Importance:
+    name, mode = objective
+    trials = [r for r in section.runs if r.status == "FINISHED"]
+    scored = [(r, _objective_value(r, name, mode, history)) for r in trials]
+    scored = [(r, v) for r, v in scored if math.isfinite(v)]
+    imp = Importance(objective=name, n_trials=len(scored))
+    keys = [k for k in _varying([r for r, _ in scored], lambda k: k not in IGNORED_PARAMS)]
+    if len(scored) < 5 or not keys:
+        imp.note = (f"fANOVA needs at least 5 finished trials with `{name}` and a varying "
+                    f"hyperparameter; this sweep has {len(scored)} and {len(keys)}.")
+        return imp
+    from rnnbench.report.importance import fanova
+
+    imp.values = fanova([r.params for r, _ in scored], [v for _, v in scored], keys, mode)
+    return imp
+
+
+# ---- gradient flow ------------------------------------------------------------------
+
+def parse_gradient_flow(obj: Any) -> list[tuple[int, list[float], list[float]]]:
+    """``(epoch, lags, g)`` profiles from the diagnostics' gradient-flow JSON.
+
+    The diagnostics component writes ``{"epochs": [{"epoch": e, "g": [...]}, ...]}`` with
+    ``g[k]`` the gradient norm at lag ``k`` (0: the final step) and null for a
+    non-finite value. Also accepted: an explicit ``"lags"`` list (top level or per
+    epoch), ``"profiles": {"<epoch>": [...]}``, a bare list of epoch entries, and ``g``
+    named ``profile``, ``norms`` or ``values``. Anything else gives no profile.
+    """
+    if obj is None:
+        return []
+    out: list[tuple[int, list[float], list[float]]] = []
+
+    def values_of(item: dict) -> list | None:
+        for k in ("g", "profile", "norms", "values"):
+            if isinstance(item.get(k), list):
+                return item[k]
+        return None
+
+    def add(epoch: Any, lags: Any, g: Any) -> None:
+        try:
+            e = int(epoch)
+            gs = [math.nan if x is None else float(x) for x in g]
+            ls = ([float(x) for x in lags] if lags is not None
+                  else [float(i) for i in range(len(gs))])
+        except (TypeError, ValueError):
+            return
+        if len(ls) == len(gs) and gs:
+            out.append((e, ls, gs))
+
+    if isinstance(obj, dict):
+        lags = obj.get("lags")
+        entries = obj.get("epochs") if isinstance(obj.get("epochs"), list) else None
+        entries = entries or obj.get("profiles")
+        if isinstance(entries, dict):
+            for epoch, g in entries.items():
+                add(epoch, lags, g if isinstance(g, list) else None)
+        elif isinstance(entries, list):
+            for i, item in enumerate(entries):
+                if isinstance(item, dict):
+                    add(item.get("epoch", i), item.get("lags", lags), values_of(item))
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            if isinstance(item, dict):
+                add(item.get("epoch", i), item.get("lags"), values_of(item))
+    return sorted(out, key=lambda p: p[0])

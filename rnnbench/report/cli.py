@@ -1,0 +1,155 @@
+"""``rnnbench-report``: a reproducible benchmark report from MLflow runs.
+
+Start-up stays fast and TensorFlow is never imported: MLflow, SciPy, matplotlib (Agg)
+and optuna are imported only once the arguments are parsed, and only where needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from rnnbench.errors import ConfigError, RnnbenchError
+
+DESCRIPTION = """\
+Compare cells from their MLflow runs: per task, the test metric of each cell as mean ±
+95% CI over seeds (or over the best 10% of a sweep's trials), Welch's t-test against a
+baseline cell with Holm's correction, learning curves, gradient flow, hyperparameter
+importance for sweeps, the environment and the commands that reproduce every number.
+Writes report.md, report.html (self-contained) and tables/*.csv under --out."""
+
+EPILOG = """\
+examples:
+  rnnbench-report --experiment co2
+  rnnbench-report --sweep multirun/2026-01-31/12-00-00 --baseline gru
+  rnnbench-report --filter "tags.cell != 'rnn' and params.model.units = '64'"
+  rnnbench-report --tracking-uri http://127.0.0.1:5000 --experiment adding --metric mse
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rnnbench-report", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
+                   help="the MLflow store: sqlite:///path.db or http://host:port "
+                        "(default: %(default)s)")
+    p.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                   help="an MLflow experiment to read (repeatable; default: all)")
+    p.add_argument("--filter", default="", metavar="MLFLOW_FILTER",
+                   help="an MLflow search filter, e.g. \"tags.cell = 'lstm'\"")
+    p.add_argument("--sweep", default=None, metavar="ID",
+                   help="only one sweep: a Hydra multirun's sweep_id tag, or the parent run "
+                        "id of a keras-tuner sweep")
+    p.add_argument("--baseline", default="lstm", metavar="CELL",
+                   help="the cell every other cell is tested against (default: %(default)s)")
+    p.add_argument("--metric", default=None,
+                   help="rank by test_<METRIC> instead of each task's primary metric")
+    p.add_argument("--mode", choices=("min", "max"), default=None,
+                   help="whether lower or higher --metric is better (default: the task's "
+                        "primary_mode, or guessed from the name)")
+    p.add_argument("--out", default=None, type=Path, metavar="DIR",
+                   help="output folder (default: reports/<name>)")
+    p.add_argument("--title", default=None, help="the report's title")
+    return p
+
+
+def default_name(args: argparse.Namespace) -> str:
+    from rnnbench.report.render import slug
+
+    if args.title:
+        return slug(args.title)
+    if args.sweep:
+        return slug("sweep-" + args.sweep)
+    if args.experiment:
+        return slug("-".join(sorted(set(args.experiment))))
+    return "all"
+
+
+def report_command(args: argparse.Namespace) -> str:
+    """The command line that makes this report again (the output folder left out, so it
+    does not change the report)."""
+    parts = ["rnnbench-report"]
+    if args.tracking_uri != "sqlite:///mlflow.db":
+        parts += ["--tracking-uri", args.tracking_uri]
+    for e in sorted(set(args.experiment or [])):
+        parts += ["--experiment", e]
+    if args.sweep:
+        parts += ["--sweep", args.sweep]
+    if args.filter:
+        parts += ["--filter", args.filter]
+    if args.baseline != "lstm":
+        parts += ["--baseline", args.baseline]
+    if args.metric:
+        parts += ["--metric", args.metric]
+    if args.mode:
+        parts += ["--mode", args.mode]
+    if args.title:
+        parts += ["--title", args.title]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> tuple[Path, Any]:
+    """Make the report described by ``args``; return its folder and its analysis."""
+    from rnnbench.report import analysis, collect, render
+
+    if args.metric is not None and not args.metric.strip():
+        raise ConfigError("--metric '' is empty: give a metric name such as mse or accuracy.")
+    if not args.baseline.strip():
+        raise ConfigError("--baseline '' is empty: give a cell name such as lstm.")
+    selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
+    options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode)
+    result = analysis.analyse(selection, options, collect.History())
+    if args.metric and not any(r.values for s in result.sections for r in s.rows):
+        raise ConfigError(
+            f"--metric {args.metric}: no finished run has test_{args.metric.removeprefix('test_')}."
+            f" Nothing was written. The runs have: " + ", ".join(sorted(
+                {k for r in selection.runs for k in r.metrics if k.startswith("test_")}))
+            + ".")
+    title = args.title or "rnnbench report: " + (
+        f"sweep {args.sweep}" if args.sweep
+        else ", ".join(sorted(set(args.experiment))) if args.experiment else "all experiments")
+    doc = render.build(result, title, report_command(args))
+    out = args.out if args.out is not None else Path("reports") / default_name(args)
+    render.write(doc, out)
+    return out, result
+
+
+def print_summary(out: Path, result: Any) -> None:
+    """The comparison tables on the terminal, then where the report is."""
+    from rnnbench.report.analysis import shorten
+    from rnnbench.report.render import fmt_ci
+
+    baseline = result.options.baseline
+    for s in result.sections:
+        better = "lower" if s.mode == "min" else "higher"
+        print(f"\n{s.title}: test_{s.metric} ({better} is better)")
+        verdicts = {c.row.label: c.verdict for c in s.comparisons}
+        table = [["rank", "cell", "mean ± 95% CI", "n", f"vs {baseline} (Welch, Holm)"]]
+        for r in s.rows:
+            table.append([str(r.rank or "—"), r.label,
+                          fmt_ci(r.interval.mean, r.interval.half_width), str(r.interval.n),
+                          "baseline" if r.cell == baseline else verdicts.get(r.label, "—")])
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        for e in s.excluded[:5]:
+            print(f"  not averaged in: {e.run.name} ({e.run.run_id[:8]}) {e.run.status}: "
+                  f"{shorten(e.reason, 100)}")
+        if len(s.excluded) > 5:
+            print(f"  … and {len(s.excluded) - 5} more runs not averaged in (see the report)")
+    print(f"\nreport: {out / 'report.md'}\n        {out / 'report.html'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``rnnbench-report`` with ``argv``; return the exit status (2: a user error)."""
+    args = parser().parse_args(argv)
+    try:
+        out, result = run(args)
+    except RnnbenchError as exc:
+        print(f"rnnbench-report: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    print_summary(out, result)
+    return 0

@@ -1,0 +1,127 @@
+"""Figures of a report, as PNG bytes.
+
+Drawn with matplotlib's Agg backend under matplotlib's default style (a user's
+matplotlibrc does not leak in), and saved without the software/date metadata, so the
+same data gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from rnnbench.report.analysis import TaskSection
+
+DPI = 100
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _style() -> Any:
+    import matplotlib
+
+    rc = dict(matplotlib.rcParamsDefault)
+    rc.update({"backend": "Agg", "font.family": ["DejaVu Sans"], "font.size": 9,
+               "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": DPI,
+               "savefig.dpi": DPI, "path.simplify": False})
+    return matplotlib.rc_context(rc)
+
+
+def learning_curves(section: TaskSection) -> bytes | None:
+    """Validation loss per epoch, mean over the rows' runs, one line per row; a band
+    from the lowest to the highest run."""
+    rows = [r for r in section.rows if r.curves]
+    if not rows:
+        return None
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    with _style():
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for row in rows:
+            epochs = list(row.curves)
+            means = [math.fsum(v) / len(v) for v in row.curves.values()]
+            line, = ax.plot(epochs, means, marker="o", markersize=3,
+                            label=f"{row.label} (n={len(row.used)})")
+            if any(len(v) > 1 for v in row.curves.values()):
+                ax.fill_between(epochs, [min(v) for v in row.curves.values()],
+                                [max(v) for v in row.curves.values()],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("val_loss")
+        if all(v > 0 for row in rows for vs in row.curves.values() for v in vs):
+            lows = min(min(vs) for row in rows for vs in row.curves.values())
+            highs = max(max(vs) for row in rows for vs in row.curves.values())
+            if highs / lows > 20:
+                ax.set_yscale("log")
+        ax.set_title(f"{section.title}: validation loss (mean over runs)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def gradient_flow(section: TaskSection) -> bytes | None:
+    """Gradient-flow profiles side by side, one panel per row: g(t) against the lag, one
+    line per evaluated epoch (mean over runs), log scale. None when no run has the
+    profile artifact (the report then shows the logged ``grad_flow/*`` summaries only)."""
+    rows = [r for r in section.rows if r.profiles]
+    plt = _pyplot()
+    if rows:
+        with _style():
+            fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 0.6, 3.2),
+                                     squeeze=False, sharey=True)
+            cmap = plt.get_cmap("viridis")
+            for ax, row in zip(axes[0], rows):
+                epochs = list(row.profiles)
+                for i, epoch in enumerate(epochs):
+                    lags, g = row.profiles[epoch]
+                    pairs = [(lag, v) for lag, v in zip(lags, g) if v > 0 and math.isfinite(v)]
+                    if not pairs:
+                        continue
+                    colour = cmap(i / max(1, len(epochs) - 1))
+                    ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color=colour,
+                            linewidth=1.2, label=f"epoch {epoch}")
+                ax.set_yscale("log")
+                ax.set_xlabel("lag k (steps before the final step)")
+                ax.set_title(row.label, fontsize=9)
+                if len(epochs) <= 6:
+                    ax.legend(fontsize=6)
+            axes[0][0].set_ylabel(r"$g(k) = \|\partial L_T / \partial x_{T-k}\|$")
+            fig.suptitle(f"{section.title}: gradient flow through time")
+            fig.tight_layout()
+            return _png(fig)
+    return None
+
+
+def importance(section: TaskSection) -> bytes | None:
+    """Horizontal bars of the fANOVA importance of each hyperparameter."""
+    imp = section.importance
+    if imp is None or not imp.values:
+        return None
+    plt = _pyplot()
+    with _style():
+        names = [k for k, _ in imp.values][::-1]
+        values = [v for _, v in imp.values][::-1]
+        fig, ax = plt.subplots(figsize=(6.0, 0.45 * len(names) + 1.2))
+        ax.barh(names, values, color="#4C72B0")
+        ax.set_xlabel("fraction of the objective's variance (fANOVA)")
+        ax.set_title(f"{section.title}: hyperparameter importance ({imp.n_trials} trials)")
+        fig.tight_layout()
+        return _png(fig)

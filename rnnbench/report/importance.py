@@ -1,0 +1,76 @@
+"""Hyperparameter importance of a sweep with optuna's fANOVA implementation.
+
+The trials of a sweep are MLflow child runs; they are replayed into an in-memory optuna
+study (``optuna.trial.create_trial``) and ``FanovaImportanceEvaluator`` measures how much
+of the objective's variance each hyperparameter explains (Hutter et al. 2014, the
+method Greff et al. 2017 use).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _distribution(values: Sequence[str]):
+    """An optuna distribution that covers ``values`` (strings, as MLflow stores params):
+    integers → IntDistribution, numbers → FloatDistribution (log scale when they span a
+    factor of 10 or more and are positive), anything else → CategoricalDistribution."""
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+
+    numbers = [_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        low, high = min(numbers), max(numbers)
+        log = low > 0 and high / low >= 10
+        if all(v.lstrip("-").isdigit() for v in values):
+            return IntDistribution(int(low), int(high), log=log), [int(v) for v in values]
+        return FloatDistribution(low, high, log=log), numbers
+    choices = tuple(sorted(set(values)))
+    return CategoricalDistribution(choices), list(values)
+
+
+def fanova(params: Sequence[dict[str, str]], objective: Sequence[float], keys: Sequence[str],
+           mode: str, seed: int = 0) -> list[tuple[str, float]]:
+    """fANOVA importance of ``keys`` over trials with these ``params`` and ``objective``.
+
+    Args:
+        params: each trial's params (MLflow strings).
+        objective: each trial's objective value (finite).
+        keys: the hyperparameters to rank (they must vary between trials).
+        mode: ``min`` or ``max``, the objective's direction.
+        seed: the random forest's seed (fixed, so the same trials give the same numbers).
+
+    Returns:
+        ``(key, importance)`` pairs, most important first; importances sum to 1.
+    """
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    columns = {}
+    for key in keys:
+        dist, values = _distribution([p.get(key, "None") for p in params])
+        columns[key] = (dist, values)
+    trials = []
+    for i, value in enumerate(objective):
+        trials.append(optuna.trial.create_trial(
+            params={k: columns[k][1][i] for k in keys},
+            distributions={k: columns[k][0] for k in keys},
+            value=float(value)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+        study.add_trials(trials)
+        result = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed),
+                                       normalize=True)
+    return sorted(((k, float(v)) for k, v in result.items()), key=lambda kv: (-kv[1], kv[0]))

@@ -1,0 +1,149 @@
+"""What a sweep decides before its first trial: the space for the cell, the objective and
+its direction, the sweep's id, and how a trial's values become a run config."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnbench import config
+from rnnbench.errors import ConfigError
+from rnnbench.tuning.space import Space, run_config_node
+
+# keys of the sweep config that do not change what the search computes: changing them
+# and running the same command again continues the same search
+NOT_IN_SWEEP_ID = ("tracking", "tuner.max_trials", "tuner.overwrite", "tuner.directory",
+                   "tuner.project", "tuner.distributed", "tuner.max_consecutive_failed_trials",
+                   "tuner.max_retries_per_trial", "train.verbose")
+
+
+def sweep_hash(cfg: Any) -> str:
+    """A short hash of the sweep config without the keys in ``NOT_IN_SWEEP_ID``."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    for key in NOT_IN_SWEEP_ID:
+        node = container
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    text = OmegaConf.to_yaml(OmegaConf.create(container), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def task_objectives(task: Any) -> list[str]:
+    """The per-epoch metrics a task's compiled model logs: ``loss``, ``val_loss``, and
+    each compiled metric with and without ``val_``."""
+    names = ["loss"]
+    for metric in task.compile_metrics():
+        name = metric if isinstance(metric, str) else getattr(metric, "name", None)
+        if name:
+            names.append(str(name))
+    return names + [f"val_{n}" for n in names]
+
+
+def infer_direction(objective: str) -> str | None:
+    import keras_tuner as kt
+
+    try:
+        return kt.engine.objective.create_objective(objective).direction
+    except ValueError:
+        return None
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+@dataclass
+class SweepPlan:
+    """A checked sweep: everything needed to run trials, decided before the first one.
+
+    Args:
+        cfg: the sweep config (a ``TuneConfig`` object).
+        space: the search space for ``cfg.cell``.
+        run_node: the run part of ``cfg`` as a typed config node.
+        task_name: the task's name.
+        experiment: the MLflow experiment.
+        sweep_id: the sweep's id and keras-tuner project name.
+        objective: the metric to optimise.
+        direction: ``min`` or ``max``.
+        overrides: the command-line overrides of ``rnnbench-tune``.
+    """
+
+    cfg: Any
+    space: Space
+    run_node: DictConfig
+    task_name: str
+    experiment: str
+    sweep_id: str
+    objective: str
+    direction: str
+    overrides: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, cfg: Any, overrides: list[str] | None = None) -> "SweepPlan":
+        """Check ``cfg`` (bad input raises ConfigError) and plan the sweep. Needs the
+        Keras backend chosen (it asks the task which metrics it compiles)."""
+        from rnnbench.model import check_compatible
+        from rnnbench.tasks import get_task
+
+        task = get_task(cfg.task)
+        check_compatible(cfg, task)
+        tuner = cfg.tuner
+        produced = task_objectives(task)
+        if tuner.objective not in produced:
+            raise ConfigError(
+                f"tuner.objective={tuner.objective!r} is not a metric that task={task.name} "
+                f"produces; it must be one of {', '.join(produced)} (val_ metrics are on the "
+                "validation split, the others on the training split).")
+        direction = tuner.direction or infer_direction(tuner.objective)
+        if direction is None:
+            raise ConfigError(f"tuner.direction=null: the direction of tuner.objective="
+                              f"{tuner.objective!r} cannot be inferred; set tuner.direction="
+                              "min or tuner.direction=max.")
+        space = Space.from_config(cfg)
+        experiment = cfg.tracking.experiment or task.name
+        if tuner.project:
+            sweep_id = tuner.project
+        else:
+            parts = [experiment] if experiment != task.name else []
+            parts += [task.name, cfg.cell.name, tuner.name, sweep_hash(cfg)]
+            sweep_id = "-".join(parts)
+        return cls(cfg, space, run_config_node(cfg), task.name, experiment, sweep_id,
+                   tuner.objective, direction, list(overrides or []))
+
+    @property
+    def oracle_seed(self) -> int:
+        """The oracle's seed: ``seed + 1`` (keras-tuner draws a random seed for 0)."""
+        return int(self.cfg.seed) + 1
+
+    def trial(self, hp_values: dict[str, Any], execution: int, epochs: int
+              ) -> tuple[Any, list[str]]:
+        """The run config of one execution of a trial, and the ``rnnbench`` overrides
+        that reproduce it as a single run."""
+        values = self.space.config_values(hp_values)
+        node = self.space.apply(self.run_node, hp_values)
+        node.train.epochs = int(epochs)
+        node.seed = int(self.cfg.seed) + execution
+        node.tracking.skip_finished = False  # a trial is run by the sweep, never skipped
+        run_cfg = config.to_object(node)
+        set_keys = set(values) | {"train.epochs", "seed"}
+        keep = [o for o in self.overrides
+                if not _override_key(o).startswith(("tuner", "search_space", "hydra"))
+                and _override_key(o) not in set_keys]
+        extra = [f"{k}={_format_value(v)}" for k, v in values.items()]
+        extra += [f"train.epochs={int(epochs)}", f"seed={int(self.cfg.seed) + execution}"]
+        return run_cfg, keep + extra

@@ -1,0 +1,194 @@
+"""The MLflow record of a sweep: one parent run (``run_kind=sweep``) and, nested under
+it, one run per trial execution (``run_kind=trial``, made by :func:`rnnbench.train.run`).
+
+Every run of a sweep carries the tag ``sweep_id`` (the keras-tuner project name), and
+every trial run ``trial_id`` and ``execution``. Those tags are how a resumed or
+distributed sweep finds what is already there: a trial run left RUNNING by a dead
+process is an orphan and is closed as KILLED; a trial run that FINISHED is never run
+or logged again. All MLflow calls go through :mod:`rnnbench.tracking`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rnnbench import tracking
+from rnnbench.errors import TrackingError
+
+PARENT_FILE = "mlflow_sweep.json"
+ORPHAN_REASON = ("orphaned: the process running this trial stopped before the trial "
+                 "ended; the trial was run again")
+
+
+class SweepRecord:
+    """The MLflow side of one sweep. Holds run ids only, never an open client or run,
+    so nothing MLflow-related can end up in keras-tuner's state or copies.
+
+    Args:
+        experiment: the MLflow experiment (the one its trial runs go to).
+        sweep_id: the sweep's id, tagged on the parent run and on every trial run.
+        uri: the tracking URI (recorded next to the search state).
+        objective: the objective's name, for the parent run's metrics.
+    """
+
+    def __init__(self, experiment: str, sweep_id: str, uri: str, objective: str) -> None:
+        self.experiment = experiment
+        self.sweep_id = sweep_id
+        self.uri = uri
+        self.objective = objective
+        self.parent_run_id: str | None = None
+
+    # ---- the parent run -------------------------------------------------------------
+
+    def saved_parent(self, project_dir: Path) -> str | None:
+        """The parent run id saved with the search state, if it is in this store."""
+        path = Path(project_dir) / PARENT_FILE
+        if not path.is_file():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if saved.get("tracking_uri") != self.uri or saved.get("sweep_id") != self.sweep_id:
+            return None
+        run_id = saved.get("run_id")
+        return run_id if run_id and tracking.get_run(run_id) is not None else None
+
+    def open_parent(self, project_dir: Path, previous: str | None, *, resume: bool,
+                    run_name: str, tags: dict[str, Any], params: dict[str, Any],
+                    space_json: str) -> tuple[str, bool]:
+        """Reopen ``previous`` when the search resumes, else create the parent run
+        (closing ``previous`` as KILLED if a dead process left it RUNNING). Returns the
+        run id and whether it was reopened."""
+        if resume and previous is not None:
+            run = tracking.reopen_run(previous)
+            run.set_tags({k: v for k, v in tags.items() if k.startswith("budget.")})
+            self.parent_run_id = previous
+            return previous, True
+        if previous is not None:
+            self._close_if_running(previous, "superseded: the search was started afresh "
+                                             "(tuner.overwrite=true or its saved state was gone)")
+        run = tracking.open_run(self.experiment, run_name, tags)
+        run.log_params(params)
+        run.log_text(space_json, "sweep/search_space.json")
+        self.parent_run_id = run.run_id
+        path = Path(project_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / PARENT_FILE).write_text(json.dumps(
+            {"run_id": run.run_id, "tracking_uri": self.uri, "sweep_id": self.sweep_id,
+             "experiment": self.experiment}, indent=2))
+        return run.run_id, False
+
+    def attach(self, timeout_s: float) -> str:
+        """A worker's way in: the RUNNING parent run of this sweep, made by the chief."""
+        deadline = time.monotonic() + timeout_s
+        query = f"tags.sweep_id = '{self.sweep_id}' and tags.run_kind = 'sweep'"
+        while True:
+            runs = tracking.search_runs([self.experiment], query, statuses=["RUNNING"])
+            if runs:
+                self.parent_run_id = runs[-1].info.run_id
+                return self.parent_run_id
+            if time.monotonic() > deadline:
+                raise TrackingError(
+                    f"no RUNNING sweep run tagged sweep_id={self.sweep_id} in experiment "
+                    f"'{self.experiment}' at {self.uri} after {timeout_s:g} s. Start the chief "
+                    "first (tuner.distributed.role=chief) with the same config and the same "
+                    "tracking.uri: the sweep id is derived from the config, so a worker with "
+                    "a different config looks for a different sweep.")
+            time.sleep(1.0)
+
+    def _close_if_running(self, run_id: str, reason: str) -> None:
+        run = tracking.get_run(run_id)
+        if run is not None and run.info.status == "RUNNING":
+            for child in tracking.child_runs(run_id):
+                if child.info.status == "RUNNING":
+                    tracking.close_run(child.info.run_id, "KILLED", {"failure_reason": reason})
+            tracking.close_run(run_id, "KILLED", {"failure_reason": reason})
+
+    def _parent(self) -> tracking.Run:
+        run = tracking.get_run(self.parent_run_id)
+        return tracking.Run(self.parent_run_id, run.info.experiment_id)
+
+    # ---- trial runs -----------------------------------------------------------------
+
+    def trial_runs(self, trial_id: str | None = None) -> list:
+        """The trial runs under the parent (of one trial when ``trial_id`` is given)."""
+        if self.parent_run_id is None:
+            return []
+        query = f"tags.trial_id = '{trial_id}'" if trial_id is not None else ""
+        return tracking.child_runs(self.parent_run_id, query)
+
+    def close_orphans(self, runs: list | None = None) -> list[str]:
+        """Close the trial runs left RUNNING (all of the sweep's, or those in ``runs``)
+        as KILLED; returns their ids."""
+        runs = self.trial_runs() if runs is None else runs
+        closed = []
+        for run in runs:
+            if run.info.status == "RUNNING":
+                tracking.close_run(run.info.run_id, "KILLED", {"failure_reason": ORPHAN_REASON})
+                closed.append(run.info.run_id)
+        return closed
+
+    @staticmethod
+    def finished_execution(runs: list, execution: int) -> Any | None:
+        """The run of ``execution`` that already ended for good: FINISHED, or FAILED on a
+        non-finite value (deterministic, so running it again would only repeat it)."""
+        for run in reversed(runs):
+            tags = run.data.tags
+            if tags.get("execution", "0") != str(execution):
+                continue
+            if run.info.status == "FINISHED":
+                return run
+            if run.info.status == "FAILED" and tags.get("failure_what"):
+                return run
+        return None
+
+    def objective_history(self, run_id: str) -> list[float]:
+        return [v for _, v in tracking.metric_history(run_id, self.objective)]
+
+    def failure_reason(self, trial_id: str) -> str | None:
+        for run in reversed(self.trial_runs(trial_id)):
+            reason = run.data.tags.get("failure_reason")
+            if run.info.status == "FAILED" and reason:
+                return reason
+        return None
+
+    # ---- the sweep's progress and result --------------------------------------------
+
+    def log_trial_end(self, index: int, score: float | None, best: float | None,
+                      failed: int) -> None:
+        """The objective's history over trials, on the parent run (step = trial index)."""
+        if self.parent_run_id is None:
+            return
+        metrics: dict[str, float] = {"trials_failed": failed}
+        if score is not None and math.isfinite(score):
+            metrics[f"trial_{self.objective}"] = score
+        if best is not None and math.isfinite(best):
+            metrics[f"best_{self.objective}"] = best
+        self._parent().log_metrics(metrics, step=index)
+
+    def finish(self, status: str, summary: dict[str, Any] | None = None,
+               reason: str | None = None) -> None:
+        """Write the best trial and the trial table, then close the parent run."""
+        if self.parent_run_id is None:
+            return
+        run = self._parent()
+        if summary is not None:
+            best = summary.get("best")
+            tags: dict[str, Any] = {
+                "trials_completed": summary["completed"], "trials_failed": summary["failed"],
+            }
+            if best:
+                tags.update({"best_trial_id": best["trial_id"],
+                             "best_run_id": best.get("run_id")})
+                tags.update({f"best_hp.{k}": v for k, v in best["hyperparameters"].items()})
+                run.log_json(best, "sweep/best.json")
+            run.set_tags(tags)
+            run.log_json(summary["trials"], "sweep/trials.json")
+        if reason:
+            run.set_tags({"failure_reason": reason[:5000]})
+        run.end(status)
