@@ -18,7 +18,8 @@ trained with Adam on one fixed random batch. The models are built and compiled f
 then timed in turns (``--rounds`` turns of ``--steps`` steps each) so that load from
 other processes falls on all of them alike; a model's step time is its best turn.
 "XLA" is what the compiled model really does (``model.jit_compile``): Keras turns it
-off for a cuDNN layer on TensorFlow. On JAX, XLA off means an eager train step.
+off for a cuDNN layer on TensorFlow. On JAX, XLA off means an eager train step (timed
+with one step a turn: each takes seconds).
 """
 
 from __future__ import annotations
@@ -182,9 +183,12 @@ def main(argv=None) -> int:
         variant.build(args, x, y)
     print(f"built and compiled {len(variants)} models in {time.perf_counter() - t0:.0f} s",
           flush=True)
+    # an eager JAX step takes seconds: time those with fewer steps
+    eager_steps = 1
     for _ in range(args.rounds):
         for variant in variants:
-            variant.time_turn(args.steps, x, y)
+            eager = dev["backend"] == "jax" and variant.info["xla"] == "off"
+            variant.time_turn(eager_steps if eager else args.steps, x, y)
     by_key = {variant.key: variant for variant in variants}
 
     print()

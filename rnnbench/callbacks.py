@@ -17,10 +17,14 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     ``failure`` is None, or ``{"what": "loss" | "gradient", "epoch": e, "step": s}``
     (1-based epoch, 0-based step within the epoch). The loss is the one Keras reports
-    after each step; the gradient is checked when the optimizer records gradient norms
-    (``rnnbench.diagnostics.recording``, on by default): a step whose gradient norm
-    before clipping is NaN or infinite. A non-finite loss is reported as ``loss`` even
-    though its gradient is non-finite too. Other components may call :meth:`report`.
+    after each step. Gradients are checked when the optimizer records gradient norms
+    (``rnnbench.diagnostics.recording``, on by default), which keeps the iteration of
+    the first step whose gradient norm before clipping was NaN or infinite; the guard
+    reads it only when the loss turns non-finite (a non-finite gradient makes the
+    weights, then the next loss, non-finite) and at the end of each epoch, so that it
+    costs nothing per step. A step whose own loss is non-finite is reported as
+    ``loss``; a finite loss followed by a non-finite gradient as ``gradient``, at the
+    gradient's step. Other components may call :meth:`report`.
     """
 
     def __init__(self) -> None:
@@ -28,30 +32,49 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self.failure: dict[str, Any] | None = None
         self.epoch = 0
         self._recorder: Any = None
-        self._nonfinite = 0
+        self._starts: list[tuple[int, int]] = []  # (epoch, iteration of its first step)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         from rnnbench.diagnostics.gradient_norms import recorder_of
 
         self._recorder = recorder_of(getattr(self.model, "optimizer", None))
-        if self._recorder is not None:
-            self._nonfinite = self._recorder.nonfinite_gradient_steps()
+        self._starts = []
+        self._known_bad = (self._recorder.first_nonfinite_iteration()
+                           if self._recorder is not None else -1)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
+        if self._recorder is not None:
+            self._starts.append((self.epoch, int(keras.ops.convert_to_numpy(
+                self._recorder.iterations))))
 
-    def report(self, what: str, step: int) -> None:
+    def report(self, what: str, step: int, epoch: int | None = None) -> None:
         if self.failure is None:
-            self.failure = {"what": what, "epoch": self.epoch, "step": step}
+            self.failure = {"what": what, "epoch": epoch or self.epoch, "step": step}
         self.model.stop_training = True
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.report("loss", batch)
-        elif self._recorder is not None:
-            if self._recorder.nonfinite_gradient_steps() > self._nonfinite:
-                self.report("gradient", batch)
+            start = self._starts[-1][1] if self._starts else None
+            if not self._check_gradient(before=None if start is None else start + batch):
+                self.report("loss", batch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.failure is None:
+            self._check_gradient()
+
+    def _check_gradient(self, before: int | None = None) -> bool:
+        """Report a non-finite gradient of an iteration before ``before`` (any, if None)."""
+        if self._recorder is None:
+            return False
+        it = self._recorder.first_nonfinite_iteration()
+        if it < 0 or it == self._known_bad or (before is not None and it >= before):
+            return False
+        epoch, start = next(((e, s) for e, s in reversed(self._starts) if s <= it),
+                            (self.epoch, it))
+        self.report("gradient", it - start, epoch)
+        return True
 
 
 class EpochLogger(keras.callbacks.Callback):

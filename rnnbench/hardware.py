@@ -43,9 +43,7 @@ _CUDNN_LAYERS = {"tensorflow": ("LSTM", "GRU"), "jax": ("LSTM",), "torch": ("LST
 # Backends whose cuDNN path refuses masks (TensorFlow takes right-padded masks).
 _CUDNN_NO_MASK = ("jax", "torch")
 # What TensorFlow says when an op cannot honour op determinism.
-_DETERMINISM_MARKERS = ("when determinism is enabled", "determinism is not yet supported",
-                        "determinism is enabled")
-
+_DETERMINISM_MARKERS = ("determinism is enabled", "determinism is not yet supported")
 
 _MIXED_FLOAT16_ON_CPU = (
     "hardware.precision=mixed_float16 on a CPU is usually slower than float32 (CPUs have "

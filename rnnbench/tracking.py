@@ -92,6 +92,7 @@ def configure(uri: str, timeout_s: float = 15.0) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = os.environ.get(
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     mlflow.set_tracking_uri(uri)
+    init_sqlite_store(uri)
 
 
 def ui_command(uri: str) -> str:
@@ -391,3 +392,24 @@ def log_metric_steps(run: Run, rows: list[tuple[int, dict[str, float]]]) -> None
              for k, v in metrics.items() if v is not None]
     for i in range(0, len(items), 500):
         run.client.log_batch(run.run_id, metrics=items[i:i + 500])
+
+
+@retry_locked
+def init_sqlite_store(uri: str) -> None:
+    """Open a SQLite store under an exclusive lock on its folder. Processes that open a
+    new store at the same moment (the jobs of a parallel multirun) would otherwise all run
+    MLflow's schema migration at once, and all but one fail."""
+    if not uri.startswith("sqlite:///"):
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no parallel jobs to guard against
+        return
+    folder = Path(uri[len("sqlite:///"):]).resolve().parent
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates the tables
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -138,32 +138,23 @@ def test_op_without_deterministic_kernel_gets_a_clear_message(tmp_path):
 # ---- runs and what they record --------------------------------------------------------
 
 @pytest.mark.slow
-def test_gpu_fallback_to_cpu_is_recorded_and_mixed_float16_warns(tmp_path):
+def test_multi_gpu_falls_back_to_mirrored_on_two_logical_cpus(tmp_path):
+    """hardware=multi_gpu on a machine without a GPU, with fallback=cpu: MirroredStrategy
+    over two logical CPUs, recorded as such; mixed_float16 on the CPU warns."""
     if _gpu_present():
         pytest.skip("this machine has a GPU: nothing to fall back from")
-    out = rnnbench(["hardware=gpu", "hardware.fallback=cpu",
-                    "hardware.precision=mixed_float16", *FAST], tmp_path)
+    out = rnnbench(["hardware=multi_gpu", "hardware.fallback=cpu", "hardware.logical_cpus=2",
+                    "hardware.precision=mixed_float16", "optimizer.lr=0.001", *FAST], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mixed_float16 on a CPU is usually slower" in out.stderr
-    assert "mixed_bfloat16" in out.stderr
+    assert "use hardware.precision=mixed_bfloat16" in out.stderr
     (run,) = runs_in(tmp_path)
     tags = run.data.tags
     assert run.info.status == "FINISHED"
-    assert tags["hardware"] == "gpu" and tags["device_type"] == "cpu"
-    assert "CPU" in tags["device"] and tags["precision"] == "mixed_float16"
+    assert tags["hardware"] == "multi_gpu" and tags["device_type"] == "cpu"
     assert "fell back to the CPU" in tags["hardware_notes"]
     assert "mixed_float16 on a CPU" in tags["hardware_notes"]
-    assert tags["cudnn"] == "false" and tags["cudnn.rnn_0"] == "false"
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    out = rnnbench(["hardware=multi_gpu", "hardware.device=cpu", "hardware.logical_cpus=2",
-                    "optimizer.lr=0.001", *FAST], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (run,) = runs_in(tmp_path)
-    tags = run.data.tags
-    assert run.info.status == "FINISHED"
+    assert tags["precision"] == "mixed_float16"
     assert tags["replicas"] == "2"
     assert tags["devices_used"] == "/device:CPU:0,/device:CPU:1"
     assert tags["device"] == tags["devices_used"]
@@ -172,6 +163,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert tags["global_batch_size"] == "32" and tags["replica_batch_size"] == "16"
     assert tags["lr_scale"] == "2" and tags["effective_lr"] == "0.002"
     assert tags["xla"] == "off"  # XLA auto is off under tf.distribute
+    assert tags["cudnn"] == "false" and tags["cudnn.rnn_0"] == "false"
     assert run.data.metrics["test_mse"] > 0
 
 

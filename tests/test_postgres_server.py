@@ -127,8 +127,8 @@ def mlflow_server(postgres):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
+            try:  # the records are in PostgreSQL already: no need for a long goodbye
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

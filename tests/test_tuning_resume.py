@@ -57,7 +57,7 @@ def test_kill_mid_trial_then_resume_gives_exact_counts(tmp_path):
     conf.mkdir(parents=True)
     (conf / "tiny.yaml").write_text(TINY)
     args = [*FAST, f"hydra.searchpath=[file://{tmp_path / 'extra_conf'}]", "search_space=tiny",
-            "tuner.max_trials=3", "train.steps_per_epoch=20", "seed=5"]
+            "tuner.max_trials=3", "train.steps_per_epoch=10", "seed=5"]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
 

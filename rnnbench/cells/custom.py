@@ -141,10 +141,15 @@ class SpecCell(keras.layers.Layer):
                 ops.ones_like(sequences[:, 0, :]), self.dropout, seed=self.seed_generator
             )
             sequences = sequences * ops.expand_dims(keep, 1)
+        # The product is done in time-major order and handed back batch-major through
+        # a transpose: the RNN loop transposes to time-major again, and the two
+        # transposes of the (B, T, k·n) tensor cancel out (XLA and Grappler both
+        # remove them), where a batch-major product would move it twice in memory.
         shape = ops.shape(sequences)
-        flat = ops.reshape(sequences, (-1, shape[-1]))
+        flat = ops.reshape(ops.transpose(sequences, (1, 0, 2)), (-1, shape[-1]))
         z = ops.matmul(flat, ops.cast(self.kernel, dtype)) + ops.cast(self.bias, dtype)
-        return ops.reshape(z, (shape[0], shape[1], len(self.blocks) * self.units))
+        z = ops.reshape(z, (shape[1], shape[0], len(self.blocks) * self.units))
+        return ops.transpose(z, (1, 0, 2))
 
     @contextlib.contextmanager
     def looping(self, h, training=False):

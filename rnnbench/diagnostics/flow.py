@@ -19,6 +19,7 @@ are summed, and no example's loss depends on another example's inputs.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -137,8 +138,9 @@ def _split_at_first_recurrent(model: keras.Model) -> tuple[Any, keras.Model, int
     input_ids = {id(t) for t in keras.tree.flatten(model.inputs)}
     front = None
     if not all(id(t) in input_ids for t in feeds):
-        front = keras.Model(model.inputs, feeds, name=f"{model.name}_frontend")
-    back = keras.Model(feeds, model.outputs, name=f"{model.name}_from_rnn_0")
+        front = keras.Model(model.input, feeds, name=f"{model.name}_frontend")
+    back = keras.Model(feeds if len(feeds) > 1 else feeds[0], model.output,
+                       name=f"{model.name}_from_rnn_0")
     return front, back, len(feeds)
 
 
@@ -178,7 +180,11 @@ class GradientFlow:
 
     def _loss_sum(self, features: Any, rest: list, y: Any, last: Any) -> Any:
         feeds = [features, *rest]
-        pred = self.back(feeds if len(feeds) > 1 else feeds[0], training=False)
+        with warnings.catch_warnings():
+            # the features may carry the front's mask; the back model takes the mask
+            # as an input of its own, which Keras does not know when it warns
+            warnings.filterwarnings("ignore", message=".*does not support masking.*")
+            pred = self.back(feeds if len(feeds) > 1 else feeds[0], training=False)
         if isinstance(pred, (list, tuple)):
             pred = pred[0]
         if self.seq2seq:

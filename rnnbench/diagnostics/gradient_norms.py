@@ -76,6 +76,9 @@ class GradientStatsMixin:
             name="gradient_step_counts")
         self.gradient_nonfinite_total = self.add_variable(
             (), dtype="float32", aggregation=agg, name="gradient_nonfinite_total")
+        self.gradient_first_nonfinite = self.add_variable(
+            (), initializer=keras.initializers.Constant(-1.0), dtype="float32",
+            aggregation=agg, name="gradient_first_nonfinite")
 
     def _record_gradient_norms(self, grads: list, trainable_variables: list) -> None:
         n_groups = len(self.gradient_layers)
@@ -96,10 +99,14 @@ class GradientStatsMixin:
         as_float = lambda b: ops.cast(b, "float32")  # noqa: E731
         counts = ops.stack([as_float(finite), as_float(clipped),
                             as_float(ops.logical_not(finite))])
-        self.gradient_norm_sum.assign(self.gradient_norm_sum + safe)
-        self.gradient_norm_max.assign(ops.maximum(self.gradient_norm_max, safe))
-        self.gradient_step_counts.assign(self.gradient_step_counts + counts)
-        self.gradient_nonfinite_total.assign(self.gradient_nonfinite_total + counts[2])
+        self.gradient_norm_sum.assign(self.gradient_norm_sum.value + safe)
+        self.gradient_norm_max.assign(ops.maximum(self.gradient_norm_max.value, safe))
+        self.gradient_step_counts.assign(self.gradient_step_counts.value + counts)
+        self.gradient_nonfinite_total.assign(self.gradient_nonfinite_total.value + counts[2])
+        first = self.gradient_first_nonfinite.value
+        self.gradient_first_nonfinite.assign(ops.where(
+            ops.logical_and(first < 0, ops.logical_not(finite)),
+            ops.cast(self._iterations.value, "float32"), first))
 
     def _clipping_changes(self, global_norm: Any, var_norms_sq: list, grads: list) -> Any:
         """Whether this step's clipping (as configured) changes the gradients."""
@@ -148,6 +155,13 @@ class GradientStatsMixin:
             for var in (self.gradient_norm_sum, self.gradient_norm_max,
                         self.gradient_step_counts):
                 var.assign(ops.zeros(var.shape, "float32"))
+
+    def first_nonfinite_iteration(self) -> int:
+        """The optimizer iteration (0-based count of steps applied before it) of the
+        run's first step with a non-finite gradient; −1 when there was none."""
+        if not hasattr(self, "gradient_first_nonfinite"):
+            return -1
+        return int(keras.ops.convert_to_numpy(self.gradient_first_nonfinite.value))
 
     def nonfinite_gradient_steps(self) -> int:
         """Steps of the whole run whose gradient was NaN or infinite."""

@@ -143,7 +143,7 @@ class RecurrentProbe:
                     continue
                 self.directions.append(Direction(sub.name, sub, twin, len(taps)))
             taps.append(feeds)
-        self._taps_model = keras.Model(model.inputs, taps, name=f"{model.name}_taps") \
+        self._taps_model = keras.Model(model.input, taps, name=f"{model.name}_taps") \
             if self.directions else None
 
     def sync(self) -> None:

@@ -112,9 +112,21 @@ class Task:
         return x[idx], y[idx]
 
 
-def make_pipeline(x, y, batch_size: int, *, shuffle: bool, seed: int) -> tf.data.Dataset:
-    """Batched, prefetching pipeline over in-memory arrays; shuffled with ``seed``."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+def make_pipeline(x, y, batch_size: int, *, shuffle: bool, seed: int, weights=None,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batched, prefetching pipeline over in-memory arrays; shuffled with ``seed``.
+
+    Only the example indices go through ``shuffle`` and ``batch``; each batch is then
+    gathered from the arrays in one op, so an epoch boundary does not refill a shuffle
+    buffer with whole examples. ``weights`` (per example or per step) become the third
+    element, Keras's ``sample_weight``.
+    """
+    arrays = (x, y) if weights is None else (x, y, weights)
+    tensors = tuple(tf.convert_to_tensor(a) for a in arrays)
+    ds = tf.data.Dataset.range(len(x))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda idx: tuple(tf.gather(t, idx) for t in tensors),
+                num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

@@ -34,7 +34,7 @@ import numpy as np
 
 from rnnbench.errors import DataError
 from rnnbench.tasks import cache
-from rnnbench.tasks.base import AUTOTUNE, DatasetInfo, Task, TaskData
+from rnnbench.tasks.base import DatasetInfo, Task, TaskData, make_pipeline
 
 UNK = "<unk>"
 EOS = "<eos>"
@@ -499,7 +499,6 @@ class LanguageModelTask(Task):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.stateful = bool(cfg.carry_state)
-        self._batch_size = 0
 
     def _source_digest(self) -> str:
         """A digest of the corpus's source, known without parsing it."""
@@ -545,10 +544,7 @@ class LanguageModelTask(Task):
         return cache.cached_arrays("language", key, build), digest
 
     def prepare(self, batch_size: int, seed: int) -> TaskData:
-        import tensorflow as tf
-
         cfg = self.cfg
-        self._batch_size = batch_size
         tok, digest = self._tokens()
         meta = tok[cache.META_KEY]
         vocab = [str(v) for v in tok["vocab"]]
@@ -558,12 +554,11 @@ class LanguageModelTask(Task):
         arrays_xyw = {s: make_windows(v, cfg.bptt, batch_size, self.stateful)
                       for s, v in ids.items()}
 
-        pipes = {}
-        for split, (x, y, w) in arrays_xyw.items():
-            ds = tf.data.Dataset.from_tensor_slices((x, y, w))
-            if split == "train" and not self.stateful:
-                ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-            pipes[split] = ds.batch(batch_size, drop_remainder=self.stateful).prefetch(AUTOTUNE)
+        # stateful rows come in whole batches that must stay in order
+        pipes = {split: make_pipeline(x, y, batch_size, weights=w, seed=seed,
+                                      shuffle=(split == "train" and not self.stateful),
+                                      drop_remainder=self.stateful)
+                 for split, (x, y, w) in arrays_xyw.items()}
 
         counts = {s: int(len(v) - 1) for s, v in ids.items()}
         info = DatasetInfo(

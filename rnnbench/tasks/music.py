@@ -25,7 +25,7 @@ import numpy as np
 
 from rnnbench.errors import DataError
 from rnnbench.tasks import cache
-from rnnbench.tasks.base import AUTOTUNE, DatasetInfo, Task, TaskData
+from rnnbench.tasks.base import DatasetInfo, Task, TaskData, make_pipeline
 
 LOWEST_KEY = 21  # A0
 N_KEYS = 88
@@ -141,8 +141,6 @@ class ChoralesTask(Task):
     primary_mode = "min"
 
     def prepare(self, batch_size: int, seed: int) -> TaskData:
-        import tensorflow as tf
-
         cfg = self.cfg
         names = chorale_names()
         index = split_indices(len(names), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
@@ -171,12 +169,8 @@ class ChoralesTask(Task):
                 x[i, :n], y[i, :n], w[i, :n] = r[:-1], r[1:], 1.0
             arrays[split] = (x, y)
             windows[split] = (x, y, w)
-        pipes = {}
-        for split, (x, y, w) in windows.items():
-            ds = tf.data.Dataset.from_tensor_slices((x, y, w))
-            if split == "train":
-                ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-            pipes[split] = ds.batch(batch_size).prefetch(AUTOTUNE)
+        pipes = {split: make_pipeline(x, y, batch_size, weights=w, shuffle=(split == "train"),
+                                      seed=seed) for split, (x, y, w) in windows.items()}
         steps = {k: int(v[2].sum()) for k, v in windows.items()}
         import music21
 

@@ -287,43 +287,53 @@ def delta(features, width: int = 2):
                         tf.repeat(features[..., -1:, :], width, axis=-2)], axis=-2)
     num = tf.zeros_like(features)
     for k in range(1, width + 1):
-        num += k * (padded[..., width + k:width + k + n, :] - padded[..., width - k:width - k + n, :])
+        ahead = padded[..., width + k:width + k + n, :]
+        behind = padded[..., width - k:width - k + n, :]
+        num += k * (ahead - behind)
     return num / (2.0 * sum(k * k for k in range(1, width + 1)))
 
 
-def mfcc(samples: np.ndarray, rate: int, cfg: Any) -> np.ndarray:
-    """MFCC frames ``(frames, n_mfcc * (3 if deltas else 1))`` of one utterance.
+def mfcc_extractor(rate: int, cfg: Any):
+    """A compiled function ``samples -> MFCC frames`` for audio at ``rate`` Hz.
 
     STFT (Hann window of ``frame_ms``, hop ``hop_ms``, FFT size the next power of two)
     → power spectrum → ``n_mels`` triangular mel filters between ``fmin`` and ``fmax``
     → ``log(mel + 1e-6)`` → DCT-II (``tf.signal.mfccs_from_log_mel_spectrograms``),
     first ``n_mfcc`` → Δ and ΔΔ when ``deltas`` → per-utterance mean/variance
-    normalisation when ``normalize``.
+    normalisation when ``normalize``. Output: ``(frames, n_mfcc * (3 if deltas else 1))``.
     """
     import tensorflow as tf
 
     frame = max(2, int(round(rate * cfg.frame_ms / 1000.0)))
     hop = max(1, int(round(rate * cfg.hop_ms / 1000.0)))
     fft = 1 << (frame - 1).bit_length()
-    x = tf.convert_to_tensor(samples, tf.float32)
-    if int(x.shape[0]) < frame:
-        x = tf.pad(x, [[0, frame - int(x.shape[0])]])
-    stft = tf.signal.stft(x, frame_length=frame, frame_step=hop, fft_length=fft,
-                          window_fn=tf.signal.hann_window)
-    power = tf.math.square(tf.abs(stft))
     fmax = cfg.fmax if cfg.fmax is not None else rate / 2.0
     mel_matrix = tf.signal.linear_to_mel_weight_matrix(
         num_mel_bins=cfg.n_mels, num_spectrogram_bins=fft // 2 + 1, sample_rate=rate,
         lower_edge_hertz=cfg.fmin, upper_edge_hertz=fmax)
-    log_mel = tf.math.log(tf.tensordot(power, mel_matrix, 1) + 1e-6)
-    coeffs = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., : cfg.n_mfcc]
-    if cfg.deltas:
-        d1 = delta(coeffs)
-        coeffs = tf.concat([coeffs, d1, delta(d1)], axis=-1)
-    if cfg.normalize:
-        mean, var = tf.nn.moments(coeffs, axes=[0], keepdims=True)
-        coeffs = (coeffs - mean) / tf.sqrt(var + 1e-8)
-    return coeffs.numpy().astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def extract(x):
+        x = tf.pad(x, [[0, tf.maximum(0, frame - tf.shape(x)[0])]])
+        stft = tf.signal.stft(x, frame_length=frame, frame_step=hop, fft_length=fft,
+                              window_fn=tf.signal.hann_window)
+        power = tf.math.square(tf.abs(stft))
+        log_mel = tf.math.log(tf.tensordot(power, mel_matrix, 1) + 1e-6)
+        coeffs = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., : cfg.n_mfcc]
+        if cfg.deltas:
+            d1 = delta(coeffs)
+            coeffs = tf.concat([coeffs, d1, delta(d1)], axis=-1)
+        if cfg.normalize:
+            mean, var = tf.nn.moments(coeffs, axes=[0], keepdims=True)
+            coeffs = (coeffs - mean) / tf.sqrt(var + 1e-8)
+        return coeffs
+
+    return lambda samples: extract(np.asarray(samples, np.float32)).numpy()
+
+
+def mfcc(samples: np.ndarray, rate: int, cfg: Any) -> np.ndarray:
+    """MFCC frames of one utterance (see :func:`mfcc_extractor`)."""
+    return mfcc_extractor(rate, cfg)(samples)
 
 
 def find_wavs(root: Path, layout: str) -> tuple[list[tuple[Path, str]], str]:
@@ -392,6 +402,7 @@ class AudioTask(SequenceClassificationTask):
             rate_expected = cfg.sample_rate
             first = None
             feats = []
+            extractors: dict[int, Any] = {}
             for p, _ in pairs:
                 rate, samples = read_wav(p)
                 if rate_expected is None:
@@ -413,7 +424,9 @@ class AudioTask(SequenceClassificationTask):
                                     "frame has fewer than 8 samples. Use a higher rate or "
                                     "larger task.frame_ms.")
                 samples = samples[: int(rate * cfg.max_seconds)]
-                feats.append(mfcc(samples, rate, cfg))
+                if rate not in extractors:
+                    extractors[rate] = mfcc_extractor(rate, cfg)
+                feats.append(extractors[rate](samples))
             lengths = np.array([len(f) for f in feats], np.int64)
             return {"frames": np.concatenate(feats), "lengths": lengths,
                     cache.META_KEY: {"sample_rate": rate_expected}}

@@ -1,0 +1,134 @@
+"""Every task end to end on tiny data: the Hydra config, the training run, the MLflow
+record (metrics, baselines, dataset inputs), and the real CLI for a few of them."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from scipy.io import wavfile
+
+from conftest import ROOT, run_cli, store_runs
+from rnnbench.config import register_configs, to_object
+from rnnbench.errors import ConfigError
+from rnnbench.tasks import TASKS, get_task
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = {
+    "co2": {"mse", "mae", "smape", "mase"},
+    "sunspots": {"mse", "mae", "smape", "mase"},
+    "electricity": {"mse", "mae", "smape", "mase"},
+    "timeseries_csv": {"mse", "mae", "smape", "mase"},
+    "lm_char": {"bpc", "nll"},
+    "lm_word": {"perplexity", "nll"},
+    "speech_vowels": {"accuracy", "macro_f1"},
+    "speech_audio": {"accuracy", "macro_f1"},
+    "adding": {"mse", "mae"},
+    "copy": {"xent", "accuracy", "copy_accuracy"},
+    "chorales": {"nll", "frame_accuracy"},
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A CSV series and a Free-Spoken-Digits-like WAV folder, written here."""
+    root = tmp_path_factory.mktemp("inputs")
+    t = np.arange(160)
+    csv = root / "series.csv"
+    csv.write_text("t,value\n" + "\n".join(f"{i},{10 + np.sin(i / 4):.5f}" for i in t) + "\n")
+    wavs = root / "digits"
+    wavs.mkdir()
+    rng = np.random.default_rng(0)
+    for label, freq in enumerate((300, 1100, 2300)):
+        for i in range(6):
+            n = int(8000 * (0.25 + 0.03 * i))
+            x = 0.5 * np.sin(2 * np.pi * freq * np.arange(n) / 8000) + rng.normal(0, 0.02, n)
+            wavfile.write(wavs / f"{label}_synth_{i}.wav", 8000, (x * 32767).astype(np.int16))
+    return {"csv": csv, "wavs": wavs}
+
+
+def task_overrides(name: str, inputs) -> list[str]:
+    return {
+        "co2": ["task.limit=32"],
+        "sunspots": ["task.limit=32"],
+        "electricity": ["task.limit=16", "task.lookback=96"],
+        "timeseries_csv": [f"task.path={inputs['csv']}", "task.column=value", "task.limit=32",
+                           "task.lookback=12", "task.horizon=3"],
+        "lm_char": ["task.corpus=lee", "task.limit=12", "task.bptt=20"],
+        "lm_word": ["task.corpus=lee", "task.limit=12", "task.carry_state=false"],
+        "speech_vowels": ["task.limit=48", "cell.bidirectional=true"],
+        "speech_audio": [f"task.path={inputs['wavs']}"],
+        "adding": ["task.length=20", "task.limit=64"],
+        "copy": ["task.length=8", "task.limit=64"],
+        "chorales": ["task.limit=2"],
+    }[name]
+
+
+def compose_run(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return to_object(compose("config", overrides=overrides))
+
+
+def test_every_task_is_registered_with_a_config():
+    assert set(EXPECTED) == set(TASKS)
+    for name in TASKS:
+        assert (ROOT / "conf" / "task" / f"{name}.yaml").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_task_trains_evaluates_and_logs(name, inputs, tmp_path):
+    from rnnbench.train import RunContext, run
+
+    db = tmp_path / "mlflow.db"
+    cfg = compose_run([f"task={name}", "debug=smoke", "model.units=8", "train.epochs=1",
+                       "train.steps_per_epoch=2", "train.batch_size=8", "hardware.xla=off",
+                       "diagnostics.enabled=false", f"tracking.uri=sqlite:///{db}",
+                       *task_overrides(name, inputs)])
+    result = run(cfg, RunContext(command=f"test {name}"))
+    assert result.status == "FINISHED"
+    assert set(result.test_metrics) == EXPECTED[name]
+    assert all(math.isfinite(v) for v in result.test_metrics.values()), result.test_metrics
+    assert result.baselines and set(result.baselines) <= EXPECTED[name]
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    mlrun = client.get_run(result.run_id)
+    assert mlrun.data.tags["task"] == name
+    task = get_task(cfg.task)
+    assert f"test_{task.primary_metric}" in mlrun.data.metrics
+    datasets = mlrun.inputs.dataset_inputs
+    assert datasets and datasets[0].dataset.digest
+    tags = {t.key: t.value for t in datasets[0].tags}
+    assert tags.get("license") and tags.get("size")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bidirectional_only_where_it_makes_sense(name, inputs):
+    from rnnbench.model import check_compatible
+
+    cfg = compose_run([f"task={name}", "cell.bidirectional=true",
+                       *task_overrides(name, inputs)])
+    task = get_task(cfg.task)
+    if name.startswith("speech_"):
+        assert task.causal is False
+        check_compatible(cfg, task)
+    else:
+        assert task.causal is True
+        with pytest.raises(ConfigError, match="bidirectional"):
+            check_compatible(cfg, task)
+
+
+def test_cli_language_model_carries_state_and_reports_against_the_unigram(tmp_path):
+    proc = run_cli(["task=lm_char", "task.corpus=lee", "debug=smoke", "task.limit=24",
+                    "task.bptt=25"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test bpc" in proc.stdout and "(baseline" in proc.stdout
+    runs = store_runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["task.carry_state"] == "True"
+    assert runs[0].data.metrics["baseline_bpc"] > 3.5  # unigram entropy of 27 symbols
+
