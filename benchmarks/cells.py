@@ -10,8 +10,11 @@ reference row is `keras.layers.LSTM`, compiled the same way (XLA on: every model
 compiled with `jit_compile=True`; off: `jit_compile=False`).
 
 Timing: the models are built and compiled first, then timed in turns (round-robin,
-`--rounds` turns of `--steps` training steps each) so that load from other processes
-falls on all of them alike; each model's time per step is its best turn.
+`--rounds` turns of `--steps` training steps each, the ceilings too) so that load from
+other processes falls on all of them alike; each model's time per step is its best
+turn. The last columns give the process CPU time per step (best turn) and the GFLOP
+ratio to Keras's LSTM computed from it: on a machine shared with other jobs, CPU time
+is much less disturbed than wall time (it does count threads' spin-waits).
 
 FLOPs count only the cell's own matrix products. A 2-D weight `W` of shape `r × c`
 (input kernel, recurrent kernel, fgr's gate recurrence) is applied once per step to a
@@ -41,8 +44,8 @@ def parse_args(argv):
     from rnnbench.cells import cell_names
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=10, help="training steps per turn")
-    p.add_argument("--rounds", type=int, default=3, help="turns per model (best is kept)")
+    p.add_argument("--steps", type=int, default=5, help="training steps per turn")
+    p.add_argument("--rounds", type=int, default=4, help="turns per model (best is kept)")
     p.add_argument("--cells", nargs="+", default=cell_names(), choices=cell_names())
     p.add_argument("--builtins", nargs="*", default=[], choices=["rnn", "gru", "gru_v1"],
                    help="also time these Keras built-in layers")
@@ -150,32 +153,36 @@ def main(argv=None) -> int:
                 ceilings[shapes] = [ceiling_function(weights, args.batch, args.time), float("inf")]
             models[(cell, impl)] = (model, weights, describe_layer(layer))
         best = {key: float("inf") for key in models}
+        best_cpu = dict(best)
         for _ in range(args.rounds):
             for key, (model, _w, _i) in models.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 for _ in range(args.steps):
                     model.train_on_batch(x, y)
                 best[key] = min(best[key], (time.perf_counter() - start) / args.steps)
+                best_cpu[key] = min(best_cpu[key], (time.process_time() - start_cpu) / args.steps)
             for entry in ceilings.values():
                 start = time.perf_counter()
                 entry[0]()
                 entry[1] = min(entry[1], time.perf_counter() - start)
-        ref_weights = models[("lstm", "builtin")][1]
-        ref_gflops = train_gflop(ref_weights, args.batch, args.time) / best[("lstm", "builtin")]
+        ref = ("lstm", "builtin")
+        ref_gflop = train_gflop(models[ref][1], args.batch, args.time)
         for key, (model, weights, info) in models.items():
             gflop = train_gflop(weights, args.batch, args.time)
             ceiling = gflop / ceilings[tuple(s for _, s in weights)][1]
             gflops = gflop / best[key]
+            cpu_ratio = (gflop / best_cpu[key]) / (ref_gflop / best_cpu[ref])
             table.append((key[0], key[1], "on" if jit else "off", 1 / best[key], gflops,
-                          gflops / ref_gflops, gflops / ceiling, ceiling, info["params"]))
+                          gflops / (ref_gflop / best[ref]), gflops / ceiling, ceiling,
+                          best_cpu[key] * 1e3, cpu_ratio, info["params"]))
 
     header = ("cell", "impl", "xla", "steps/s", "GFLOP/s", "×keras LSTM", "×ceiling",
-              "ceiling GFLOP/s", "params")
+              "ceiling GFLOP/s", "CPU ms/step", "×keras LSTM (CPU time)", "params")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for cell, impl, xla, sps, gf, ref, ceil, ceiling, params in table:
+    for cell, impl, xla, sps, gf, ref, ceil, ceiling, cpu_ms, cpu_ref, params in table:
         print(f"| {cell} | {impl} | {xla} | {sps:.2f} | {gf:.1f} | {ref:.2f} | {ceil:.2f} "
-              f"| {ceiling:.1f} | {params} |")
+              f"| {ceiling:.1f} | {cpu_ms:.0f} | {cpu_ref:.2f} | {params} |")
     return 0
 
 

@@ -17,8 +17,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     ``failure`` is None, or ``{"what": "loss" | "gradient", "epoch": e, "step": s}``
     (1-based epoch, 0-based step within the epoch). The loss is the one Keras reports
-    after each step. Gradients are checked when the optimizer records gradient norms
-    (``rnnbench.diagnostics.recording``, on by default), which keeps the iteration of
+    after each step. Gradients are checked when gradient norms are recorded
+    (``rnnbench.diagnostics.attach``, on by default), which keeps the iteration of
     the first step whose gradient norm before clipping was NaN or infinite; the guard
     reads it only when the loss turns non-finite (a non-finite gradient makes the
     weights, then the next loss, non-finite) and at the end of each epoch, so that it
@@ -45,8 +45,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
         if self._recorder is not None:
-            self._starts.append((self.epoch, int(keras.ops.convert_to_numpy(
-                self._recorder.iterations))))
+            self._starts.append((self.epoch, self._recorder.iterations()))
 
     def report(self, what: str, step: int, epoch: int | None = None) -> None:
         if self.failure is None:
@@ -180,13 +179,16 @@ def diagnostics_callbacks(cfg: Any, task: Any, data: Any, model: Any, run: Any) 
     """The diagnostics component's callbacks (empty when diagnostics are disabled).
 
     The probe batch is drawn here, once per run, from the validation split with the
-    run's seed. Gradient norms come from the optimizer (see ``make_optimizer``).
+    run's seed; with ``diagnostics.gradient_norms`` a gradient-norm recorder is attached
+    to the compiled model's optimizer (which the guard then also reads).
     """
     diag = cfg.diagnostics
     if not diag.enabled:
         return []
-    from rnnbench.diagnostics import DiagnosticsCallback, draw_probe
+    from rnnbench.diagnostics import DiagnosticsCallback, attach, draw_probe
 
+    if diag.gradient_norms:
+        attach(model)
     probe = draw_probe(task, data, diag.probe_batch_size, cfg.seed)
     return [DiagnosticsCallback(
         run, probe, loss=task.loss(), seq2seq=task.kind == "seq2seq",

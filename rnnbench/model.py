@@ -68,24 +68,17 @@ def describe_model(model: keras.Model) -> dict[str, Any]:
     }
 
 
-def make_optimizer(opt: Any, lr_scale: float = 1.0,
-                   record_gradients: bool = False) -> keras.optimizers.Optimizer:
-    """The optimizer of ``opt`` (the ``optimizer`` config node), its learning rate
-    times ``lr_scale``. With ``record_gradients`` it also records gradient norms before
-    clipping for the diagnostics (``rnnbench.diagnostics.recording``)."""
+def make_optimizer(opt: Any, lr_scale: float = 1.0) -> keras.optimizers.Optimizer:
     lr = opt.lr * lr_scale
     kwargs: dict[str, Any] = {"learning_rate": lr}
     if opt.clipnorm is not None:
         kwargs["global_clipnorm"] = opt.clipnorm
+    if opt.name == "adam":
+        return keras.optimizers.Adam(**kwargs)
     if opt.name == "adamw":
-        kwargs["weight_decay"] = opt.weight_decay
-    elif opt.name == "sgd":
-        kwargs["momentum"] = opt.momentum
-    cls = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-           "nadam": keras.optimizers.Nadam, "rmsprop": keras.optimizers.RMSprop,
-           "sgd": keras.optimizers.SGD}[opt.name]
-    if record_gradients:
-        from rnnbench.diagnostics.gradient_norms import recording
-
-        cls = recording(cls)
-    return cls(**kwargs)
+        return keras.optimizers.AdamW(weight_decay=opt.weight_decay, **kwargs)
+    if opt.name == "nadam":
+        return keras.optimizers.Nadam(**kwargs)
+    if opt.name == "rmsprop":
+        return keras.optimizers.RMSprop(**kwargs)
+    return keras.optimizers.SGD(momentum=opt.momentum, **kwargs)

@@ -117,11 +117,10 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     data = task.prepare(cfg.train.batch_size, cfg.seed)
     with hw.scope():
         model = build_model(cfg, task, data)
-        record = cfg.diagnostics.enabled and cfg.diagnostics.gradient_norms
-        model.compile(optimizer=make_optimizer(cfg.optimizer, hw.lr_scale, record),
-                      loss=task.loss(), metrics=task.compile_metrics(),
-                      jit_compile=hw.jit_compile)
-        if ctx.init_weights:
+        model.compile(optimizer=make_optimizer(cfg.optimizer, hw.lr_scale), loss=task.loss(),
+                      metrics=task.compile_metrics(), jit_compile=hw.jit_compile)
+        if ctx.init_weights:  # warm start: weights and optimizer state of an earlier run
+            model.optimizer.build(model.trainable_variables)
             model.load_weights(ctx.init_weights)
     what = describe_model(model)
 

@@ -195,8 +195,7 @@ def test_deterministic_runs_repeat_exactly(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                     reason="JAX is not installed (pip install 'jax[cpu]')")
 def test_a_whole_run_on_jax_with_a_custom_cell(tmp_path):
-    out = rnnbench(["backend=jax", "cell=janet", "debug=smoke", "diagnostics.enabled=false"],
-                   tmp_path)
+    out = rnnbench(["backend=jax", "cell=janet", "debug=smoke"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     (run,) = runs_in(tmp_path)
     tags = run.data.tags
@@ -206,6 +205,9 @@ def test_a_whole_run_on_jax_with_a_custom_cell(tmp_path):
     assert tags["xla"] == "on"  # jax.jit
     assert tags["device"].startswith("cpu") and tags["device_type"] == "cpu"
     assert run.data.metrics["test_mse"] > 0
+    # the diagnostics ran too
+    assert any(k.startswith("grad_norm/") for k in run.data.metrics)
+    assert any(k.startswith("grad_flow/") for k in run.data.metrics)
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import csv
+import os
+import shutil
+import tempfile
 import math
 import re
 import subprocess
@@ -21,10 +24,19 @@ from rnnbench.report.cli import main as report_main
 pytestmark = pytest.mark.slow
 
 
+def fast_dir(tmp_path_factory, name: str) -> Path:
+    """A fresh folder, in memory (/dev/shm) when there is room: SQLite's syncs are slow on a
+    shared disk. The caller removes it."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30:
+        return Path(tempfile.mkdtemp(prefix=f"rnnbench-{name}-", dir=shm))
+    return tmp_path_factory.mktemp(name)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A multirun of rnn and lstm over two seeds, plus one lstm run that diverges (FAILED)."""
-    cwd = tmp_path_factory.mktemp("report-store")
+    cwd = fast_dir(tmp_path_factory, "report-store")
     multi = run_cli(["-m", "cell=rnn,lstm", "seed=0,1", "debug=smoke"], cwd)
     assert multi.returncode == 0, multi.stderr[-3000:]
     bad = run_cli(["cell=lstm", "seed=7", "debug=smoke", "optimizer.lr=1e30",
@@ -34,7 +46,8 @@ def store(tmp_path_factory):
     client = mlflow.MlflowClient(tracking_uri=uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted(r.info.status for r in runs) == ["FAILED"] + ["FINISHED"] * 4
-    return cwd, uri, runs
+    yield cwd, uri, runs
+    shutil.rmtree(cwd, ignore_errors=True)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

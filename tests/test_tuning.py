@@ -37,6 +37,12 @@ params:
   optimizer: {key: optimizer.name,     type: fixed,  value: sgd}
   clipnorm:  {key: optimizer.clipnorm, type: fixed,  value: null}
 """
+TINY = """\
+name: tiny
+params:
+  units: {key: model.units,  type: int,   low: 4,      high: 12}
+  lr:    {key: optimizer.lr, type: float, low: 1.0e-3, high: 1.0e-2, sampling: log}
+"""
 ALL_NAN = """\
 name: all_nan
 params:
@@ -53,6 +59,7 @@ def spaces_dir(tmp_path: Path) -> Path:
     (folder / "search_space").mkdir(parents=True, exist_ok=True)
     (folder / "search_space" / "nan_probe.yaml").write_text(NAN_PROBE)
     (folder / "search_space" / "all_nan.yaml").write_text(ALL_NAN)
+    (folder / "search_space" / "tiny.yaml").write_text(TINY)
     return folder
 
 
@@ -330,3 +337,32 @@ def test_consecutive_failure_policy_stops_the_sweep(tmp_path):
     assert [r.info.status for r in trials] == ["FAILED", "FAILED"]
     assert parents[0].info.status == "FAILED"
     assert "in a row" in parents[0].data.tags["failure_reason"]
+
+
+@pytest.mark.slow
+def test_hyperband_continues_the_best_trial_from_its_weights(tmp_path):
+    """max_epochs=3, factor 3: three 1-epoch trials, then the best of them trains on to
+    epoch 3 from its saved weights (capped here at those 4 trials)."""
+    from rnnbench.tuning.app import run_sweep
+
+    overrides = [*FAST, *local_store(tmp_path), f"hydra.searchpath=[file://{spaces_dir(tmp_path)}]",
+                 "search_space=tiny", "tuner=hyperband", "tuner.max_epochs=3",
+                 "tuner.max_trials=4", "train.patience=100"]
+    result = run_sweep(compose_tune(overrides), overrides)
+    assert [t["status"] for t in result.trials] == ["COMPLETED"] * 4
+    first = result.trials[:3]
+    assert all(t["hyperparameters"]["tuner/epochs"] == 1 for t in first)
+    cont = result.trials[3]["hyperparameters"]
+    best_first = min(first, key=lambda t: t["score"])
+    assert (cont["tuner/trial_id"], cont["tuner/initial_epoch"], cont["tuner/epochs"]) == (
+        best_first["trial_id"], 1, 3)
+    assert cont["units"] == best_first["hyperparameters"]["units"]
+
+    _, trials = sweep_runs(tmp_path)
+    run = next(r for r in trials if r.data.tags["trial_id"] == result.trials[3]["trial_id"])
+    assert run.data.tags["warm_start_from"] == best_first["trial_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [2, 3]
+    assert run.data.metrics["epochs_run"] == 2
+    project = tmp_path / "tuning" / result.sweep_id
+    assert (project / f"trial_{best_first['trial_id']}" / "execution0.weights.h5").is_file()

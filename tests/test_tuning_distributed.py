@@ -96,9 +96,10 @@ def test_chief_and_two_workers_run_and_log_every_trial_once(tmp_path, mlflow_ser
     runs = client.search_runs(exps, max_results=1000)
     sweeps = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
     trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
-    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    logs = "\n".join(f"--- {k}\n{v[-4000:]}" for k, v in outputs.items())
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED", logs
     assert sweeps[0].data.tags["distributed"] == "chief"
-    assert sweeps[0].data.tags["trials_completed"] == "4"
+    assert sweeps[0].data.tags["trials_completed"] == "4", logs
     assert sorted(r.data.tags["trial_id"] for r in trials) == ["0", "1", "2", "3"]  # once each
     assert {r.info.status for r in trials} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweeps[0].info.run_id}

@@ -62,7 +62,7 @@ READ_METRIC = """(name) => {
                  && !d.querySelector('a'))
     .sort((a, b) => parseFloat(a.style.left) - parseFloat(b.style.left));
   const y = cell.getBoundingClientRect().top;
-  return {values: values.map(d => d.textContent.trim()), tops: [y, ...values.map(d => d.getBoundingClientRect().top)],
+  return {values: values.map(d => d.textContent.trim()),
           level: values.every(d => Math.abs(d.getBoundingClientRect().top - y) < 2)};
 }"""
 
@@ -140,7 +140,7 @@ def server(tmp_path_factory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -220,12 +220,11 @@ def test_compare_view_shows_runs_cells_task_and_metric(server, tmp_path):
                 for _ in range(80):
                     seen = page.evaluate(READ_METRIC, name)
                     if seen and link.evaluate(ON_SCREEN):
-                        for _ in range(20):  # let the name grid catch up with the values
-                            if seen["level"]:
-                                break
-                            page.wait_for_timeout(100)
-                            seen = page.evaluate(READ_METRIC, name)
-                        return seen
+                        # MLflow's name column follows the values one wheel event late
+                        # (MLflow 3.17); a last 1-pixel step brings it level
+                        page.mouse.wheel(0, 1)
+                        page.wait_for_timeout(300)
+                        return page.evaluate(READ_METRIC, name)
                     grid.hover()
                     page.mouse.wheel(0, 90)
                     page.wait_for_timeout(100)
@@ -262,7 +261,6 @@ def test_compare_view_shows_runs_cells_task_and_metric(server, tmp_path):
             page.get_by_role("switch", name="Metrics - Show diff only").click()
             page.get_by_role("switch", name="Tags - Show diff only").click()
             plot = section("Visualizations").locator("svg").first
-            plot_text = section("Visualizations").inner_text()
             for word in ("cell.name", "task.name", "test_mse", "co2", "rnn", "lstm"):
                 page.locator("svg text", has_text=word).first.wait_for(timeout=10_000)
             show_metric("test_mse")
@@ -272,7 +270,6 @@ def test_compare_view_shows_runs_cells_task_and_metric(server, tmp_path):
                         section("Metrics").locator("a[title='Plot chart']",
                                                    has_text="test_mse").first):
                 assert loc.evaluate(ON_SCREEN), f"{loc} is not in the screenshot"
-            assert plot_text is not None
             page.screenshot(path=str(shot))
         finally:
             context.close()

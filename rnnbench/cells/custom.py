@@ -270,26 +270,34 @@ class GRUVariantCell(SpecCell):
                 shape=(self.units,), initializer=self.bias_initializer, name="recurrent_bias"
             )
 
+    def read_step_weights(self):
+        weights = super().read_step_weights()
+        if not self.reset_after:
+            # Two products per step (the second one needs r): slice U once, here.
+            u = weights.pop("recurrent_kernel")
+            weights["recurrent_kernel_zr"] = u[:, : 2 * self.units]
+            weights["recurrent_kernel_h"] = u[:, 2 * self.units :]
+        return weights
+
     @property
     def trace_names(self):
         return ("update", "reset", "state", "state_tanh")
 
     def step(self, z_x, states):
-        n, w = self.units, self.step_weights()
-        u = w["recurrent_kernel"]
+        w = self.step_weights()
         h = states[0]
         hm = self.masked(h)
         x_z, x_r, x_h = ops.split(z_x, 3, axis=-1)
         if self.reset_after:
-            u_z, u_r, u_h = ops.split(ops.matmul(hm, u), 3, axis=-1)
+            u_z, u_r, u_h = ops.split(ops.matmul(hm, w["recurrent_kernel"]), 3, axis=-1)
             z = ops.sigmoid(x_z + u_z)
             r = ops.sigmoid(x_r + u_r)
             g = ops.tanh(x_h + r * (u_h + w["recurrent_bias"]))
         else:
-            u_z, u_r = ops.split(ops.matmul(hm, u[:, : 2 * n]), 2, axis=-1)
+            u_z, u_r = ops.split(ops.matmul(hm, w["recurrent_kernel_zr"]), 2, axis=-1)
             z = ops.sigmoid(x_z + u_z)
             r = ops.sigmoid(x_r + u_r)
-            g = ops.tanh(x_h + ops.matmul(r * hm, u[:, 2 * n :]))
+            g = ops.tanh(x_h + ops.matmul(r * hm, w["recurrent_kernel_h"]))
         h_new = z * h + (1.0 - z) * g
         return h_new, [h_new], {"update": z, "reset": r, "state": h_new, "state_tanh": g}
 

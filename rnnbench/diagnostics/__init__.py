@@ -3,15 +3,12 @@
 - :mod:`~rnnbench.diagnostics.flow`: gradient flow through time, ``g(k)``, its decay
   ratio and effective horizon.
 - :mod:`~rnnbench.diagnostics.gradient_norms`: global and per-layer gradient norms before
-  clipping and the clipped fraction, recorded inside the compiled train step by an
-  optimizer subclass (:func:`recording`).
+  clipping and the clipped fraction, recorded inside the compiled train step
+  (:func:`attach` a :class:`GradientNormRecorder` to a compiled model).
 - :mod:`~rnnbench.diagnostics.recurrent`: gate statistics on the probe batch and
   spectral norms of the recurrent kernels.
 - :mod:`~rnnbench.diagnostics.callback`: :class:`DiagnosticsCallback`, which computes
   all of it during ``fit`` and logs it to MLflow.
-
-Importing this package registers the recording optimizers, which a saved
-``model.keras`` of a run needs to load compiled.
 """
 
 from __future__ import annotations
@@ -20,20 +17,20 @@ from typing import Any
 
 from rnnbench.diagnostics.callback import DiagnosticsCallback, stateless_copy
 from rnnbench.diagnostics.flow import FlowProfile, GradientFlow, profile_from_norms, summarize
-from rnnbench.diagnostics.gradient_norms import GradientStatsMixin, recorder_of, recording
+from rnnbench.diagnostics.gradient_norms import GradientNormRecorder, attach, recorder_of
 from rnnbench.diagnostics.recurrent import RecurrentProbe, gate_statistics, spectral_norm
 
 __all__ = [
     "DiagnosticsCallback",
     "FlowProfile",
     "GradientFlow",
-    "GradientStatsMixin",
+    "GradientNormRecorder",
     "RecurrentProbe",
+    "attach",
     "draw_probe",
     "gate_statistics",
     "profile_from_norms",
     "recorder_of",
-    "recording",
     "spectral_norm",
     "stateless_copy",
     "summarize",

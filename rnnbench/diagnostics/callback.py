@@ -110,7 +110,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._recorder = recorder_of(self.model.optimizer)
-        self._nonfinite_seen = (self._recorder.nonfinite_gradient_steps()
+        self._nonfinite_seen = (self._recorder.nonfinite_steps()
                                 if self._recorder else 0)
         jit = bool(getattr(self.model, "jit_compile", False))
         self._build(jit)
@@ -127,7 +127,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     # -- per epoch ------------------------------------------------------------------
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self._recorder is not None:
-            self._recorder.reset_gradient_stats()
+            self._recorder.reset()
         if self._pending is not None:
             profile, metrics = self._pending
             self._pending = None
@@ -138,7 +138,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         healthy = math.isfinite(float((logs or {}).get("loss", 0.0)))
         if self._recorder is not None:
             metrics.update(self._recorder.gradient_stats())
-            total = self._recorder.nonfinite_gradient_steps()
+            total = self._recorder.nonfinite_steps()
             healthy = healthy and total == self._nonfinite_seen
             self._nonfinite_seen = total
         if healthy and (epoch + 1) % self.every_n_epochs == 0:

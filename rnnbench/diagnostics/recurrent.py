@@ -48,7 +48,9 @@ class Direction:
     Args:
         name: metric name of the layer (``rnn_0``, ``forward_rnn_0``, …).
         layer: the layer in the model.
-        twin: the ``CustomRecurrent`` that traces it (the layer itself when custom).
+        twin: the ``CustomRecurrent`` that traces it (the layer itself when custom);
+            None when there is none (a built-in layer with other activations than
+            tanh and sigmoid): no gate statistics then.
         tap: index of the layer's input among the outputs of the taps model.
     """
 
@@ -65,7 +67,7 @@ class Direction:
         as they are; otherwise (``GRU`` with ``reset_after``, whose biases are folded)
         ``custom_twin`` maps them again.
         """
-        if self.twin is self.layer:
+        if self.twin is None or self.twin is self.layer:
             return
         src = self.layer.weights
         if [tuple(v.shape) for v in src] != [tuple(v.shape) for v in self.twin.weights]:
@@ -138,13 +140,14 @@ class RecurrentProbe:
                 try:
                     twin = custom_twin(sub)
                 except (TypeError, ValueError) as exc:
-                    warnings.warn(f"diagnostics: no gate trace for layer {sub.name}: {exc}",
-                                  stacklevel=2)
-                    continue
+                    warnings.warn(f"diagnostics: no gate statistics for layer {sub.name}: "
+                                  f"{exc}", stacklevel=2)
+                    twin = None
                 self.directions.append(Direction(sub.name, sub, twin, len(taps)))
             taps.append(feeds)
+        self._traced = [d for d in self.directions if d.twin is not None]
         self._taps_model = keras.Model(model.input, taps, name=f"{model.name}_taps") \
-            if self.directions else None
+            if self._traced else None
 
     def sync(self) -> None:
         """Bring every twin up to date with the model's weights (call before tracing)."""
@@ -158,7 +161,7 @@ class RecurrentProbe:
             return {}
         taps = self._taps_model(x, training=False)
         out: dict[str, Any] = {}
-        for d in self.directions:
+        for d in self._traced:
             feeds = taps[d.tap]
             feeds = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds]
             mask = next((t for t in feeds[1:]
@@ -172,12 +175,12 @@ class RecurrentProbe:
         """``spectral_norm/…`` metrics of the current weights (finite values only)."""
         out: dict[str, float] = {}
         for d in self.directions:
-            cell = d.twin.cell
+            cell = (d.twin or d.layer).cell
             kernel = np.asarray(keras.ops.convert_to_numpy(cell.recurrent_kernel))
             if not np.all(np.isfinite(kernel)):
                 continue
             out[f"spectral_norm/{d.name}"] = spectral_norm(kernel)
-            blocks = tuple(cell.blocks)
+            blocks = tuple(getattr(cell, "blocks", ()))
             if len(blocks) > 1:
                 n = cell.units
                 for i, block in enumerate(blocks):
