@@ -342,12 +342,13 @@ def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
     pool = gpus if device == "gpu" else cpus
     if hw.strategy == "mirrored" and len(pool) < hw.num_devices:
         hint = ("Use hardware=gpu for one GPU" if device == "gpu" else
-                f"On the CPU split it with hardware.logical_cpus={hw.num_devices}")
+                f"Split the CPU with hardware.logical_cpus={hw.num_devices}, or use "
+                "hardware=cpu for one device")
         raise HardwareError(
             f"hardware={hw.name} asks for {hw.num_devices} {device.upper()} devices with "
             f"MirroredStrategy (hardware.num_devices={hw.num_devices}), but {len(pool)} "
             f"{'is' if len(pool) == 1 else 'are'} visible ({', '.join(pool) or 'none'}). "
-            f"{hint}, or lower hardware.num_devices."
+            f"{hint}."
         )
 
     import keras
@@ -373,8 +374,9 @@ def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
     elif hw.xla == "off":
         jit = False
     elif backend == "tensorflow":
-        # Keras's "auto" turns XLA off on a TF CPU; XLA makes recurrent training ~1.7x
-        # faster on this kind of CPU, so auto means on, except where XLA is unsafe.
+        # Keras's "auto" turns XLA off on a TF CPU, where XLA speeds up the project's own
+        # cells (docs/hardware.md), so auto means on, except where Keras refuses XLA
+        # (op determinism, tf.distribute). Keras still drops it for cuDNN layers.
         jit = not (hw.deterministic or strategy is not None)
     else:
         jit = backend == "jax"  # Keras's own defaults: jax.jit on JAX, eager on torch

@@ -56,6 +56,8 @@ WRITER = textwrap.dedent("""
     for i in range(n):
         with tracking.start_run("stress", f"w{worker}-{i}", {"worker": worker, "i": i}) as run:
             run.log_params({f"p{k}": k for k in range(30)})
+            run.log_dataset("co2", "statsmodels.datasets.co2", "0123456789abcdef", "train",
+                            {"license": "public domain"})
             for step in range(5):
                 run.log_metrics({"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1)},
                                 step=step)
@@ -64,21 +66,23 @@ WRITER = textwrap.dedent("""
 
 
 def test_many_processes_on_one_fresh_sqlite_store_lose_nothing(tmp_path):
-    """Four processes create runs at once on a store that does not exist yet (its tables
-    are created by whichever comes first) and log params, metrics and tags."""
+    """Three processes create runs at once on a store that does not exist yet (its tables
+    are created by whichever comes first) and log params, the same dataset (MLflow adds
+    it to the experiment once: the first writers race), metrics and tags."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(w), "8"], cwd=tmp_path,
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(w), "6"], cwd=tmp_path,
                               env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for w in range(4)]
+                              text=True) for w in range(3)]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("stress")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    assert len(runs) == 32
+    assert len(runs) == 18
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert len({(r.data.tags["worker"], r.data.tags["i"]) for r in runs}) == 32
+    assert len({(r.data.tags["worker"], r.data.tags["i"]) for r in runs}) == 18
     for r in runs:
         assert len(r.data.params) == 30 and r.data.tags["done"] == "yes"
+        assert [d.dataset.name for d in r.inputs.dataset_inputs] == ["co2"]
         assert len(client.get_metric_history(r.info.run_id, "loss")) == 5

@@ -209,7 +209,7 @@ class AddingConfig(TaskConfig):
     generated with ``data_seed`` (fixed, independent of the run's seed)."""
 
     length: int = 100
-    n_train: int = 20000
+    n_train: int = 50000
     n_val: int = 2000
     n_test: int = 2000
     data_seed: int = 1234
