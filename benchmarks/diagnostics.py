@@ -73,14 +73,16 @@ def main(argv=None) -> int:
         def __init__(self) -> None:
             super().__init__()
             self.times: list[float] = []
+            self.cpu: list[float] = []
 
         def on_train_begin(self, logs=None):
-            self._t = time.perf_counter()
+            self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time()
             self.times.append(now - self._t)
-            self._t = now
+            self.cpu.append(cpu - self._c)
+            self._t, self._c = now, cpu
 
     real_hook = callbacks.diagnostics_callbacks
     clocks: list[EpochClock] = []
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
 
     callbacks.diagnostics_callbacks = timed_hook  # the clock goes last in the list
     epochs: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     extra: dict[str, list[float]] = {"off": [], "on": []}
     try:
         for rep in range(args.repeats):
@@ -100,6 +103,7 @@ def main(argv=None) -> int:
                 wall = time.perf_counter() - t0
                 times = clocks[-1].times
                 epochs[variant] += times[1:]
+                cpu[variant] += clocks[-1].cpu[1:]
                 fit = tracking.metric_history(result.run_id, "fit_time_s")[-1][1]
                 extra[variant].append(fit - sum(times))
                 print(f"run {rep + 1} diagnostics {variant:>3}: {len(times)} epochs, "
@@ -110,6 +114,7 @@ def main(argv=None) -> int:
         callbacks.diagnostics_callbacks = real_hook
 
     off, on = statistics.median(epochs["off"]), statistics.median(epochs["on"])
+    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
     cfg = cfgs["on"]
     print()
     print(f"task {cfg.task.name}, cell {cfg.cell.name}, units {cfg.model.units}, "
@@ -117,6 +122,8 @@ def main(argv=None) -> int:
           f"probe {cfg.diagnostics.probe_batch_size}, xla {cfg.hardware.xla}; "
           f"{len(epochs['on'])} epochs timed per variant")
     print(f"median epoch time: diagnostics off {off:.4f} s, on {on:.4f} s")
+    print(f"median epoch CPU time of this process: off {cpu_off:.4f} s, on {cpu_on:.4f} s "
+          f"(ratio {cpu_on / cpu_off:.3f})")
     print(f"one-off cost outside the epochs (start + end of fit): "
           f"{statistics.median(extra['on']) - statistics.median(extra['off']):.2f} s")
     print(f"epoch time ratio (on / off): {on / off:.3f}")

@@ -39,7 +39,11 @@ LOCK_RETRIES = 12
 
 def _is_locked(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return "database is locked" in text or "database table is locked" in text
+    return ("database is locked" in text or "database table is locked" in text
+            # two processes adding the same dataset to an experiment at once: MLflow looks
+            # it up, then inserts it, and the later insert fails; a retry finds it there
+            or ("unique constraint failed: datasets." in text)
+            or ("duplicate key" in text and "dataset_pk" in text))
 
 
 def retry_locked(fn: Callable[..., T]) -> Callable[..., T]:

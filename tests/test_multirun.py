@@ -86,3 +86,41 @@ def test_many_processes_on_one_fresh_sqlite_store_lose_nothing(tmp_path):
         assert len(r.data.params) == 30 and r.data.tags["done"] == "yes"
         assert [d.dataset.name for d in r.inputs.dataset_inputs] == ["co2"]
         assert len(client.get_metric_history(r.info.run_id, "loss")) == 5
+
+
+RACE = textwrap.dedent("""
+    import sys
+    import sqlalchemy.orm
+    from rnnbench import tracking
+    uri = sys.argv[1]
+    tracking.configure(uri)
+    with tracking.start_run("race", "first", {}) as run:
+        run.log_dataset("co2", "statsmodels.datasets.co2", "0123456789abcdef", "train", {})
+    # A second process that looked the dataset up just before the first one inserted it:
+    # its lookup (MLflow's own query) comes back empty once, so MLflow inserts the dataset
+    # again and the store refuses the duplicate.
+    real_all, stale = sqlalchemy.orm.Query.all, {"left": 0}
+    def all_(self):
+        if stale["left"] and any(getattr(d.get("entity"), "__name__", "") == "SqlDataset"
+                                 for d in self.column_descriptions):
+            stale["left"] -= 1
+            return []
+        return real_all(self)
+    sqlalchemy.orm.Query.all = all_
+    with tracking.start_run("race", "second", {}) as run:
+        stale["left"] = 1  # armed for log_dataset's lookup only
+        run.log_dataset("co2", "statsmodels.datasets.co2", "0123456789abcdef", "train", {})
+    print("stale lookups left:", stale["left"])
+""")
+
+
+def test_two_processes_adding_the_same_dataset_at_once_do_not_fail(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = subprocess.run([sys.executable, "-c", RACE, uri], cwd=tmp_path, env=cli_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "stale lookups left: 0" in out.stdout  # the race really happened
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2
+    assert all([d.dataset.name for d in r.inputs.dataset_inputs] == ["co2"] for r in runs)

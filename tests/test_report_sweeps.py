@@ -243,3 +243,25 @@ def test_report_with_sweeps_is_deterministic(store, report, tmp_path):
     assert names == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     for rel in names:
         assert (report / rel).read_bytes() == (out / rel).read_bytes(), rel
+
+
+def test_runs_that_are_not_rnnbench_runs_make_no_report(store, tmp_path, capsys):
+    s, expected = store
+    out = tmp_path / "r"
+    assert report_main(["--tracking-uri", s.uri, "--filter",
+                        "attributes.run_name = 'someone-elses-run'", "--out", str(out)]) == 2
+    assert "are not rnnbench runs" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_trials_filtered_without_their_parent_still_rank_by_its_objective(store, tmp_path):
+    s, expected = store
+    out = tmp_path / "r"
+    assert report_main(["--tracking-uri", s.uri, "--filter",
+                        "tags.run_kind = 'trial' and tags.cell = 'lstm'",
+                        "--out", str(out)]) == 0
+    rows = read_csv(out / "tables" / "adding-sweep-trials-results.csv")
+    assert [(r["row"], r["over"]) for r in rows] == [("lstm", "best 2 of 20 trials by val_loss")]
+    commands = read_csv(out / "tables" / "commands.csv")  # the parent's command
+    assert {c["command"] for c in commands} == {
+        "rnnbench-tune task=adding cell=lstm tuner.max_trials=22"}

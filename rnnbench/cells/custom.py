@@ -169,15 +169,20 @@ class SpecCell(keras.layers.Layer):
             self.recurrent_mask = keras.random.dropout(
                 ops.ones_like(h), self.recurrent_dropout, seed=self.seed_generator
             )
-        self.loop_weights = self.read_step_weights()
+        self.loop_weights = self.read_step_weights(batch_like=h)
         try:
             yield
         finally:
             self.recurrent_mask = None
             self.loop_weights = None
 
-    def read_step_weights(self):
-        """The weights `step` uses, as tensors of the compute dtype."""
+    def read_step_weights(self, batch_like=None):
+        """The weights `step` uses, as tensors of the compute dtype.
+
+        Args:
+            batch_like: optional `(B, n)` tensor; cells may use it to lay weights out
+                for the batch once, before the loop.
+        """
         dtype = self.compute_dtype
         return {
             w.name: ops.cast(ops.convert_to_tensor(w), dtype)
@@ -270,8 +275,8 @@ class GRUVariantCell(SpecCell):
                 shape=(self.units,), initializer=self.bias_initializer, name="recurrent_bias"
             )
 
-    def read_step_weights(self):
-        weights = super().read_step_weights()
+    def read_step_weights(self, batch_like=None):
+        weights = super().read_step_weights(batch_like)
         if not self.reset_after:
             # Two products per step (the second one needs r): slice U once, here.
             u = weights.pop("recurrent_kernel")
@@ -421,6 +426,20 @@ class LSTMVariantCell(_ForgetBiasMixin, SpecCell):
                 initializer=self.recurrent_initializer,
                 name="gate_recurrent_kernel",
             )
+
+    def read_step_weights(self, batch_like=None):
+        weights = super().read_step_weights(batch_like)
+        if batch_like is not None:
+            # Peepholes broadcast to (B, n) before the loop: the step's product with c
+            # is then element-wise, and the reduction over the batch of their gradient
+            # happens once after the loop instead of at every step.
+            shape = ops.shape(batch_like)
+            for gate in ("input", "forget", "output"):
+                if f"peephole_{gate}" in weights:
+                    weights[f"peephole_{gate}"] = ops.broadcast_to(
+                        weights[f"peephole_{gate}"], shape
+                    )
+        return weights
 
     @property
     def trace_names(self):

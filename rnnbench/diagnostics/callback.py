@@ -66,6 +66,26 @@ def stateless_copy(model: keras.Model) -> tuple[keras.Model, Any]:
     return copy, sync
 
 
+def probe_jit_compile(model: keras.Model) -> bool:
+    """Whether to compile the probe function with XLA: when the model's train step is
+    XLA-compiled and runs on an accelerator. On a CPU the probe runs as a plain graph:
+    measured on the default task (LSTM, 64 units, T = 52, probe of 32), XLA saves about
+    2 ms of CPU time per evaluation but costs about 1 s more to compile, which a run of
+    the default 30 epochs does not win back."""
+    if not getattr(model, "jit_compile", False):
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
+
+
 class DiagnosticsCallback(keras.callbacks.Callback):
     """Computes the vanishing-gradient diagnostics during ``fit`` and logs them.
 
@@ -112,7 +132,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         self._recorder = recorder_of(self.model.optimizer)
         self._nonfinite_seen = (self._recorder.nonfinite_steps()
                                 if self._recorder else 0)
-        jit = bool(getattr(self.model, "jit_compile", False))
+        jit = probe_jit_compile(self.model)
         self._build(jit)
         try:
             self._pending = self._evaluate()  # compiles the probe function once, here

@@ -435,6 +435,15 @@ def _compare(section: TaskSection, options: ReportOptions) -> None:
         better = (comp.diff < 0) == (section.mode == "min")
         comp.verdict = (("better" if better else "worse") + " (significant)"
                         if comp.significant else "not significant")
+    if not section.comparisons:
+        section.baseline_note = (f"Nothing to test: no other cell has finished runs in the "
+                                 f"same setting as `{options.baseline}` here.")
+        return
+    if n_tests == 0:
+        section.baseline_note = (
+            f"No significance tests: Welch's t-test against `{options.baseline}` needs at "
+            f"least two values on each side and some spread; no comparison here has them.")
+        return
     section.baseline_note = (
         f"Welch's t-test (two-sided) of each cell against `{options.baseline}`; p-values "
         f"corrected with Holm's method over the {n_tests} test{'s' if n_tests != 1 else ''} "

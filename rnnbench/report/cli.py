@@ -102,6 +102,10 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
     options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode)
     result = analysis.analyse(selection, options, collect.History())
+    if not result.sections:
+        raise ConfigError(
+            f"the {len(selection.runs)} run(s) matching {selection.described} are not "
+            f"rnnbench runs (they have no task and cell tags). Nothing was written.")
     if args.metric and not any(r.values for s in result.sections for r in s.rows):
         raise ConfigError(
             f"--metric {args.metric}: no finished run has test_{args.metric.removeprefix('test_')}."

@@ -171,6 +171,12 @@ def select(uri: str, experiments: Iterable[str] | None, filter_string: str = "",
     records = sorted((_record(r, names) for r in found.values()),
                      key=lambda r: (r.start_ms, r.run_id))
     sweep_parents = {r.run_id: r for r in records if r.kind == "sweep"}
+    # a filter may keep trials but not their sweep's parent, which names the objective
+    for pid in sorted({r.parent_id for r in records if r.kind == "trial" and r.parent_id}
+                      - set(sweep_parents)):
+        parent = tracking.get_run(pid)
+        if parent is not None:
+            sweep_parents[pid] = _record(parent, names)
     return Selection(records, described, sweep_parents)
 
 

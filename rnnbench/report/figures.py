@@ -85,10 +85,15 @@ def gradient_flow(section: TaskSection) -> bytes | None:
     plt = _pyplot()
     if rows:
         with _style():
-            fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 0.6, 3.2),
+            ncols = min(4, len(rows))
+            nrows = math.ceil(len(rows) / ncols)
+            fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 0.6, 3.0 * nrows + 0.4),
                                      squeeze=False, sharey=True)
+            flat = [ax for line in axes for ax in line]
+            for ax in flat[len(rows):]:
+                ax.set_visible(False)
             cmap = plt.get_cmap("viridis")
-            for ax, row in zip(axes[0], rows):
+            for ax, row in zip(flat, rows):
                 epochs = list(row.profiles)
                 for i, epoch in enumerate(epochs):
                     lags, g = row.profiles[epoch]
@@ -100,10 +105,14 @@ def gradient_flow(section: TaskSection) -> bytes | None:
                             linewidth=1.2, label=f"epoch {epoch}")
                 ax.set_yscale("log")
                 ax.set_xlabel("lag k (steps before the final step)")
-                ax.set_title(row.label, fontsize=9)
                 if len(epochs) <= 6:
+                    ax.set_title(row.label, fontsize=9)
                     ax.legend(fontsize=6)
-            axes[0][0].set_ylabel(r"$g(k) = \|\partial L_T / \partial x_{T-k}\|$")
+                else:  # too many for a legend: dark (first) to light (last)
+                    ax.set_title(f"{row.label} (epochs {epochs[0]}–{epochs[-1]}, dark → light)",
+                                 fontsize=8)
+            for line in axes:
+                line[0].set_ylabel(r"$g(k) = \|\partial L_T / \partial x_{T-k}\|$")
             fig.suptitle(f"{section.title}: gradient flow through time")
             fig.tight_layout()
             return _png(fig)

@@ -1,0 +1,217 @@
+"""The diagnostics in real runs: the CLI's MLflow record, a run that explodes, every cell
+of the spec, and the JAX backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from keras import ops
+
+from conftest import ROOT, cli_env, run_cli, store_runs
+
+pytestmark = pytest.mark.slow
+
+
+def metric_steps(client, run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def test_smoke_run_logs_every_diagnostic_and_the_heatmap(tmp_path):
+    proc = run_cli(["debug=smoke"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = store_runs(tmp_path)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rid = run.info.run_id
+    # evaluated before training (step 0) and after each of the two epochs
+    for key in ("grad_flow/decay_ratio", "grad_flow/horizon", "spectral_norm/rnn_0",
+                "spectral_norm/rnn_0/forget", "gates/rnn_0/forget_mean",
+                "gates/rnn_0/forget_saturated", "gates/rnn_0/input_mean",
+                "gates/rnn_0/output_saturated", "gates/rnn_0/state_tanh_saturated"):
+        assert sorted(metric_steps(client, rid, key)) == [0, 1, 2], key
+    # per epoch, from the train steps
+    for key in ("grad_norm/global_mean", "grad_norm/global_max", "grad_norm/rnn_0_mean",
+                "grad_norm/rnn_0_max", "grad_norm/forecast_mean", "grad_norm/clipped_fraction"):
+        assert sorted(metric_steps(client, rid, key)) == [1, 2], key
+    m = run.data.metrics
+    assert 0 < m["grad_flow/decay_ratio"] < 1
+    assert 0 <= m["grad_flow/horizon"] <= 51  # lookback 52
+    assert 0 < m["gates/rnn_0/forget_mean"] < 1
+    assert m["grad_norm/global_max"] >= m["grad_norm/global_mean"] > 0
+    assert m["grad_norm/global_mean"] >= m["grad_norm/rnn_0_mean"]
+    assert 0 <= m["grad_norm/clipped_fraction"] <= 1
+    assert m["spectral_norm/rnn_0"] >= m["spectral_norm/rnn_0/forget"] > 0
+    assert not any(k.startswith("grad_norm/") and "nonfinite" in k for k in m)
+
+    arts = {a.path for a in client.list_artifacts(rid, "diagnostics")}
+    assert arts == {"diagnostics/grad_flow.json", "diagnostics/grad_flow.csv",
+                    "diagnostics/grad_flow_heatmap.png"}
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    table = json.loads(mlflow.artifacts.load_text(f"runs:/{rid}/diagnostics/grad_flow.json"))
+    assert [e["epoch"] for e in table["epochs"]] == [0, 1, 2]
+    assert all(len(e["g"]) == 52 for e in table["epochs"])
+    last = table["epochs"][-1]
+    assert last["g"][-1] / last["g"][0] == pytest.approx(m["grad_flow/decay_ratio"], rel=1e-6)
+    png = Path(mlflow.artifacts.download_artifacts(
+        run_id=rid, artifact_path="diagnostics/grad_flow_heatmap.png",
+        dst_path=str(tmp_path / "dl")))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+class NanGradientAfter(keras.layers.Layer):
+    """Identity whose gradient is NaN from training step ``steps`` on (0-based): its
+    output is ``x + sqrt(relu(-|x|) + c) - sqrt(c)`` with ``c`` dropping from 1 to 0."""
+
+    def __init__(self, steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                     name="calls")
+
+    def call(self, x, training=False):
+        if not training:
+            return x
+        self.calls.assign_add(1.0)
+        c = 1.0 - ops.cast(self.calls > self.steps, x.dtype)
+        return x + ops.sqrt(ops.relu(-ops.abs(x)) + c) - ops.sqrt(c)
+
+
+def test_nan_gradient_fails_the_run_with_tags_and_keeps_earlier_diagnostics(
+        tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from rnnbench import config, train
+    from rnnbench.errors import RunFailed
+    from rnnbench.tasks.timeseries import Co2Task
+
+    class ExplodingCo2(Co2Task):
+        def build_head(self, h, data):
+            return NanGradientAfter(7, name="nan_gradient")(super().build_head(h, data))
+
+    monkeypatch.setattr("rnnbench.tasks.get_task", lambda cfg: ExplodingCo2(cfg))
+    config.register_configs()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = config.to_object(compose("config", overrides=[
+            "debug=smoke", "train.epochs=4", "train.patience=10", "train.verbose=0",
+            f"tracking.uri={uri}"]))
+    with pytest.raises(RunFailed, match="non-finite gradient at epoch 2 step 2"):
+        train.run(cfg, train.RunContext())
+
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    rid = run.info.run_id
+    assert run.info.status == "FAILED"
+    tags = run.data.tags
+    assert (tags["failure_what"], tags["failure_epoch"], tags["failure_step"]) == \
+        ("gradient", "2", "2")
+    # 5 steps per epoch: iteration 7 is epoch 2, step 2. The probe evaluations before
+    # it (step 0, after epoch 1) are kept; the failing epoch adds none.
+    assert sorted(metric_steps(client, rid, "grad_flow/decay_ratio")) == [0, 1]
+    assert sorted(metric_steps(client, rid, "gates/rnn_0/forget_mean")) == [0, 1]
+    norms = metric_steps(client, rid, "grad_norm/global_mean")
+    assert sorted(norms) == [1, 2] and all(np.isfinite(list(norms.values())))
+    assert metric_steps(client, rid, "grad_norm/nonfinite_steps")[2] >= 1
+    arts = {a.path for a in client.list_artifacts(rid, "diagnostics")}
+    assert "diagnostics/grad_flow_heatmap.png" in arts
+
+
+def test_every_cell_of_the_spec_gets_every_diagnostic_that_applies():
+    import tensorflow as tf
+
+    from rnnbench.cells import CELLS, make_recurrent_layer
+    from rnnbench.diagnostics import GradientFlow, RecurrentProbe, summarize
+
+    steps = 8
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, steps, 3)).astype("float32")
+    y = rng.normal(size=(4, 1)).astype("float32")
+    cases = [(name, "custom", False) for name in CELLS]
+    cases += [(name, "builtin", False) for name, spec in CELLS.items() if spec.has_builtin]
+    cases += [("peephole", "custom", True), ("gru", "builtin", True)]
+    for name, impl, bidirectional in cases:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((steps, 3), name="inputs")
+        h = inp
+        for i in range(2):
+            layer = make_recurrent_layer({"name": name, "impl": impl}, 4,
+                                         return_sequences=i == 0, name=f"rnn_{i}")
+            if bidirectional:
+                layer = keras.layers.Bidirectional(layer, name=f"bi_rnn_{i}")
+            h = layer(h)
+        model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+        probe = RecurrentProbe(model)
+        flow = GradientFlow(model, "mse", seq2seq=False, extra=probe.trace_statistics)
+        profile, gates = flow.compute(x, y)
+        case = (name, impl, bidirectional)
+        assert profile.max_lag == steps - 1 and np.all(profile.g > 0), case
+        assert set(summarize(profile, 0.01)) == {
+            "grad_flow/decay_ratio", "grad_flow/horizon", "grad_flow/final_step_norm"}, case
+        layers = ([f"{d}_rnn_{i}" for i in range(2) for d in ("forward", "backward")]
+                  if bidirectional else ["rnn_0", "rnn_1"])
+        want = {f"gates/{layer}/{gate}_{stat}" for layer in layers
+                for gate in CELLS[name].gates for stat in ("mean", "saturated")}
+        want |= {f"gates/{layer}/state_tanh_saturated" for layer in layers}
+        assert set(gates) == want, case
+        assert all(0 <= float(v) <= 1 for v in gates.values()), case
+        norms = probe.spectral_norms()
+        assert {f"spectral_norm/{layer}" for layer in layers} <= set(norms), case
+        if name == "fgr":
+            assert "spectral_norm/rnn_0/gate_recurrence" in norms
+        if name == "rnn":
+            assert not [k for k in gates if not k.endswith("state_tanh_saturated")]
+        del tf  # imported for the graph functions GradientFlow builds
+
+
+JAX_SCRIPT = r"""
+import json, keras, numpy as np
+from rnnbench.diagnostics import GradientFlow, RecurrentProbe, attach, summarize
+assert keras.backend.backend() == "jax"
+keras.utils.set_random_seed(0)
+T, a = 12, 0.7
+inp = keras.Input((T, 3), name="inputs")
+h = keras.layers.SimpleRNN(4, activation=None, use_bias=False, name="rnn_0",
+                           recurrent_initializer=keras.initializers.Identity(a))(inp)
+linear = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+x = np.random.default_rng(0).uniform(size=(5, T, 3)).astype("float32")
+y = np.zeros((5, 1), "float32")
+p, _ = GradientFlow(linear, "mse", seq2seq=False, jit_compile=True).compute(x, y)
+out = {"power_law_error": float(np.max(np.abs(p.g / p.g[0] - a ** np.arange(T))))}
+inp = keras.Input((T, 3), name="inputs")
+h = keras.layers.LSTM(4, name="rnn_0")(inp)
+model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1e-3), loss="mse",
+              jit_compile=True)
+recorder = attach(model)
+model.fit(x, y + 3.0, batch_size=5, epochs=2, verbose=0)
+out["grad_norm"] = recorder.gradient_stats()
+probe = RecurrentProbe(model)
+probe.sync()
+_, gates = GradientFlow(model, "mse", seq2seq=False, extra=probe.trace_statistics).compute(x, y)
+out["gates"] = {k: float(v) for k, v in gates.items()}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_diagnostics_on_the_jax_backend(tmp_path):
+    pytest.importorskip("jax")
+    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True,
+                          env=cli_env(KERAS_BACKEND="jax"), timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT"))
+    out = json.loads(line[len("RESULT"):])
+    assert out["power_law_error"] < 1e-5
+    stats = out["grad_norm"]
+    assert stats["grad_norm/clipped_fraction"] == 1.0  # clip at 1e-3: every step
+    assert stats["grad_norm/global_max"] >= stats["grad_norm/global_mean"] > 1e-3
+    assert 0 < out["gates"]["gates/rnn_0/forget_mean"] < 1
+    assert os.environ.get("KERAS_BACKEND", "tensorflow") != "jax"  # this process: TF
