@@ -47,8 +47,13 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=5, help="training steps per turn")
     p.add_argument("--rounds", type=int, default=4, help="turns per model (best is kept)")
     p.add_argument("--cells", nargs="+", default=cell_names(), choices=cell_names())
-    p.add_argument("--builtins", nargs="*", default=[], choices=["rnn", "gru", "gru_v1"],
-                   help="also time these Keras built-in layers")
+    p.add_argument(
+        "--builtins",
+        nargs="*",
+        default=[],
+        choices=["rnn", "gru", "gru_v1"],
+        help="also time these Keras built-in layers",
+    )
     p.add_argument("--xla", choices=["on", "off", "both"], default="both")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--time", type=int, default=100)
@@ -135,7 +140,8 @@ def main(argv=None) -> int:
     print(
         f"B={args.batch} T={args.time} d={args.d} n={args.n}, {args.rounds} turns of "
         f"{args.steps} steps, best turn; GFLOP/s from the cell's matrix products (×3 for "
-        "training)", flush=True,
+        "training)",
+        flush=True,
     )
     table = []
     ceilings = {}  # weight shapes -> [run, best seconds]
@@ -172,17 +178,42 @@ def main(argv=None) -> int:
             ceiling = gflop / ceilings[tuple(s for _, s in weights)][1]
             gflops = gflop / best[key]
             cpu_ratio = (gflop / best_cpu[key]) / (ref_gflop / best_cpu[ref])
-            table.append((key[0], key[1], "on" if jit else "off", 1 / best[key], gflops,
-                          gflops / (ref_gflop / best[ref]), gflops / ceiling, ceiling,
-                          best_cpu[key] * 1e3, cpu_ratio, info["params"]))
+            table.append(
+                (
+                    key[0],
+                    key[1],
+                    "on" if jit else "off",
+                    1 / best[key],
+                    gflops,
+                    gflops / (ref_gflop / best[ref]),
+                    gflops / ceiling,
+                    ceiling,
+                    best_cpu[key] * 1e3,
+                    cpu_ratio,
+                    info["params"],
+                )
+            )
 
-    header = ("cell", "impl", "xla", "steps/s", "GFLOP/s", "×keras LSTM", "×ceiling",
-              "ceiling GFLOP/s", "CPU ms/step", "×keras LSTM (CPU time)", "params")
+    header = (
+        "cell",
+        "impl",
+        "xla",
+        "steps/s",
+        "GFLOP/s",
+        "×keras LSTM",
+        "×ceiling",
+        "ceiling GFLOP/s",
+        "CPU ms/step",
+        "×keras LSTM (CPU time)",
+        "params",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for cell, impl, xla, sps, gf, ref, ceil, ceiling, cpu_ms, cpu_ref, params in table:
-        print(f"| {cell} | {impl} | {xla} | {sps:.2f} | {gf:.1f} | {ref:.2f} | {ceil:.2f} "
-              f"| {ceiling:.1f} | {cpu_ms:.0f} | {cpu_ref:.2f} | {params} |")
+        print(
+            f"| {cell} | {impl} | {xla} | {sps:.2f} | {gf:.1f} | {ref:.2f} | {ceil:.2f} "
+            f"| {ceiling:.1f} | {cpu_ms:.0f} | {cpu_ref:.2f} | {params} |"
+        )
     return 0
 
 

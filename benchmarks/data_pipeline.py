@@ -13,10 +13,12 @@ warm-up in two modes, alternated ``--rounds`` times, ``--steps`` steps each:
   (``Dataset.from_tensors(batch).repeat()``): no input work at all.
 
 Columns: the time per step both ways, the wait per step both ways, ``wait %`` (the
-pipeline's wait as a share of its step: the goal is under 5 %; it includes the
-iterator's own call overhead, which ``fit`` mostly avoids by iterating inside its
-compiled function, so it is an upper bound) and ``extra %`` (the wait beyond the cached
-iterator's, as a share of the step: what the pipeline itself costs).
+pipeline's wait as a share of its step; it includes the Python iterator's own call
+overhead, about 1 ms, which ``fit`` avoids by iterating inside its compiled function)
+and ``extra %``, the wait beyond the cached batch's as a share of the step: what the
+input pipeline itself costs. ``ok`` checks ``extra %`` < 5 %, the goal; the exit status
+is 1 when a task misses it. Step times are noisy on a shared machine (other processes);
+the waits are measured in the same steps and are steadier.
 
 Tasks that need user data get small real inputs made here: ``timeseries_csv`` a CSV
 of the statsmodels sunspots series, ``speech_audio`` a folder of synthesised WAV tones
@@ -174,7 +176,8 @@ def main(argv=None) -> int:
         for name in args.tasks:
             rows.append((name, measure(name, args, inputs)))
             r = rows[-1][1]
-            print(f"  measured {name}: wait {r['wait_pct']:.2f} % of the step", flush=True)
+            print(f"  measured {name}: wait {r['wait_pct']:.2f} % of the step, "
+                  f"{r['extra_wait_pct']:.2f} % beyond a cached batch", flush=True)
     print()
     print(f"data wait per training step (cell=lstm, units={args.units}, batch={args.batch}, "
           f"xla={args.xla}, {args.rounds} x {args.steps} steps per mode)")
@@ -182,14 +185,15 @@ def main(argv=None) -> int:
               f"{'wait ms':>8} {'cached wait ms':>14} {'wait %':>7} {'extra %':>7}  ok")
     print(header)
     print("-" * len(header))
-    worst = 0.0
+    worst = max(r["extra_wait_pct"] for _, r in rows)
+    worst_raw = max(r["wait_pct"] for _, r in rows)
     for name, r in rows:
-        worst = max(worst, r["wait_pct"])
-        ok = "yes" if r["wait_pct"] < 5.0 else "NO"
+        ok = "yes" if r["extra_wait_pct"] < 5.0 else "NO"
         print(f"{name:<15} {r['prepare_s']:>9.2f} {r['step_ms']:>8.2f} {r['cached_ms']:>9.2f} "
               f"{r['wait_ms']:>8.3f} {r['cached_wait_ms']:>14.3f} {r['wait_pct']:>7.2f} "
               f"{r['extra_wait_pct']:>7.2f}  {ok}")
-    print(f"worst wait: {worst:.2f} % of step time (goal < 5 %)")
+    print(f"worst wait for the pipeline beyond a cached batch: {worst:.2f} % of step time "
+          f"(goal < 5 %); worst raw wait, iterator overhead included: {worst_raw:.2f} %")
     return 0 if worst < 5.0 else 1
 
 

@@ -4,15 +4,15 @@
                                 [--max-epochs E] [--steps-per-epoch S] [--seed S]
                                 [--workdir DIR]
 
-Part 1, overhead: a random-search sweep on the smoke budget (``debug=smoke``: 2 epochs
-of 5 steps, 16-unit LSTM, co2 capped at 256 windows; XLA, diagnostics and model saving
-as a smoke run has them). Every trial's wall time is split, exclusively, into: building
+Part 1, overhead: a random-search sweep over the default search space (LSTM, 20 to 200
+units) on the smoke budget (``debug=smoke``: 2 epochs of 5 steps, co2 capped at 256
+windows; XLA, diagnostics and model saving as a smoke run has them). Every trial's wall time is split, exclusively, into: building
 the model, ``model.compile``, the first epoch's extra time (graph tracing and XLA
 compilation: epoch 1 minus the mean of the later epochs), training, evaluation on the
 test split, data preparation, the gradient diagnostics' callbacks, the learning-curve
 plots, MLflow tracking (every call into ``rnnbench.tracking``, also those made from
-callbacks during training), and the rest (seeding, hardware set-up, the oracle). Overhead = build + compile + trace/XLA + tracking, as a fraction of
-the trial.
+callbacks during training), and the rest (seeding, hardware set-up, the oracle).
+Overhead = build + compile + trace/XLA + tracking, as a fraction of the trial.
 
 Part 2, compare: Hyperband (``max_epochs=E``, factor 3, warm starts) and random search
 (``max_epochs=E``) on co2 at an equal number of training epochs: random search gets as
@@ -167,7 +167,8 @@ def overhead(args, workdir: Path) -> None:
           f"{'on' if cfg.diagnostics.enabled else 'off'}, log_model={cfg.tracking.log_model})")
     cols = ["build", "compile", "trace/XLA", "train", "diagnostics", "evaluate", "data",
             "plots", "tracking", "other"]
-    print(f"{'trial':>5} {'total s':>8} " + " ".join(f"{c:>11}" for c in cols) + f" {'overhead':>9}")
+    print(f"{'trial':>5} {'total s':>8} " + " ".join(f"{c:>11}" for c in cols)
+          + f" {'overhead':>9}")
     fractions = []
     for phases in per_trial:
         run = runs.get(phases["trial_id"])

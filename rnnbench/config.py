@@ -231,9 +231,11 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for name, schema in TASK_SCHEMAS.items():
         cs.store(group="schema/task", name=name, node=schema)
-    from rnnbench.tuning.configs import TuneConfig  # rnnbench-tune's schema (conf/tune.yaml)
+    from rnnbench.tuning import configs as tuning  # rnnbench-tune's schema (conf/tune.yaml)
 
-    cs.store(name="tune_schema", node=TuneConfig)
+    cs.store(name="tune_schema", node=tuning.TuneConfig)
+    cs.store(group="schema", name="tuner", node=tuning.TunerConfig)
+    cs.store(group="schema", name="search_space", node=tuning.SearchSpaceConfig)
 
 
 def to_object(cfg: DictConfig) -> Any:

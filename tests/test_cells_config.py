@@ -12,8 +12,20 @@ from rnnbench.cells.listing import main as listing_main
 from rnnbench.errors import ConfigError
 
 SPEC_CELLS = [
-    "rnn", "lstm", "gru", "gru_v1", "peephole", "nig", "nfg", "nog", "niaf", "noaf",
-    "np", "cifg", "fgr", "janet",
+    "rnn",
+    "lstm",
+    "gru",
+    "gru_v1",
+    "peephole",
+    "nig",
+    "nfg",
+    "nog",
+    "niaf",
+    "noaf",
+    "np",
+    "cifg",
+    "fgr",
+    "janet",
 ]
 
 
@@ -82,7 +94,10 @@ def test_valid_configs_resolve_impl(fields, impl):
 def test_plain_objects_and_mappings_are_accepted():
     s = validate_cell_config(SimpleNamespace(name="cifg", impl="custom", dropout=0.25))
     assert (s.name, s.impl, s.dropout, s.recurrent_initializer) == (
-        "cifg", "custom", 0.25, "orthogonal"
+        "cifg",
+        "custom",
+        0.25,
+        "orthogonal",
     )
     assert validate_cell_config({"name": "rnn"}).impl == "builtin"
 

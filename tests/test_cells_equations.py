@@ -13,7 +13,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from rnnbench.cells import CELLS, CustomRecurrent  # noqa: E402
+from rnnbench.cells import CELLS, CustomRecurrent
 
 B, T, D, N = 3, 60, 5, 7
 REL_TOL = 1e-5
@@ -139,7 +139,9 @@ def random_params(cell, rng, scale=0.6):
     if CELLS[cell].family == "lstm":
         P["p"] = {g: rng.uniform(-0.5, 0.5, N) for g in PEEPHOLES.get(cell, "ifo")}
     if cell == "fgr":
-        P["R"] = {a + s: rng.uniform(-scale, scale, (N, N)) / np.sqrt(N) for a in "ifo" for s in "ifo"}
+        P["R"] = {
+            a + s: rng.uniform(-scale, scale, (N, N)) / np.sqrt(N) for a in "ifo" for s in "ifo"
+        }
     return P
 
 

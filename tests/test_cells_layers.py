@@ -6,7 +6,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from rnnbench.cells import (  # noqa: E402
+from rnnbench.cells import (
     CELLS,
     CustomRecurrent,
     custom_twin,
@@ -110,9 +110,16 @@ def test_removed_gates_create_no_weights():
     full = weights("peephole")
     assert full["kernel"] == (d, 4 * n)
     assert {k for k in full if k.startswith("peephole_")} == {
-        "peephole_input", "peephole_forget", "peephole_output"}
-    for cell, missing in [("nig", "input"), ("nfg", "forget"), ("nog", "output"),
-                          ("cifg", "forget")]:
+        "peephole_input",
+        "peephole_forget",
+        "peephole_output",
+    }
+    for cell, missing in [
+        ("nig", "input"),
+        ("nfg", "forget"),
+        ("nog", "output"),
+        ("cifg", "forget"),
+    ]:
         w = weights(cell)
         assert w["kernel"] == (d, 3 * n) and w["recurrent_kernel"] == (n, 3 * n)
         assert f"peephole_{missing}" not in w and len(w) == 5
@@ -184,8 +191,7 @@ def test_masked_batch_equals_sequences_one_by_one(cell):
         x[i, :length] = rng.normal(size=(length, 4))
     mask = np.arange(9)[None, :] < np.array(lengths)[:, None]
     for go_backwards in (False, True) if cell == "peephole" else (False,):
-        layer = make_recurrent_layer(cfg(cell), 6, return_sequences=True,
-                                     go_backwards=go_backwards)
+        layer = make_recurrent_layer(cfg(cell), 6, return_sequences=True, go_backwards=go_backwards)
         seq = np.asarray(layer(x, mask=mask))
         last = CustomRecurrent.from_config({**layer.get_config(), "return_sequences": False})
         last.build(x.shape)
@@ -206,10 +212,12 @@ def test_masking_from_embedding_and_bidirectional_stack_train():
         tokens[i, length:] = 0  # right padding, masked by the embedding
     inputs = keras.Input((None,), dtype="int32")
     h = keras.layers.Embedding(20, 5, mask_zero=True)(inputs)
-    h = keras.layers.Bidirectional(
-        make_recurrent_layer(cfg("peephole"), 6, return_sequences=True))(h)
-    h = make_recurrent_layer(cfg("gru_v1", dropout=0.2, recurrent_dropout=0.2), 6,
-                             return_sequences=False)(h)
+    h = keras.layers.Bidirectional(make_recurrent_layer(cfg("peephole"), 6, return_sequences=True))(
+        h
+    )
+    h = make_recurrent_layer(
+        cfg("gru_v1", dropout=0.2, recurrent_dropout=0.2), 6, return_sequences=False
+    )(h)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
     model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
     history = model.fit(tokens, rng.integers(0, 2, 4), epochs=2, verbose=0)
@@ -237,8 +245,9 @@ def test_stateful_layer_carries_states_between_calls():
 # ------------------------------------------------------------------ dropout
 def test_dropout_masks_are_fixed_over_time_and_training_only():
     rng = np.random.default_rng(7)
-    layer = make_recurrent_layer(cfg("lstm", dropout=0.5, recurrent_dropout=0.3), 6,
-                                 return_sequences=True)
+    layer = make_recurrent_layer(
+        cfg("lstm", dropout=0.5, recurrent_dropout=0.3), 6, return_sequences=True
+    )
     x = np.repeat(rng.normal(size=(4, 1, 5)).astype("float32"), 8, axis=1)
     layer.build(x.shape)
     cell = layer.cell
@@ -263,10 +272,16 @@ def test_keras_save_and_load_give_identical_outputs(tmp_path):
         make_recurrent_layer(cfg(c), 5, return_sequences=False)(inputs)
         for c in ("peephole", "fgr", "gru", "cifg", "janet")
     ]
-    branches.append(keras.layers.Bidirectional(
-        make_recurrent_layer(cfg("gru_v1", chrono_init=None), 5, return_sequences=False))(inputs))
-    branches.append(make_recurrent_layer(cfg("lstm", "builtin", forget_bias=2.0), 5,
-                                         return_sequences=False)(inputs))
+    branches.append(
+        keras.layers.Bidirectional(
+            make_recurrent_layer(cfg("gru_v1", chrono_init=None), 5, return_sequences=False)
+        )(inputs)
+    )
+    branches.append(
+        make_recurrent_layer(cfg("lstm", "builtin", forget_bias=2.0), 5, return_sequences=False)(
+            inputs
+        )
+    )
     model = keras.Model(inputs, keras.layers.Concatenate()(branches))
     for w in model.weights:
         w.assign(w.numpy() + rng.normal(scale=0.1, size=w.shape).astype("float32"))
@@ -275,7 +290,8 @@ def test_keras_save_and_load_give_identical_outputs(tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
     assert [type(layer).__name__ for layer in loaded.layers] == [
-        type(layer).__name__ for layer in model.layers]
+        type(layer).__name__ for layer in model.layers
+    ]
 
 
 # ------------------------------------------------------------------ trace
@@ -308,8 +324,9 @@ def test_trace_of_backwards_layer_is_in_input_time_order():
 
 # --------------------------------------------------------- builtins, describe
 def test_builtin_layers_and_description():
-    lstm = make_recurrent_layer(cfg("lstm", "builtin", dropout=0.1), 4, return_sequences=True,
-                                name="rec")
+    lstm = make_recurrent_layer(
+        cfg("lstm", "builtin", dropout=0.1), 4, return_sequences=True, name="rec"
+    )
     assert isinstance(lstm, keras.layers.LSTM) and lstm.name == "rec" and lstm.dropout == 0.1
     gru_v1 = make_recurrent_layer(cfg("gru_v1", "auto"), 4, return_sequences=False)
     assert isinstance(gru_v1, keras.layers.GRU) and not gru_v1.cell.reset_after
@@ -319,8 +336,9 @@ def test_builtin_layers_and_description():
     assert isinstance(peephole, CustomRecurrent)
 
     def eligible(cell, **fields):
-        return describe_layer(make_recurrent_layer(cfg(cell, **fields), 4,
-                                                   return_sequences=False))["cudnn_eligible"]
+        return describe_layer(make_recurrent_layer(cfg(cell, **fields), 4, return_sequences=False))[
+            "cudnn_eligible"
+        ]
 
     assert eligible("lstm", impl="builtin") and eligible("gru", impl="builtin")
     assert not eligible("lstm", impl="builtin", recurrent_dropout=0.1)
@@ -329,10 +347,16 @@ def test_builtin_layers_and_description():
     assert not eligible("rnn", impl="builtin")
     assert not eligible("lstm", impl="custom")
     info = describe_layer(lstm)
-    assert info == {"impl": "builtin", "cell": "lstm", "cudnn_eligible": True, "params": None,
-                    "bidirectional": False}
-    bi = keras.layers.Bidirectional(make_recurrent_layer(cfg("gru", "builtin"), 4,
-                                                         return_sequences=False))
+    assert info == {
+        "impl": "builtin",
+        "cell": "lstm",
+        "cudnn_eligible": True,
+        "params": None,
+        "bidirectional": False,
+    }
+    bi = keras.layers.Bidirectional(
+        make_recurrent_layer(cfg("gru", "builtin"), 4, return_sequences=False)
+    )
     bi.build((None, 5, 3))
     info = describe_layer(bi)
     assert info["cell"] == "gru" and info["cudnn_eligible"] and info["bidirectional"]
@@ -343,9 +367,12 @@ def test_xla_compiled_training_step():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(4, 10, 3)).astype("float32")
     inputs = keras.Input((10, 3))
-    branches = [make_recurrent_layer(cfg(c, dropout=0.1, recurrent_dropout=0.1), 5,
-                                     return_sequences=False)(inputs)
-                for c in ("peephole", "gru_v1", "fgr")]
+    branches = [
+        make_recurrent_layer(cfg(c, dropout=0.1, recurrent_dropout=0.1), 5, return_sequences=False)(
+            inputs
+        )
+        for c in ("peephole", "gru_v1", "fgr")
+    ]
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(branches)))
     model.compile("sgd", "mse", jit_compile=True)
     before = [w.numpy() for w in model.weights]

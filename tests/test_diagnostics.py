@@ -457,3 +457,53 @@ def test_stateless_copy_leaves_the_training_states_alone():
         np.testing.assert_array_equal(a, np.asarray(b))
     plain = linear_rnn(4, 0.5)
     assert stateless_copy(plain) == (plain, None)
+
+
+# -- the callback, with MLflow's own SQLite store -------------------------------------------------
+
+def fit_with_callback(tmp_path, epochs: int, **kwargs):
+    import mlflow
+
+    from rnnbench import tracking
+    from rnnbench.diagnostics import DiagnosticsCallback
+
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((8, 2), name="inputs")
+    h = keras.layers.LSTM(4, name="rnn_0")(inp)
+    model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2, global_clipnorm=1.0), loss="mse")
+    attach(model)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 8, 2)).astype("float32"), rng.normal(size=(32, 1))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.configure(uri)
+    with tracking.start_run("diagnostics-test", "r", {}) as run:
+        callback = DiagnosticsCallback(run, (x[:6], y[:6]), loss="mse", seq2seq=False,
+                                       **kwargs)
+        model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[callback])
+    client = mlflow.MlflowClient(uri)
+    history = {key: sorted(m.step for m in client.get_metric_history(run.run_id, key))
+               for key in client.get_run(run.run_id).data.metrics}
+    artifacts = {a.path for a in client.list_artifacts(run.run_id, "diagnostics")}
+    return history, artifacts
+
+
+def test_callback_evaluates_every_n_epochs_and_writes_the_profiles(tmp_path):
+    history, artifacts = fit_with_callback(tmp_path, 3, every_n_epochs=2)
+    assert history["grad_flow/horizon"] == [0, 2]
+    assert history["gates/rnn_0/forget_mean"] == [0, 2]
+    assert history["spectral_norm/rnn_0/cell"] == [0, 2]
+    assert history["grad_norm/global_mean"] == [1, 2, 3]
+    assert artifacts == {"diagnostics/grad_flow.json", "diagnostics/grad_flow.csv",
+                         "diagnostics/grad_flow_heatmap.png"}
+
+
+def test_callback_without_gradient_flow_backend_logs_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr("rnnbench.diagnostics.callback.FLOW_BACKENDS", ())
+    with pytest.warns(UserWarning, match="no gradient flow"):
+        history, artifacts = fit_with_callback(tmp_path, 2)
+    assert not [k for k in history if k.startswith("grad_flow/")]
+    assert history["gates/rnn_0/forget_mean"] == [0, 1, 2]
+    assert history["spectral_norm/rnn_0"] == [0, 1, 2]
+    assert history["grad_norm/rnn_0_max"] == [1, 2]
+    assert artifacts == set()

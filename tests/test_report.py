@@ -35,13 +35,16 @@ def fast_dir(tmp_path_factory, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A multirun of rnn and lstm over two seeds, plus one lstm run that diverges (FAILED)."""
+    """A multirun of rnn and lstm over two seeds (with diagnostics, for the gradient-flow
+    figure), plus one lstm run that diverges (FAILED)."""
     cwd = fast_dir(tmp_path_factory, "report-store")
     try:
-        multi = run_cli(["-m", "cell=rnn,lstm", "seed=0,1", "debug=smoke"], cwd)
+        multi = run_cli(["-m", "cell=rnn,lstm", "seed=0,1", "debug=smoke",
+                         "tracking.log_model=false"], cwd)
         assert multi.returncode == 0, multi.stdout[-2000:] + multi.stderr[-3000:]
         bad = run_cli(["cell=lstm", "seed=7", "debug=smoke", "optimizer.lr=1e30",
-                       "optimizer.clipnorm=null"], cwd)
+                       "optimizer.clipnorm=null", "diagnostics.enabled=false",
+                       "tracking.log_model=false"], cwd)
         assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr[-3000:]
         uri = f"sqlite:///{cwd / 'mlflow.db'}"
         client = mlflow.MlflowClient(tracking_uri=uri)

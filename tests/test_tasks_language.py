@@ -32,7 +32,8 @@ def lm_cfg(name="lm_word", **kw):
 # ---- text, vocabulary, splits ---------------------------------------------------------
 
 def test_text8_cleaning_keeps_lowercase_letters_and_single_spaces():
-    assert language.clean_text("Hello, World! 42 times\n\tÉcole", "text8") == "hello world times cole"
+    cleaned = language.clean_text("Hello, World! 42 times\n\tÉcole", "text8")
+    assert cleaned == "hello world times cole"
     assert language.clean_text("AbC", "lower") == "abc"
     assert language.clean_text("AbC", "none") == "AbC"
 
@@ -140,6 +141,8 @@ def test_ptb_local_copy_keeps_the_official_split(tmp_path):
     assert [vocab[i] for i in ids["val"]] == ["a", "b", "<eos>"]
     assert [vocab[i] for i in ids["test"]] == ["c", "d", "<unk>", "<eos>"]  # e never in train
     assert "differs" in data.datasets[0].extra["checksum"]  # not the reference files
+    with pytest.raises(DataError, match="needs a folder with ptb.train.txt"):
+        get_task(lm_cfg(corpus="ptb", path=str(tmp_path / "ptb.train.txt"))).prepare(2, 0)
 
 
 def test_wikitext2_and_text8_local_archives(tmp_path):

@@ -94,6 +94,23 @@ def test_tune_config_extends_the_run_config_and_keeps_its_values():
     assert cfg.search_space.params["units"].sampling == "log"
 
 
+def test_experiment_overlay_can_pick_and_set_the_tuner_and_space(tmp_path):
+    folder = spaces_dir(tmp_path)
+    (folder / "experiment").mkdir()
+    (folder / "experiment" / "mini.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /tuner: hyperband\n  - override /search_space: greff\n"
+        "tuner:\n  max_epochs: 5\n  factor: 2\n"
+        "search_space:\n  params:\n    lr: {high: 1.0e-3}\n"
+        "tracking:\n  experiment: mini\n")
+    cfg = compose_tune([f"hydra.searchpath=[file://{folder}]", "experiment=mini",
+                        "tuner.factor=4"])
+    assert (cfg.tuner.name, cfg.tuner.max_epochs, cfg.tuner.factor) == ("hyperband", 5, 4)
+    assert cfg.search_space.name == "greff" and cfg.search_space.params["lr"].high == 1e-3
+    assert cfg.search_space.params["lr"].low == 1e-6  # the rest of greff's entry is kept
+    assert cfg.tracking.experiment == "mini" and cfg.model.units == 64
+
+
 @pytest.mark.parametrize("overrides, expect", [
     (["search_space.params.lr.low=0.5"], ["search_space.params.lr", "inverted", "low=0.5"]),
     (["search_space.params.lr.low=0.03"], ["search_space.params.lr", "empty", "type: fixed"]),

@@ -28,11 +28,16 @@ _LAZY = {
 
 __all__ = [
     "CELLS",
-    "CellSpec",
     "CellSettings",
+    "CellSpec",
+    "CustomRecurrent",
+    "GateBias",
     "cell_names",
+    "cudnn_eligible",
+    "custom_twin",
+    "describe_layer",
+    "make_recurrent_layer",
     "validate_cell_config",
-    *_LAZY,
 ]
 
 

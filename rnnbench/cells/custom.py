@@ -1,6 +1,6 @@
 """rnnbench's own implementation of every cell of the spec (`impl=custom`), in `keras.ops`.
 
-Layout, chosen for speed:
+Layout, chosen for speed (measured with `benchmarks/cells.py`):
 
 - The input side of every gate is one fused kernel (`d × k·n`) plus one fused bias,
   applied to the whole sequence in ONE matrix product before the time loop
@@ -9,6 +9,13 @@ Layout, chosen for speed:
   element-wise gate arithmetic. This takes the input products (and, in training,
   their gradients) out of the sequential loop, where Keras's own cells do them step by
   step.
+- The weights the step uses are read once, before the loop (`SpecCell.looping`). Read
+  inside the loop body, a variable is a new value at every step to TensorFlow's
+  gradient, which then stacks a copy of the recurrent kernel per step for the backward
+  pass (Keras's LSTM pays this: 100 MB per training step at n=256, T=100).
+- The projection is computed time-major, so that no `(B, T, k·n)` tensor is
+  transposed; peephole vectors are broadcast to `(B, n)` before the loop, so that
+  their gradient is reduced over the batch once rather than at every step.
 - The loop itself is Keras's (`keras.layers.RNN`), so masking, `go_backwards`,
   `stateful`, `Bidirectional`, stacking and every backend work as for the built-in
   layers; it compiles under XLA (`jit_compile=True`).
@@ -23,7 +30,7 @@ Fused block order, consistent with Keras so its weights load unchanged:
 | `nig` | `f, c, o` | `peephole_forget`, `peephole_output` |
 | `nfg`, `cifg` | `i, c, o` | `peephole_input`, `peephole_output` |
 | `nog` | `i, f, c` | `peephole_input`, `peephole_forget` |
-| `fgr` | `i, f, c, o` | peepholes, `gate_recurrent_kernel` (`3n × 3n`, rows and columns `i, f, o`) |
+| `fgr` | `i, f, c, o` | peepholes, `gate_recurrent_kernel` (`3n × 3n`: rows the previous `i, f, o`, columns the `i, f, o` they feed) |
 | `gru` | `z, r, h` | `recurrent_bias` (`bh2`, n) |
 | `gru_v1` | `z, r, h` | |
 | `janet` | `f, c` | |
@@ -67,7 +74,8 @@ class SpecCell(keras.layers.Layer):
 
     Subclasses set `blocks` (names of the fused kernel blocks, in order) and implement
     `step`. The layer running the cell calls `project` once on the whole sequence,
-    sets `recurrent_mask` for the call, then calls the cell once per step.
+    then runs the loop inside `looping` (dropout mask and weights drawn and read once),
+    calling the cell once per step.
 
     Args:
         units: number of units `n`.
@@ -378,8 +386,10 @@ class LSTMVariantCell(_ForgetBiasMixin, SpecCell):
         super().__init__(units, **kwargs)
         if forget_gate not in ("learned", "none", "coupled"):
             raise ValueError(f"forget_gate must be learned, none or coupled: {forget_gate!r}")
-        for arg, value in (("input_activation", input_activation),
-                           ("output_activation", output_activation)):
+        for arg, value in (
+            ("input_activation", input_activation),
+            ("output_activation", output_activation),
+        ):
             if value not in ("tanh", "linear"):
                 raise ValueError(f"{arg} must be tanh or linear: {value!r}")
         if gate_recurrence and not (input_gate and output_gate and forget_gate == "learned"):
@@ -454,9 +464,7 @@ class LSTMVariantCell(_ForgetBiasMixin, SpecCell):
         z = z_x + ops.matmul(self.masked(h), w["recurrent_kernel"])
         pre = dict(zip(self.blocks, ops.split(z, len(self.blocks), axis=-1)))
         if self.gate_recurrence:
-            r_i, r_f, r_o = ops.split(
-                ops.matmul(states[2], w["gate_recurrent_kernel"]), 3, axis=-1
-            )
+            r_i, r_f, r_o = ops.split(ops.matmul(states[2], w["gate_recurrent_kernel"]), 3, axis=-1)
             pre["input"] = pre["input"] + r_i
             pre["forget"] = pre["forget"] + r_f
             pre["output"] = pre["output"] + r_o

@@ -46,17 +46,17 @@ def make_recurrent_layer(
         ConfigError: the cell config is not valid.
     """
     s = validate_cell_config(cell_cfg)
-    common = dict(
-        dropout=s.dropout,
-        recurrent_dropout=s.recurrent_dropout,
-        kernel_initializer=s.kernel_initializer,
-        recurrent_initializer=s.recurrent_initializer,
-        bias_initializer=s.bias_initializer,
-        return_sequences=return_sequences,
-        go_backwards=go_backwards,
-        stateful=stateful,
-        name=name,
-    )
+    common = {
+        "dropout": s.dropout,
+        "recurrent_dropout": s.recurrent_dropout,
+        "kernel_initializer": s.kernel_initializer,
+        "recurrent_initializer": s.recurrent_initializer,
+        "bias_initializer": s.bias_initializer,
+        "return_sequences": return_sequences,
+        "go_backwards": go_backwards,
+        "stateful": stateful,
+        "name": name,
+    }
     if s.impl == "custom":
         return CustomRecurrent(
             s.name, units, forget_bias=s.forget_bias, chrono_init=s.chrono_init, **common
@@ -205,14 +205,20 @@ def custom_twin(layer) -> keras.layers.Layer:
     if isinstance(layer, CustomRecurrent):
         return layer
     if isinstance(layer, keras.layers.Bidirectional):
-        forward = _twin_of_builtin(layer.forward_layer) if not isinstance(
-            layer.forward_layer, CustomRecurrent
-        ) else layer.forward_layer
-        backward = _twin_of_builtin(layer.backward_layer) if not isinstance(
-            layer.backward_layer, CustomRecurrent
-        ) else layer.backward_layer
+        forward = (
+            _twin_of_builtin(layer.forward_layer)
+            if not isinstance(layer.forward_layer, CustomRecurrent)
+            else layer.forward_layer
+        )
+        backward = (
+            _twin_of_builtin(layer.backward_layer)
+            if not isinstance(layer.backward_layer, CustomRecurrent)
+            else layer.backward_layer
+        )
         twin = keras.layers.Bidirectional(
-            forward, backward_layer=backward, merge_mode=layer.merge_mode,
+            forward,
+            backward_layer=backward,
+            merge_mode=layer.merge_mode,
             name=f"{layer.name}_twin",
         )
         if layer.built:

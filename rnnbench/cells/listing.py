@@ -14,8 +14,12 @@ def format_table(d: int, n: int) -> str:
     """The table `main` prints, for input size `d` and `n` units."""
     header = ("cell", f"params (d={d}, n={n})", "Keras built-in", "equations")
     rows = [
-        (spec.name, f"{spec.param_count(d, n):,}", "yes" if spec.has_builtin else "no",
-         spec.summary)
+        (
+            spec.name,
+            f"{spec.param_count(d, n):,}",
+            "yes" if spec.has_builtin else "no",
+            spec.summary,
+        )
         for spec in CELLS.values()
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(3)]

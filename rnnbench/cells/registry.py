@@ -12,8 +12,8 @@ peephole costs `n`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 #: Cell options a cell may accept (see `CellSpec.options`).
 CELL_OPTIONS = ("forget_bias", "chrono_init")
@@ -68,8 +68,7 @@ _SPECS = [
     CellSpec(
         name="lstm",
         summary=(
-            "i,f,o = σ(W x + U h + b); g = tanh(Wc x + Uc h + bc); "
-            "c' = f⊙c + i⊙g; h' = o⊙tanh(c')"
+            "i,f,o = σ(W x + U h + b); g = tanh(Wc x + Uc h + bc); c' = f⊙c + i⊙g; h' = o⊙tanh(c')"
         ),
         family="lstm",
         gates=("input", "forget", "output"),
@@ -81,8 +80,7 @@ _SPECS = [
     CellSpec(
         name="gru",
         summary=(
-            "z,r = σ(W x + U h + b); g = tanh(Wh x + bh + r⊙(Uh h + bh2)); "
-            "h' = z⊙h + (1−z)⊙g"
+            "z,r = σ(W x + U h + b); g = tanh(Wh x + bh + r⊙(Uh h + bh2)); h' = z⊙h + (1−z)⊙g"
         ),
         family="gru",
         gates=("update", "reset"),
@@ -94,10 +92,7 @@ _SPECS = [
     ),
     CellSpec(
         name="gru_v1",
-        summary=(
-            "z,r = σ(W x + U h + b); g = tanh(Wh x + Uh (r⊙h) + bh); "
-            "h' = z⊙h + (1−z)⊙g"
-        ),
+        summary=("z,r = σ(W x + U h + b); g = tanh(Wh x + Uh (r⊙h) + bh); h' = z⊙h + (1−z)⊙g"),
         family="gru",
         gates=("update", "reset"),
         has_builtin=True,

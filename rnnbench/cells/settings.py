@@ -128,12 +128,13 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
         if not _is_number(forget_bias) or not math.isfinite(forget_bias):
             raise ConfigError(f"cell.forget_bias={forget_bias!r} must be a finite number")
         forget_bias = float(forget_bias)
-    if chrono_init is not None:
-        if isinstance(chrono_init, bool) or not isinstance(chrono_init, int) or chrono_init < 2:
-            raise ConfigError(
-                f"cell.chrono_init={chrono_init!r} must be an integer T_max >= 2 "
-                "(the longest dependency, in steps)"
-            )
+    if chrono_init is not None and (
+        isinstance(chrono_init, bool) or not isinstance(chrono_init, int) or chrono_init < 2
+    ):
+        raise ConfigError(
+            f"cell.chrono_init={chrono_init!r} must be an integer T_max >= 2 "
+            "(the longest dependency, in steps)"
+        )
     if forget_bias is not None and chrono_init is not None:
         raise ConfigError(
             "cell.forget_bias and cell.chrono_init both set the forget-gate bias; "

@@ -18,10 +18,9 @@ import warnings
 from typing import Any
 
 import keras
-import numpy as np
 
 from rnnbench.diagnostics import artifacts
-from rnnbench.diagnostics.flow import FlowProfile, GradientFlow, summarize
+from rnnbench.diagnostics.flow import FLOW_BACKENDS, FlowProfile, GradientFlow, summarize
 from rnnbench.diagnostics.gradient_norms import recorder_of
 from rnnbench.diagnostics.recurrent import RecurrentProbe
 
@@ -116,7 +115,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         self.horizon_fraction = horizon_fraction
         self.title = title
         self.rows: list[tuple[int, FlowProfile, dict[str, float]]] = []
-        self._pending: tuple[FlowProfile, dict[str, float]] | None = None
+        self._pending: tuple[FlowProfile | None, dict[str, float]] | None = None
         self._recorder = None
         self._nonfinite_seen = 0
 
@@ -124,9 +123,15 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     def _build(self, jit_compile: bool) -> None:
         probe_model, self._sync_copy = stateless_copy(self.model)
         self.recurrent = RecurrentProbe(probe_model)
-        self.flow = GradientFlow(probe_model, self.loss, seq2seq=self.seq2seq,
-                                 jit_compile=jit_compile,
-                                 extra=self.recurrent.trace_statistics)
+        self.flow = None
+        if keras.backend.backend() in FLOW_BACKENDS:
+            self.flow = GradientFlow(probe_model, self.loss, seq2seq=self.seq2seq,
+                                     jit_compile=jit_compile,
+                                     extra=self.recurrent.trace_statistics)
+        else:
+            warnings.warn(f"diagnostics: no gradient flow on the {keras.backend.backend()} "
+                          f"backend (only {', '.join(FLOW_BACKENDS)}); the other "
+                          "diagnostics are computed", stacklevel=2)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._recorder = recorder_of(self.model.optimizer)
@@ -163,7 +168,8 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             self._nonfinite_seen = total
         if healthy and (epoch + 1) % self.every_n_epochs == 0:
             profile, probe_metrics = self._evaluate()
-            self.rows.append((epoch + 1, profile, self._flow_summary(probe_metrics)))
+            if profile is not None:
+                self.rows.append((epoch + 1, profile, self._flow_summary(probe_metrics)))
             metrics.update(probe_metrics)
         self._log(metrics, epoch + 1)
 
@@ -185,13 +191,16 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         plt.close(fig)
 
     # -- helpers --------------------------------------------------------------------
-    def _evaluate(self) -> tuple[FlowProfile, dict[str, float]]:
+    def _evaluate(self) -> tuple[FlowProfile | None, dict[str, float]]:
         if self._sync_copy is not None:
             self._sync_copy()
         self.recurrent.sync()
-        profile, extra = self.flow.compute(self.x, self.y)
-        metrics = summarize(profile, self.horizon_fraction)
-        metrics.update({k: float(np.asarray(v)) for k, v in extra.items()})
+        if self.flow is not None:
+            profile, extra = self.flow.compute(self.x, self.y)
+            metrics = summarize(profile, self.horizon_fraction)
+        else:
+            profile, extra, metrics = None, self.recurrent.trace_statistics(self.x), {}
+        metrics.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in extra.items()})
         metrics.update(self.recurrent.spectral_norms())
         return profile, metrics
 
@@ -199,8 +208,10 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     def _flow_summary(metrics: dict[str, float]) -> dict[str, float]:
         return {k: v for k, v in metrics.items() if k.startswith("grad_flow/")}
 
-    def _record(self, epoch: int, profile: FlowProfile, metrics: dict[str, float]) -> None:
-        self.rows.append((epoch, profile, self._flow_summary(metrics)))
+    def _record(self, epoch: int, profile: FlowProfile | None,
+                metrics: dict[str, float]) -> None:
+        if profile is not None:
+            self.rows.append((epoch, profile, self._flow_summary(metrics)))
         self._log(metrics, epoch)
 
     def _log(self, metrics: dict[str, float], step: int) -> None:

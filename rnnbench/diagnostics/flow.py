@@ -28,6 +28,10 @@ import numpy as np
 from keras import ops
 
 
+#: Backends the gradient flow is implemented for.
+FLOW_BACKENDS = ("tensorflow", "jax")
+
+
 def first_recurrent_layer(model: keras.Model) -> keras.layers.Layer:
     """The first layer named ``rnn_0`` or ``bi_rnn_0`` (see ``rnnbench.model``)."""
     for name in ("rnn_0", "bi_rnn_0"):
@@ -285,8 +289,8 @@ class GradientFlow:
                 self._compiled = self._build_jax()
             else:
                 raise NotImplementedError(
-                    f"gradient flow is implemented for the tensorflow and jax backends, "
-                    f"not {backend}")
+                    f"gradient flow is implemented for the {' and '.join(FLOW_BACKENDS)} "
+                    f"backends, not {backend}")
         out = {k: keras.ops.convert_to_numpy(v) for k, v in self._compiled(x, y).items()}
         profile = profile_from_norms(out.pop("norms"), out.pop("last"), out.pop("valid", None))
         return profile, out

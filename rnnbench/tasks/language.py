@@ -46,7 +46,13 @@ _NON_LETTERS = re.compile(r"[^a-z]+")
 
 @dataclass
 class RemoteFile:
-    """One file of a downloadable corpus: its name at the source and its fixed SHA-256."""
+    """One file of a downloadable corpus.
+
+    Args:
+        remote_name: the file's name in the source folder (and its member name).
+        sha256: its fixed SHA-256; a download that differs is refused.
+        size: its size in bytes, for the record.
+    """
 
     remote_name: str
     sha256: str
@@ -55,7 +61,18 @@ class RemoteFile:
 
 @dataclass
 class RemoteCorpus:
-    """A downloadable corpus: where it lives, its files, and how it splits."""
+    """A downloadable corpus: where it lives, its files, and how it splits.
+
+    Args:
+        base_url: the folder URL the files are fetched from (``task.mirror`` replaces it).
+        files: ``train``/``val``/``test`` (an official split in three files), ``archive``
+            (a zip whose ``members`` are read) or ``text`` (one file).
+        license: the corpus's licence.
+        citation: where it comes from, and where its split comes from.
+        members: split (or ``text``) → member path inside the archive.
+        default_clean: the cleaning ``task.clean=auto`` applies.
+        lines: whether word-level tokens end each line with ``<eos>``.
+    """
 
     base_url: str
     files: dict[str, RemoteFile]  # "train"/"val"/"test", or "archive"/"text"
@@ -124,8 +141,19 @@ GENSIM_FILES = {
 
 @dataclass
 class Corpus:
-    """Raw text of a corpus: ``texts`` has ``train``/``val``/``test`` (an official split)
-    or ``all`` (split by fractions later)."""
+    """Raw text of a corpus, before cleaning and tokenisation.
+
+    Args:
+        name: a short name.
+        texts: ``train``/``val``/``test`` (an official split) or ``all`` (split later by
+            ``task.val_fraction``/``task.test_fraction``).
+        digest: SHA-256 of the source files.
+        source: where the text came from (URL, package file or local path).
+        license: its licence.
+        default_clean: the cleaning ``task.clean=auto`` applies.
+        lines: whether word-level tokens end each line with ``<eos>``.
+        extra: more facts for the dataset record (checksum status, citation).
+    """
 
     name: str
     texts: dict[str, str]
@@ -231,6 +259,10 @@ def _remote_corpus(name: str, local: str | None, mirror: str | None) -> Corpus:
                     if found is None:
                         raise DataError(f"task.path={local}: {rf.remote_name} is not in that "
                                         f"folder (task.corpus={name}).")
+                elif len(spec.files) > 1:
+                    raise DataError(
+                        f"task.path={local}: task.corpus={name} needs a folder with "
+                        f"{', '.join(f.remote_name for f in spec.files.values())}.")
                 else:
                     found = src
                 checks[split] = _verify_local(found, rf.sha256)
@@ -652,7 +684,11 @@ class LanguageModelTask(Task):
 
 
 class WordLMTask(LanguageModelTask):
-    """Word-level language modeling: perplexity ``exp(mean NLL per word)``."""
+    """Word-level language modeling: perplexity ``exp(mean NLL per word)``.
+
+    Args:
+        cfg: the ``task`` node (:class:`rnnbench.tasks.configs.LanguageConfig`).
+    """
 
     name = "lm_word"
     level = "word"
@@ -663,7 +699,11 @@ class WordLMTask(LanguageModelTask):
 
 
 class CharLMTask(LanguageModelTask):
-    """Character-level language modeling: bits per character ``mean NLL / ln 2``."""
+    """Character-level language modeling: bits per character ``mean NLL / ln 2``.
+
+    Args:
+        cfg: the ``task`` node (:class:`rnnbench.tasks.configs.LanguageConfig`).
+    """
 
     name = "lm_char"
     level = "char"

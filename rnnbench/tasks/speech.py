@@ -86,7 +86,11 @@ class SequenceClassificationTask(Task):
     """Shared parts of the speech tasks: padded, masked inputs, a softmax head, accuracy
     and macro-F1. Subclasses implement :meth:`load` returning per-split lists of
     ``(frames, features)`` arrays and integer labels, the class names and the
-    :class:`DatasetInfo`."""
+    :class:`DatasetInfo`.
+
+    Args:
+        cfg: the ``task`` node of the subclass.
+    """
 
     family = "speech"
     kind = "seq2one"

@@ -207,7 +207,11 @@ def parse_monthly_table(text: str, source: str) -> np.ndarray:
 class SunspotsTask(SeriesTask):
     """Monthly mean sunspot numbers, January 1749 to June 2009 (3,126 values), from the
     raw file in the statsmodels wheel. The ~11-year cycle varies in length, so the
-    default ``season`` is 1: the baseline and MASE use the naive last-value forecast."""
+    default ``season`` is 1: the baseline and MASE use the naive last-value forecast.
+
+    Args:
+        cfg: the ``task`` node (:class:`rnnbench.tasks.configs.TimeSeriesConfig`).
+    """
 
     name = "sunspots"
 
@@ -229,7 +233,11 @@ class ElectricityTask(SeriesTask):
     """Half-hourly electricity demand in England and Wales, 5 June to 27 August 2000
     (4,032 values, megawatts; Taylor 2003), from the pmdarima wheel. Default: one week
     of history (336 steps) forecasts the next day (48 steps); the seasonal-naive
-    baseline repeats the same half-hour one week earlier (season 336)."""
+    baseline repeats the same half-hour one week earlier (season 336).
+
+    Args:
+        cfg: the ``task`` node (:class:`rnnbench.tasks.configs.TimeSeriesConfig`).
+    """
 
     name = "electricity"
 
@@ -252,7 +260,11 @@ class ElectricityTask(SeriesTask):
 
 class CsvSeriesTask(SeriesTask):
     """Any univariate series in a CSV file: ``task.path``, ``task.column`` (the values),
-    optional ``task.date_column`` (rows are sorted by it; it must parse as dates)."""
+    optional ``task.date_column`` (rows are sorted by it; it must parse as dates).
+
+    Args:
+        cfg: the ``task`` node (:class:`rnnbench.tasks.configs.TimeSeriesConfig`).
+    """
 
     name = "timeseries_csv"
 

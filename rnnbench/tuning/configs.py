@@ -5,9 +5,10 @@ imported before the backend is chosen. Each check raises
 :class:`~rnnbench.errors.ConfigError` naming the key, the value and what is allowed.
 
 ``TuneConfig`` is :class:`~rnnbench.config.RunConfig` plus ``tuner`` and
-``search_space``. Its inherited fields default to MISSING so that, when Hydra merges
-the schema after ``config.yaml`` (``conf/tune.yaml``), it adds the two new nodes and
-their types without resetting any value of the run config.
+``search_space``. All its fields default to MISSING: ``conf/tune.yaml`` merges it last,
+after the tuner and search-space groups (typed by ``/schema/tuner`` and
+``/schema/search_space``) and the whole run config (``config.yaml``, experiment
+overlays included), so it adds the root's type without resetting any value.
 """
 
 from __future__ import annotations
@@ -334,13 +335,16 @@ def check_unique_keys(where: str, specs: dict[str, HyperParamSpec]) -> None:
 
 
 def _tune_fields() -> list:
-    """RunConfig's fields with MISSING defaults, then ``tuner`` and ``search_space``."""
+    """RunConfig's fields, then ``tuner`` and ``search_space``, all MISSING: merged after
+    the run config and the tuner/search_space groups (which bring their own schema,
+    ``/schema/tuner`` and ``/schema/search_space``), the schema adds the root's type and
+    checks without resetting any value."""
     hints = get_type_hints(RunConfig)  # real types: rnnbench.config uses string annotations
     out = []
     for f in fields(RunConfig):
         out.append((f.name, hints[f.name], field(default=MISSING)))
-    out.append(("tuner", TunerConfig, field(default_factory=TunerConfig)))
-    out.append(("search_space", SearchSpaceConfig, field(default_factory=SearchSpaceConfig)))
+    out.append(("tuner", TunerConfig, field(default=MISSING)))
+    out.append(("search_space", SearchSpaceConfig, field(default=MISSING)))
     return out
 
 
