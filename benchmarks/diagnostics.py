@@ -1,29 +1,33 @@
-"""Overhead of the diagnostics: epoch time with diagnostics on / off, in one process.
+"""Overhead of the diagnostics: epoch time with diagnostics on / off.
 
-    python benchmarks/diagnostics.py [--epochs N] [--repeats R] [hydra overrides ...]
+    python benchmarks/diagnostics.py [--epochs N] [--pairs P] [hydra overrides ...]
 
-Runs the real training run (``rnnbench.train.run``, default config: co2, LSTM, 64
-units, XLA auto; MLflow's SQLite store in a temporary folder) with
-``diagnostics.enabled=false`` and ``=true`` (default frequency), in turns
-(off, on, off, on, …) so that load from other processes falls on both alike. Both
-variants train the same steps (same seed; early stopping is pushed past the last epoch).
+Runs the real training run (``rnnbench.train.run``; default config: co2, LSTM, 64 units,
+XLA auto; MLflow's SQLite store in a temporary folder) with ``diagnostics.enabled=false``
+and ``=true`` (at the default frequency unless overridden). The two runs of a pair are
+two processes started at the same moment, so that whatever else the machine is doing
+slows both alike (on a shared machine, load that changes from one minute to the next
+swamps a few percent when the runs take turns). Both train the same steps: same seed,
+early stopping pushed past the last epoch.
 
 Epoch time is the wall time between the moments when every callback has finished with
-one epoch and with the next (the first epoch is timed from the end of
-``on_train_begin``), so it holds the training steps (with the gradient-norm recording
-inside them), validation, the probe evaluation, the spectral norms and the MLflow
-writes of both the epoch logger and the diagnostics. The first epoch of every run
-(which compiles the train step) is left out; the ratio is the median epoch time with
-diagnostics over the median without. Printed separately: the one-off cost at the
-start (compiling the probe function, the evaluation before training) and at the end
-(artifacts), from the difference in ``fit`` time less the epochs' difference.
+one epoch and with the next (the first epoch from the end of ``on_train_begin``), so it
+holds the training steps with the gradient-norm recording inside them, validation, the
+probe evaluation, the spectral norms and the MLflow writes. The first epoch of every run
+(which compiles the train step) is left out. The ratio printed last is the median epoch
+time with diagnostics over the median without, over all pairs. Printed separately: the
+one-off cost at the start and end of ``fit`` (compiling the probe function, the
+evaluation before training, the artifacts), the difference in ``fit`` time less the
+epochs' difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=10, help="epochs per run")
-    p.add_argument("--repeats", type=int, default=2, help="runs per variant")
+    p.add_argument("--epochs", type=int, default=12, help="epochs per run")
+    p.add_argument("--pairs", type=int, default=2, help="pairs of runs (off, on)")
+    p.add_argument("--worker", choices=["on", "off"], help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config")
     return p.parse_args(argv)
 
@@ -52,17 +57,16 @@ def compose(overrides: list[str]):
         return config.to_object(hydra_compose("config", overrides=overrides))
 
 
-def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def worker(args) -> int:
+    """One run; prints its per-epoch times as JSON."""
     tmp = tempfile.mkdtemp(prefix="rnnbench-diag-bench-")
-    base = [f"train.epochs={args.epochs}", f"train.patience={args.epochs + 1}",
-            "train.verbose=0", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            "tracking.log_model=false", *args.overrides]
-    cfgs = {v: compose([*base, f"diagnostics.enabled={str(v == 'on').lower()}"])
-            for v in ("off", "on")}
+    cfg = compose([f"train.epochs={args.epochs}", f"train.patience={args.epochs + 1}",
+                   "train.verbose=0", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                   "tracking.log_model=false", *args.overrides,
+                   f"diagnostics.enabled={str(args.worker == 'on').lower()}"])
     from rnnbench import hardware
 
-    hardware.select_backend(cfgs["off"].backend.name)
+    hardware.select_backend(cfg.backend.name)
     import keras
 
     from rnnbench import callbacks, tracking, train
@@ -73,57 +77,61 @@ def main(argv=None) -> int:
         def __init__(self) -> None:
             super().__init__()
             self.times: list[float] = []
-            self.cpu: list[float] = []
 
         def on_train_begin(self, logs=None):
-            self._t, self._c = time.perf_counter(), time.process_time()
+            self._t = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            now, cpu = time.perf_counter(), time.process_time()
+            now = time.perf_counter()
             self.times.append(now - self._t)
-            self.cpu.append(cpu - self._c)
-            self._t, self._c = now, cpu
+            self._t = now
 
+    clock = EpochClock()
     real_hook = callbacks.diagnostics_callbacks
-    clocks: list[EpochClock] = []
+    callbacks.diagnostics_callbacks = lambda *a, **k: real_hook(*a, **k) + [clock]
+    result = train.run(cfg, train.RunContext(command="benchmark"))
+    fit = tracking.metric_history(result.run_id, "fit_time_s")[-1][1]
+    print("RESULT " + json.dumps({"epochs": clock.times, "fit": fit,
+                                  "config": {"task": cfg.task.name, "cell": cfg.cell.name,
+                                             "units": cfg.model.units,
+                                             "every": cfg.diagnostics.every_n_epochs,
+                                             "probe": cfg.diagnostics.probe_batch_size,
+                                             "xla": cfg.hardware.xla}}), flush=True)
+    return 0
 
-    def timed_hook(*a, **k):
-        clocks.append(EpochClock())
-        return real_hook(*a, **k) + [clocks[-1]]
 
-    callbacks.diagnostics_callbacks = timed_hook  # the clock goes last in the list
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        return worker(args)
     epochs: dict[str, list[float]] = {"off": [], "on": []}
-    cpu: dict[str, list[float]] = {"off": [], "on": []}
     extra: dict[str, list[float]] = {"off": [], "on": []}
-    try:
-        for rep in range(args.repeats):
-            for variant in ("off", "on"):
-                t0 = time.perf_counter()
-                result = train.run(cfgs[variant], train.RunContext(command="benchmark"))
-                wall = time.perf_counter() - t0
-                times = clocks[-1].times
-                epochs[variant] += times[1:]
-                cpu[variant] += clocks[-1].cpu[1:]
-                fit = tracking.metric_history(result.run_id, "fit_time_s")[-1][1]
-                extra[variant].append(fit - sum(times))
-                print(f"run {rep + 1} diagnostics {variant:>3}: {len(times)} epochs, "
-                      f"median epoch (2nd on) {statistics.median(times[1:]):.4f} s, "
-                      f"first epoch {times[0]:.2f} s, fit {fit:.2f} s, whole run "
-                      f"{wall:.1f} s", flush=True)
-    finally:
-        callbacks.diagnostics_callbacks = real_hook
+    config = {}
+    for pair in range(args.pairs):
+        procs = {v: subprocess.Popen(
+            [sys.executable, __file__, "--worker", v, "--epochs", str(args.epochs),
+             *args.overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for v in ("off", "on")}
+        for variant, proc in procs.items():
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                print(err[-3000:], file=sys.stderr)
+                return 1
+            res = json.loads(next(line for line in out.splitlines()
+                                  if line.startswith("RESULT "))[len("RESULT "):])
+            times, config = res["epochs"], res["config"]
+            epochs[variant] += times[1:]
+            extra[variant].append(res["fit"] - sum(times))
+            print(f"pair {pair + 1} diagnostics {variant:>3}: {len(times)} epochs, median "
+                  f"epoch (2nd on) {statistics.median(times[1:]):.4f} s, first epoch "
+                  f"{times[0]:.2f} s, fit {res['fit']:.2f} s", flush=True)
 
     off, on = statistics.median(epochs["off"]), statistics.median(epochs["on"])
-    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
-    cfg = cfgs["on"]
     print()
-    print(f"task {cfg.task.name}, cell {cfg.cell.name}, units {cfg.model.units}, "
-          f"batch {cfg.train.batch_size}, every_n_epochs {cfg.diagnostics.every_n_epochs}, "
-          f"probe {cfg.diagnostics.probe_batch_size}, xla {cfg.hardware.xla}; "
+    print(f"task {config['task']}, cell {config['cell']}, units {config['units']}, "
+          f"every_n_epochs {config['every']}, probe {config['probe']}, xla {config['xla']}; "
           f"{len(epochs['on'])} epochs timed per variant")
     print(f"median epoch time: diagnostics off {off:.4f} s, on {on:.4f} s")
-    print(f"median epoch CPU time of this process: off {cpu_off:.4f} s, on {cpu_on:.4f} s "
-          f"(ratio {cpu_on / cpu_off:.3f})")
     print(f"one-off cost outside the epochs (start + end of fit): "
           f"{statistics.median(extra['on']) - statistics.median(extra['off']):.2f} s")
     print(f"epoch time ratio (on / off): {on / off:.3f}")

@@ -22,6 +22,8 @@ from scipy import stats as sps
 
 from rnnbench.report.cli import main as report_main
 
+pytestmark = pytest.mark.slow  # the store takes ~10 s to build on a busy 2-core machine
+
 T0 = 1_790_000_000_000  # fixed start times: the report shows times from the data only
 
 

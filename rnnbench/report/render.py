@@ -27,22 +27,30 @@ from rnnbench.report.analysis import Analysis, TaskSection, natural_key, shorten
 
 @dataclass
 class Heading:
+    """A heading of ``level`` 1–3."""
+
     level: int
     text: str
 
 
 @dataclass
 class Para:
+    """A paragraph; `code` and **bold** are kept in HTML too."""
+
     text: str
 
 
 @dataclass
 class Bullets:
+    """A bulleted list."""
+
     items: list[str]
 
 
 @dataclass
 class Code:
+    """A block of commands, shown verbatim."""
+
     text: str
 
 
@@ -60,6 +68,8 @@ class Table:
 
 @dataclass
 class Figure:
+    """A PNG figure: ``figures/<name>.png`` next to the Markdown, embedded in the HTML."""
+
     name: str
     png: bytes
     caption: str
@@ -67,6 +77,8 @@ class Figure:
 
 @dataclass
 class Document:
+    """A report: its title and its blocks, in order."""
+
     title: str
     blocks: list[Any] = field(default_factory=list)
 
