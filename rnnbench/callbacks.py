@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import math
 import time
-import weakref
 from typing import Any
 
 import keras
@@ -78,20 +77,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch's Keras metrics (train and ``val_``), its wall time and its
-    throughput to the MLflow run, with ``step`` = epoch number (1-based).
-
-    ``epoch_time_s`` runs from this callback's ``on_epoch_begin`` to its
-    ``on_epoch_end``: training and validation, not what callbacks after it do at the
-    end of the epoch. Other callbacks of the same run (the diagnostics) hand their
-    metrics to :meth:`defer`; those go out with the next epoch's write or at the end of
-    training, so that the run costs one store write per epoch.
-
-    Args:
-        run: the open run (``rnnbench.tracking.Run``).
-        batch_size: examples per step, for the throughput.
-    """
-
-    _by_run: "weakref.WeakValueDictionary[str, EpochLogger]" = weakref.WeakValueDictionary()
+    throughput to the MLflow run, with ``step`` = epoch number (1-based)."""
 
     def __init__(self, run: Any, batch_size: int) -> None:
         super().__init__()
@@ -99,27 +85,6 @@ class EpochLogger(keras.callbacks.Callback):
         self.batch_size = batch_size
         self._t0 = 0.0
         self._steps = 0
-        self._deferred: list[tuple[int, dict[str, float]]] = []
-        EpochLogger._by_run[run.run_id] = self
-
-    @classmethod
-    def of_run(cls, run: Any) -> "EpochLogger | None":
-        """The EpochLogger writing to ``run``, if one was made."""
-        return cls._by_run.get(getattr(run, "run_id", None))
-
-    def defer(self, metrics: dict[str, float], step: int) -> None:
-        """Queue ``metrics`` at ``step`` for the next write."""
-        if metrics:
-            self._deferred.append((step, dict(metrics)))
-
-    def flush(self, rows: list[tuple[int, dict[str, float]]] | None = None) -> None:
-        """Write ``rows`` and everything deferred, in one write."""
-        rows = [*(rows or []), *self._deferred]
-        self._deferred = []
-        if rows:
-            from rnnbench import tracking
-
-            tracking.log_metric_steps(self.run, rows)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._t0 = time.perf_counter()
@@ -136,10 +101,7 @@ class EpochLogger(keras.callbacks.Callback):
         metrics["epoch_time_s"] = seconds
         if seconds > 0:
             metrics["throughput_samples_per_s"] = self._steps * self.batch_size / seconds
-        self.flush([(epoch + 1, metrics)])
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.flush()
+        self.run.log_metrics(metrics, step=epoch + 1)
 
 
 def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, cell: str) -> None:
@@ -192,7 +154,6 @@ def diagnostics_callbacks(cfg: Any, task: Any, data: Any, model: Any, run: Any) 
     probe = draw_probe(task, data, diag.probe_batch_size, cfg.seed)
     return [DiagnosticsCallback(
         run, probe, loss=task.loss(), seq2seq=task.kind == "seq2seq",
-        writer=EpochLogger.of_run(run),
         every_n_epochs=diag.every_n_epochs, horizon_fraction=diag.horizon_fraction,
         title=f"{task.name} · {cfg.cell.name} · seed {cfg.seed}",
     )]

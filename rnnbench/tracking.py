@@ -385,19 +385,6 @@ def child_runs(parent_run_id: str, filter_string: str = "") -> list:
     return search_runs([name], query)
 
 
-# ---- several steps in one write (rnnbench.callbacks: epoch metrics and diagnostics) ------
-
-@retry_locked
-def log_metric_steps(run: Run, rows: list[tuple[int, dict[str, float]]]) -> None:
-    """Log the metrics of several steps, ``[(step, {name: value})]``, in one write: each
-    write to the store costs about the same whatever it holds."""
-    now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for step, metrics in rows
-             for k, v in metrics.items() if v is not None]
-    for i in range(0, len(items), 500):
-        run.client.log_batch(run.run_id, metrics=items[i:i + 500])
-
-
 @retry_locked
 def init_sqlite_store(uri: str) -> None:
     """Open a SQLite store under an exclusive lock on its folder. Processes that open a
@@ -412,8 +399,11 @@ def init_sqlite_store(uri: str) -> None:
     folder = Path(uri[len("sqlite:///"):]).resolve().parent
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): go on
+            pass
         mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates the tables
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        os.close(fd)  # closing the descriptor releases the lock
+

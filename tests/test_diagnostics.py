@@ -18,8 +18,8 @@ from rnnbench.diagnostics import (
     profile_from_norms,
     attach,
     recorder_of,
+    detached_copy,
     spectral_norm,
-    stateless_copy,
     summarize,
 )
 
@@ -442,21 +442,26 @@ def test_rnn_has_no_gate_metrics_and_gru_twin_follows_training():
 
 # -- stateful models -------------------------------------------------------------------------------
 
-def test_stateless_copy_leaves_the_training_states_alone():
+def test_detached_copy_leaves_the_training_states_alone():
     inp = keras.Input(batch_shape=(4, 5, 2), name="inputs")
     h = keras.layers.LSTM(3, stateful=True, name="rnn_0")(inp)
     model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
     model(np.ones((4, 5, 2), "float32"))
     before = [np.asarray(s) for s in model.get_layer("rnn_0").states]
-    copy, sync = stateless_copy(model)
-    assert copy is not model and sync is not None
+    copy, sync = detached_copy(model)
+    assert not copy.get_layer("rnn_0").stateful
     x = np.random.default_rng(0).normal(size=(7, 5, 2)).astype("float32")  # another size
     profile, _ = GradientFlow(copy, "mse", seq2seq=False).compute(x, np.zeros((7, 1)))
     assert profile.max_lag == 4 and np.all(profile.g > 0)
     for a, b in zip(before, model.get_layer("rnn_0").states):
         np.testing.assert_array_equal(a, np.asarray(b))
-    plain = linear_rnn(4, 0.5)
-    assert stateless_copy(plain) == (plain, None)
+    # the copy has weights of its own; sync() brings them level with the model's
+    kernel = model.get_layer("rnn_0").cell.kernel
+    kernel.assign(np.asarray(kernel) + 1.0)
+    copied = copy.get_layer("rnn_0").cell.kernel
+    assert not np.allclose(np.asarray(copied), np.asarray(kernel))
+    sync()
+    np.testing.assert_array_equal(np.asarray(copied), np.asarray(kernel))
 
 
 # -- the callback, with MLflow's own SQLite store -------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rnnbench.diagnostics.callback import DiagnosticsCallback, stateless_copy
+from rnnbench.diagnostics.callback import DiagnosticsCallback, detached_copy
 from rnnbench.diagnostics.flow import FlowProfile, GradientFlow, profile_from_norms, summarize
 from rnnbench.diagnostics.gradient_norms import GradientNormRecorder, attach, recorder_of
 from rnnbench.diagnostics.recurrent import RecurrentProbe, gate_statistics, spectral_norm
@@ -27,12 +27,12 @@ __all__ = [
     "GradientNormRecorder",
     "RecurrentProbe",
     "attach",
+    "detached_copy",
     "draw_probe",
     "gate_statistics",
     "profile_from_norms",
     "recorder_of",
     "spectral_norm",
-    "stateless_copy",
     "summarize",
 ]
 

@@ -1,10 +1,21 @@
 """The Keras callback that computes the diagnostics during ``fit`` and logs them to MLflow.
 
 Per epoch (step = epoch, 1-based): the gradient-norm statistics of the epoch's steps
-(read once from the optimizer). Before training (step = the initial epoch, 0 for a
-fresh run) and after every ``every_n_epochs``-th epoch: the gradient-flow summaries,
-the gate statistics on the probe batch and the spectral norms. At the end of training:
-the gradient-flow profiles as artifacts under ``diagnostics/``.
+(read once from the recorder). Before training (step = the initial epoch, 0 for a fresh
+run) and after every ``every_n_epochs``-th epoch: the gradient-flow summaries, the gate
+statistics on the probe batch and the spectral norms. At the end of training: the
+gradient-flow profiles as artifacts under ``diagnostics/``.
+
+Where the time goes: on the default task an epoch is only 25 steps, and one probe
+evaluation (a forward and backward pass through time plus a gate trace, on 32
+sequences) costs about as much as one or two training steps; MLflow's SQLite store
+takes about 0.7 ms per metric written. So the probe runs on a copy of the model whose
+weights are refreshed at the end of the epoch (a few assignments), and the evaluation
+and the MLflow writes go to one worker thread, which works while the next epoch trains.
+At most one evaluation is in flight: the next epoch end waits for it, and the end of
+training waits for the last one before the artifacts are written. A model that cannot
+be copied (a layer Keras cannot rebuild from its config) is probed in place, in the
+training thread.
 
 An epoch with a non-finite loss or gradient logs its gradient-norm statistics (over its
 finite steps) but no probe evaluation: the weights may no longer be finite, and the
@@ -15,7 +26,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
 
 import keras
 
@@ -25,37 +37,34 @@ from rnnbench.diagnostics.gradient_norms import recorder_of
 from rnnbench.diagnostics.recurrent import RecurrentProbe
 
 
-def _all_layers(model: keras.Model) -> list:
-    out = []
-    for layer in model.layers:
-        out.append(layer)
-        if isinstance(layer, keras.layers.Bidirectional):
-            out += [layer.forward_layer, layer.backward_layer]
-    return out
-
-
-def stateless_copy(model: keras.Model) -> tuple[keras.Model, Any]:
-    """``(copy, sync)``: for a model with stateful layers, a copy without carried state
-    and any batch size (the probe must not disturb the training states), and a
-    function copying the model's current weights into it; ``(model, None)`` otherwise."""
-    if not any(getattr(layer, "stateful", False) for layer in _all_layers(model)):
-        return model, None
-
-    def unstate(node: Any) -> Any:
-        if isinstance(node, dict):
-            node = {k: unstate(v) for k, v in node.items()}
-            if node.get("stateful") is True:
-                node["stateful"] = False
-            if isinstance(node.get("batch_shape"), (list, tuple)):
-                node["batch_shape"] = [None, *list(node["batch_shape"])[1:]]
-            return node
-        if isinstance(node, list):
-            return [unstate(v) for v in node]
+def _unstate(node: Any) -> Any:
+    """A layer config tree without carried state and with a free batch size."""
+    if isinstance(node, dict):
+        node = {k: _unstate(v) for k, v in node.items()}
+        if node.get("stateful") is True:
+            node["stateful"] = False
+        if isinstance(node.get("batch_shape"), (list, tuple)):
+            node["batch_shape"] = [None, *list(node["batch_shape"])[1:]]
         return node
+    if isinstance(node, list):
+        return [_unstate(v) for v in node]
+    return node
 
-    copy = model.__class__.from_config(unstate(model.get_config()))
+
+def detached_copy(model: keras.Model) -> tuple[keras.Model, Callable[[], None]]:
+    """``(copy, sync)``: a copy of ``model`` with weights of its own, rebuilt from its
+    config without carried state (stateful layers) and with any batch size, and a
+    function that copies the model's current weights into it.
+
+    Raises whatever Keras raises when the model cannot be rebuilt from its config.
+    """
+    copy = model.__class__.from_config(_unstate(model.get_config()))
     by_path = {v.path: v for v in copy.weights}
     pairs = [(by_path[v.path], v) for v in model.weights if v.path in by_path]
+    missing = [v.path for v in copy.trainable_weights
+               if v.path not in {dst.path for dst, _ in pairs}]
+    if missing:
+        raise ValueError(f"the copy has weights the model does not: {missing}")
 
     def sync() -> None:
         for dst, src in pairs:
@@ -96,32 +105,39 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         every_n_epochs: evaluate the probe after every n-th epoch (and before training).
         horizon_fraction: the fraction of ``g(T)`` that defines the effective horizon.
         title: the heatmap's title.
-        writer: optional object with ``defer(metrics, step)`` and ``flush()`` that
-            writes the metrics together with its own (``rnnbench.callbacks.EpochLogger``
-            of the same run: one store write per epoch instead of two); None: each
-            epoch's metrics are written to ``run`` at once.
+        background: evaluate and write in a worker thread while the next epoch trains
+            (see the module docstring); False: in the training thread, at the epoch end.
     """
 
     def __init__(self, run: Any, probe: tuple[Any, Any], *, loss: Any, seq2seq: bool,
                  every_n_epochs: int = 1, horizon_fraction: float = 0.01,
-                 title: str = "", writer: Any = None) -> None:
+                 title: str = "", background: bool = True) -> None:
         super().__init__()
         self.run = run
-        self.writer = writer
         self.x, self.y = probe
         self.loss = loss
         self.seq2seq = seq2seq
         self.every_n_epochs = every_n_epochs
         self.horizon_fraction = horizon_fraction
         self.title = title
+        self.background = background
         self.rows: list[tuple[int, FlowProfile, dict[str, float]]] = []
         self._pending: tuple[FlowProfile | None, dict[str, float]] | None = None
-        self._recorder = None
+        self._recorder: Any = None
         self._nonfinite_seen = 0
+        self._worker: ThreadPoolExecutor | None = None
+        self._job: Future | None = None
 
     # -- set-up ---------------------------------------------------------------------
     def _build(self, jit_compile: bool) -> None:
-        probe_model, self._sync_copy = stateless_copy(self.model)
+        try:
+            probe_model, self._sync_copy = detached_copy(self.model)
+        except Exception as exc:  # a layer that cannot be rebuilt from its config
+            if any(getattr(layer, "stateful", False) for layer in _all_layers(self.model)):
+                raise
+            warnings.warn(f"diagnostics: probing the training model itself ({exc})",
+                          stacklevel=2)
+            probe_model, self._sync_copy = self.model, None
         self.recurrent = RecurrentProbe(probe_model)
         self.flow = None
         if keras.backend.backend() in FLOW_BACKENDS:
@@ -135,11 +151,11 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._recorder = recorder_of(self.model.optimizer)
-        self._nonfinite_seen = (self._recorder.nonfinite_steps()
-                                if self._recorder else 0)
+        self._nonfinite_seen = self._recorder.nonfinite_steps() if self._recorder else 0
         jit = probe_jit_compile(self.model)
         self._build(jit)
         try:
+            self._snapshot()
             self._pending = self._evaluate()  # compiles the probe function once, here
         except Exception as exc:  # e.g. an op XLA cannot compile: retry without XLA
             if not jit:
@@ -147,7 +163,10 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             warnings.warn(f"diagnostics: probe not compiled with XLA ({exc}); "
                           "running it without XLA", stacklevel=2)
             self._build(False)
+            self._snapshot()
             self._pending = self._evaluate()
+        if self.background and self._sync_copy is not None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="rnnbench-diagnostics")
 
     # -- per epoch ------------------------------------------------------------------
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -156,7 +175,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         if self._pending is not None:
             profile, metrics = self._pending
             self._pending = None
-            self._record(epoch, profile, metrics)
+            self._submit(self._record, epoch, profile, metrics)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics: dict[str, float] = {}
@@ -166,19 +185,22 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             total = self._recorder.nonfinite_steps()
             healthy = healthy and total == self._nonfinite_seen
             self._nonfinite_seen = total
-        if healthy and (epoch + 1) % self.every_n_epochs == 0:
-            profile, probe_metrics = self._evaluate()
-            if profile is not None:
-                self.rows.append((epoch + 1, profile, self._flow_summary(probe_metrics)))
-            metrics.update(probe_metrics)
-        self._log(metrics, epoch + 1)
+        evaluate = healthy and (epoch + 1) % self.every_n_epochs == 0
+        self._wait()  # the copy is free again
+        if evaluate:
+            self._snapshot()
+        self._submit(self._finish_epoch, epoch + 1, metrics, evaluate)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self._pending is not None:  # no epoch ran
-            self._record(0, *self._pending)
-            self._pending = None
-        if self.writer is not None:
-            self.writer.flush()
+        try:
+            if self._pending is not None:  # no epoch ran
+                self._record(0, *self._pending)
+                self._pending = None
+            self._wait()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
         if not self.rows:
             return
         table = artifacts.profile_table(self.rows, self.horizon_fraction)
@@ -191,10 +213,26 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         plt.close(fig)
 
     # -- helpers --------------------------------------------------------------------
-    def _evaluate(self) -> tuple[FlowProfile | None, dict[str, float]]:
+    def _submit(self, fn: Callable, *args: Any) -> None:
+        if self._worker is None:
+            fn(*args)
+        else:
+            self._wait()
+            self._job = self._worker.submit(fn, *args)
+
+    def _wait(self) -> None:
+        """Wait for the job in flight; its exception, if any, is raised here."""
+        if self._job is not None:
+            job, self._job = self._job, None
+            job.result()
+
+    def _snapshot(self) -> None:
+        """Copy the weights the probe reads (training thread, between epochs)."""
         if self._sync_copy is not None:
             self._sync_copy()
         self.recurrent.sync()
+
+    def _evaluate(self) -> tuple[FlowProfile | None, dict[str, float]]:
         if self.flow is not None:
             profile, extra = self.flow.compute(self.x, self.y)
             metrics = summarize(profile, self.horizon_fraction)
@@ -204,21 +242,34 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         metrics.update(self.recurrent.spectral_norms())
         return profile, metrics
 
+    def _finish_epoch(self, step: int, metrics: dict[str, float], evaluate: bool) -> None:
+        if evaluate:
+            profile, probe_metrics = self._evaluate()
+            metrics = {**metrics, **probe_metrics}
+            if profile is not None:
+                self.rows.append((step, profile, self._flow_summary(probe_metrics)))
+        self._log(metrics, step)
+
     @staticmethod
     def _flow_summary(metrics: dict[str, float]) -> dict[str, float]:
         return {k: v for k, v in metrics.items() if k.startswith("grad_flow/")}
 
-    def _record(self, epoch: int, profile: FlowProfile | None,
+    def _record(self, step: int, profile: FlowProfile | None,
                 metrics: dict[str, float]) -> None:
         if profile is not None:
-            self.rows.append((epoch, profile, self._flow_summary(metrics)))
-        self._log(metrics, epoch)
+            self.rows.append((step, profile, self._flow_summary(metrics)))
+        self._log(metrics, step)
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        if not metrics:
-            return
-        if self.writer is not None:
-            self.writer.defer(metrics, step)
-        else:
+        if metrics:
             self.run.log_metrics(metrics, step=step)
+
+
+def _all_layers(model: keras.Model) -> list:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.layers.Bidirectional):
+            out += [layer.forward_layer, layer.backward_layer]
+    return out

@@ -343,13 +343,34 @@ def _tune_fields() -> list:
     out = []
     for f in fields(RunConfig):
         out.append((f.name, hints[f.name], field(default=MISSING)))
-    out.append(("tuner", TunerConfig, field(default=MISSING)))
-    out.append(("search_space", SearchSpaceConfig, field(default=MISSING)))
+    # Any: a user's own tuner or space file may leave out its schema line; _tune_post_init
+    # builds (and checks) the dataclass then
+    out.append(("tuner", Any, field(default=MISSING)))
+    out.append(("search_space", Any, field(default=MISSING)))
     return out
+
+
+def _build(cls: type, node: Any, key: str) -> Any:
+    """``cls`` from a plain mapping (a config file without its schema line)."""
+    if isinstance(node, cls):
+        return node
+    if not isinstance(node, dict):
+        raise ConfigError(f"{key} must be a mapping of {cls.__name__} keys, not {node!r}.")
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(node) - allowed)
+    if unknown:
+        raise ConfigError(f"{key}: unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}.")
+    values = dict(node)
+    if cls is TunerConfig and isinstance(values.get("distributed"), dict):
+        values["distributed"] = _build(DistributedConfig, values["distributed"],
+                                       f"{key}.distributed")
+    return cls(**values)
 
 
 def _tune_post_init(self: Any) -> None:
     RunConfig.__post_init__(self)
+    self.tuner = _build(TunerConfig, self.tuner, "tuner")
+    self.search_space = _build(SearchSpaceConfig, self.search_space, "search_space")
     space = self.search_space
     if not any(spec.type != "fixed" for spec in space.params.values()):
         raise ConfigError(f"search_space={space.name}: search_space.params has nothing to "
