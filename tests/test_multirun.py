@@ -35,9 +35,9 @@ def test_parallel_multirun_on_sqlite_then_rerun_skips_finished_jobs(tmp_path):
     assert len(names) == 1 and "(cell, debug, diagnostics.enabled" in names.pop()
     assert sorted(r.data.tags["sweep_job"] for r in runs) == ["0", "1"]
 
-    # the same multirun plus a new seed (Hydra gives it a new sweep folder): the two
-    # FINISHED jobs are skipped, the two new ones run
-    again = run_cli([*joblib, "cell=rnn,gru", "seed=0,1", *FAST], tmp_path, timeout=600)
+    # the same multirun plus a new seed (Hydra gives it a new sweep folder; the default
+    # launcher this time, one process): the two FINISHED jobs are skipped, the new ones run
+    again = run_cli(["-m", "cell=rnn,gru", "seed=0,1", *FAST], tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipped: this exact config already FINISHED") == 2
     runs2 = store_runs(tmp_path)

@@ -300,6 +300,17 @@ def test_scores_and_unigram_baseline_are_exact(tmp_path):
     nll = -np.log(p[test_t]).mean()
     assert base["nll"] == pytest.approx(nll)
     assert base["bpc"] == pytest.approx(nll / math.log(2))
+    # the head starts at the unigram: with its kernel zeroed the model IS the baseline,
+    # and the task's exact evaluation must then give the baseline's numbers
+    import keras
+
+    inputs, feats = task.build_inputs(data)
+    model = keras.Model(inputs, task.build_head(keras.layers.LSTM(4, return_sequences=True)(
+        feats), data))
+    head = model.get_layer("logits")
+    head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
+    total, count = task.nll(model, data, "test")
+    assert total / count == pytest.approx(nll, rel=1e-5)
     word = language.WordLMTask(lm_cfg())
     assert word._scores(2.0) == {"perplexity": pytest.approx(math.exp(2.0)), "nll": 2.0}
 

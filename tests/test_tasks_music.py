@@ -63,6 +63,18 @@ def test_chorale_subset_splits_without_overlap(tmp_path, monkeypatch):
     assert 2 <= voices.mean() <= 4.5  # four-part chorales
     base = task.baselines(data)
     assert 5 < base["nll"] < 30
+    # the head starts at the key priors: with its kernel zeroed, the model IS the baseline,
+    # and the task's exact evaluation must then give the baseline's numbers
+    import keras
+
+    inputs, feats = task.build_inputs(data)
+    h = keras.layers.LSTM(4, return_sequences=True)(feats)
+    model = keras.Model(inputs, task.build_head(h, data))
+    head = model.get_layer("key_logits")
+    head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
+    got = task.evaluate(model, data, "test")
+    assert got["nll"] == pytest.approx(base["nll"], rel=1e-5)
+    assert got["frame_accuracy"] == pytest.approx(base["frame_accuracy"])
     # the second time every roll comes from the cache
     entries = list((tmp_path / "cache" / "arrays" / "chorales").glob("*.npz"))
     assert len(entries) == 6

@@ -151,15 +151,16 @@ def _split_at_first_recurrent(model: keras.Model) -> tuple[Any, keras.Model, int
 class GradientFlow:
     """Computes the gradient-flow profile of a model on a probe batch.
 
-    Builds one compiled function (XLA when ``jit_compile``) on first use and reuses it
-    for every later call, as long as the probe's shapes stay the same.
+    Builds one compiled function on first use and reuses it for every later call, as
+    long as the probe's shapes stay the same: a TensorFlow graph (XLA when
+    ``jit_compile``), or on JAX a ``jax.jit`` function.
 
     Args:
         model: a functional model whose first recurrent layer is ``rnn_0`` or
             ``bi_rnn_0``.
         loss: the task's loss (``Task.loss()``).
         seq2seq: whether the model outputs one prediction per step.
-        jit_compile: compile with XLA (TensorFlow and JAX backends).
+        jit_compile: compile the TensorFlow graph with XLA.
         extra: optional ``fn(inputs) -> dict`` of more tensors to compute in the same
             compiled call on the model inputs (e.g. gate traces).
     """
@@ -182,23 +183,24 @@ class GradientFlow:
         out = self.front(x, training=False)
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
-    def _loss_sum(self, features: Any, rest: list, y: Any, last: Any) -> Any:
-        feeds = [features, *rest]
-        with warnings.catch_warnings():
-            # the features may carry the front's mask; the back model takes the mask
-            # as an input of its own, which Keras does not know when it warns
-            warnings.filterwarnings("ignore", message=".*does not support masking.*")
-            pred = self.back(feeds if len(feeds) > 1 else feeds[0], training=False)
+    def _loss_sum(self, pred: Any, y: Any, last: Any) -> Any:
+        """The sum over the examples of the loss at each one's final step."""
         if isinstance(pred, (list, tuple)):
             pred = pred[0]
         if self.seq2seq:
             pred = _take_step(pred, last)
             y = _take_step(ops.convert_to_tensor(y), last)
         losses = ops.cast(self.loss_fn(y, pred), "float32")
-        has_step = ops.cast(last >= 0, "float32")
         if len(losses.shape) > 1:
             losses = ops.sum(ops.reshape(losses, (losses.shape[0], -1)), axis=1)
-        return ops.sum(losses * has_step)
+        return ops.sum(losses * ops.cast(last >= 0, "float32"))
+
+    def _back(self, feeds: list) -> Any:
+        with warnings.catch_warnings():
+            # the features may carry the front's mask; the back model takes the mask
+            # as an input of its own, which Keras does not know when it warns
+            warnings.filterwarnings("ignore", message=".*does not support masking.*")
+            return self.back(feeds if len(feeds) > 1 else feeds[0], training=False)
 
     @staticmethod
     def _mask_of(rest: list) -> Any | None:
@@ -217,7 +219,7 @@ class GradientFlow:
             last = last_valid_index(mask, features)
             with tf.GradientTape() as tape:
                 tape.watch(features)
-                total = self._loss_sum(features, rest, y, last)
+                total = self._loss_sum(self._back([features, *rest]), y, last)
             grad = tape.gradient(total, features)
             out = {"norms": tf.norm(tf.cast(grad, tf.float32), axis=-1), "last": last}
             if mask is not None:
@@ -247,15 +249,7 @@ class GradientFlow:
                 fs = [f, *rest]
                 pred, _ = back.stateless_call(*back_vars, fs if len(fs) > 1 else fs[0],
                                               training=False)
-                if isinstance(pred, (list, tuple)):
-                    pred = pred[0]
-                yy = y
-                if self.seq2seq:
-                    pred, yy = _take_step(pred, last), _take_step(y, last)
-                losses = ops.cast(self.loss_fn(yy, pred), "float32")
-                if len(losses.shape) > 1:
-                    losses = ops.sum(ops.reshape(losses, (losses.shape[0], -1)), axis=1)
-                return ops.sum(losses * ops.cast(last >= 0, "float32"))
+                return self._loss_sum(pred, y, last)
 
             grad = jax.grad(loss_sum)(features)
             out = {"norms": ops.sqrt(ops.sum(ops.square(ops.cast(grad, "float32")), axis=-1)),
@@ -264,7 +258,7 @@ class GradientFlow:
                 out["valid"] = mask
             return out
 
-        fn = jax.jit(step) if self.jit_compile else step
+        fn = jax.jit(step)  # JAX has no graph mode short of jit
 
         def call(x, y):
             def values(m):

@@ -627,9 +627,13 @@ class LanguageModelTask(Task):
         return inputs, x
 
     def build_head(self, h, data: TaskData):
+        """Logits over the vocabulary; their biases start at the train unigram's log
+        probabilities, so training starts from the unigram baseline, not from ln V."""
         import keras
 
-        return keras.layers.Dense(data.vocab_size, dtype="float32", name="logits")(h)
+        prior = self.unigram_logprob(data).astype(np.float32).tolist()
+        return keras.layers.Dense(data.vocab_size, dtype="float32", name="logits",
+                                  bias_initializer=keras.initializers.Constant(prior))(h)
 
     def loss(self):
         import keras
@@ -674,11 +678,16 @@ class LanguageModelTask(Task):
         total, count = self.nll(model, data, split)
         return self._scores(total / max(count, 1.0))
 
-    def baselines(self, data: TaskData) -> dict[str, float]:
-        """The unigram model of the train split (add-one smoothed) on the test split."""
+    @staticmethod
+    def unigram_logprob(data: TaskData) -> np.ndarray:
+        """Log probabilities of the train split's unigram model (add-one smoothed)."""
         v = data.vocab_size
         counts = np.bincount(data.meta["ids"]["train"][1:], minlength=v).astype(np.float64)
-        logp = np.log((counts + 1.0) / (counts.sum() + v))
+        return np.log((counts + 1.0) / (counts.sum() + v))
+
+    def baselines(self, data: TaskData) -> dict[str, float]:
+        """The unigram model of the train split (add-one smoothed) on the test split."""
+        logp = self.unigram_logprob(data)
         test_targets = data.meta["ids"]["test"][1:]
         return self._scores(float(-logp[test_targets].mean()))
 

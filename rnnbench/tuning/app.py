@@ -174,6 +174,8 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
         raise exc.error from None
     except RuntimeError as exc:
         if CONSECUTIVE_FAILURES not in str(exc).lower():
+            if role != "worker":
+                record.finish("FAILED", reason=f"{type(exc).__name__}: {exc}")
             raise
         n = t.max_consecutive_failed_trials
         summary = _summary(plan, tuner.oracle, record)

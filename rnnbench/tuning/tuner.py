@@ -130,8 +130,8 @@ class HookedOracle:
     @kt.synchronized
     def create_trial(self, tuner_id: str) -> Any:
         trial = super().create_trial(tuner_id)
-        if trial.status == TrialStatus.RUNNING and self.hooks is not None:
-            self.hooks.trial_begin(self, trial)
+        if trial.status == TrialStatus.RUNNING:
+            self._call_hook("trial_begin", trial)
         return trial
 
     @kt.synchronized
@@ -141,10 +141,20 @@ class HookedOracle:
             super().end_trial(trial)
         except RuntimeError as exc:  # keras-tuner's consecutive-failure limit
             error = exc
-        if self.hooks is not None:
-            self.hooks.trial_end(self, self.trials[trial.trial_id], error)
+        self._call_hook("trial_end", self.trials[trial.trial_id], error)
         if error is not None:
             raise error
+
+    def _call_hook(self, name: str, *args: Any) -> None:
+        # The hooks only report. An error in them (the tracking server went away) must not
+        # escape: keras-tuner's @synchronized would keep the oracle's lock held for good.
+        if self.hooks is None:
+            return
+        try:
+            getattr(self.hooks, name)(self, *args)
+        except Exception as exc:
+            print(f"[{self.hooks.plan.sweep_id}] warning: could not record the trial "
+                  f"({type(exc).__name__}: {exc})", flush=True)
 
 
 HOOKED = {name: type(f"Sweep{cls.__name__}", (HookedOracle, cls), {})
