@@ -16,7 +16,7 @@ turn. The last columns give the process CPU time per step (best turn) and the GF
 ratio to Keras's LSTM computed from it: on a machine shared with other jobs, CPU time
 is much less disturbed than wall time (it does count threads' spin-waits).
 
-FLOPs count only the cell's own matrix products. A 2-D weight `W` of shape `r × c`
+FLOPs count only the cell's own matrix products. A kernel `W` of shape `r × c`
 (input kernel, recurrent kernel, fgr's gate recurrence) is applied once per step to a
 `B × r` operand: `2·B·r·c` forward FLOPs per step. A training step is about three
 times the forward work (forward, gradient w.r.t. the operand, gradient w.r.t. the
@@ -65,8 +65,11 @@ def parse_args(argv):
 
 
 def matmul_weights(layer):
-    """`(name, shape)` of the 2-D weights of a recurrent layer, input kernel first."""
-    ws = [(w.path.split("/")[-1], tuple(w.shape)) for w in layer.weights if len(w.shape) == 2]
+    """`(name, shape)` of the matrices of a recurrent layer, input kernel first.
+
+    The kernels only: Keras's GRU keeps its biases as a 2-D `(2, 3n)` weight.
+    """
+    ws = [(w.name, tuple(w.shape)) for w in layer.weights if w.name.endswith("kernel")]
     return sorted(ws, key=lambda item: item[0] != "kernel")
 
 

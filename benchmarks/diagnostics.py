@@ -1,36 +1,37 @@
-"""Overhead of the diagnostics: epoch time with diagnostics on / off.
+"""Overhead of the diagnostics: epoch time with diagnostics on / off, in one run.
 
-    python benchmarks/diagnostics.py [--epochs N] [--pairs P] [hydra overrides ...]
+    python benchmarks/diagnostics.py [--epochs N] [hydra overrides ...]
+    python benchmarks/diagnostics.py --init-table     # the docs' table at initialisation
 
-Runs the real training run (``rnnbench.train.run``; default config: co2, LSTM, 64 units,
-XLA auto; MLflow's SQLite store in a temporary folder) with ``diagnostics.enabled=false``
-and ``=true`` (at the default frequency unless overridden), each in a fresh process, in
-turns (off, on, off, on, …) so that load from other processes falls on both alike. Both
-train the same steps: same seed, early stopping pushed past the last epoch.
+Two real training runs (``rnnbench.train.run``, default config: co2, LSTM, 64 units, XLA
+auto; MLflow's SQLite store in a temporary folder), one with ``diagnostics.enabled=false``
+and one with ``=true`` at the default frequency, go side by side in one process and take
+turns epoch by epoch: the "off" run trains an epoch while the "on" run waits, then the
+other way round. On a machine shared with other work, load that changes from one
+minute to the next swamps a few percent when whole runs take turns; adjacent epochs
+see the same load. Both train the same steps (same seed, early stopping pushed past the
+last epoch).
 
-Epoch time is the wall time between the moments when every callback has finished with
-one epoch and with the next (the first epoch from the end of ``on_train_begin``), so it
-holds the training steps with the gradient-norm recording inside them, validation, the
-MLflow writes, and the diagnostics' work at the epoch end (refreshing the probe's copy
-of the weights); the probe evaluation and its MLflow write run in the diagnostics'
-worker thread during the next epoch, so their cost shows as whatever they take from
-it. The first epoch of every run (which compiles the train step) is left out. The ratio
-printed last is the median epoch time with diagnostics over the median without, all
-pairs pooled; each pair's own ratio and the process CPU time per epoch (all threads)
-are printed too. Printed separately: the one-off cost at the start and end of ``fit``
-(compiling the probe function, the evaluation before training, the artifacts), the
-difference in ``fit`` time less the epochs' difference.
+An epoch's time runs from the start of its turn (after the diagnostics' own
+``on_epoch_begin``) to the end of its last callback's ``on_epoch_end``: the training
+steps with the gradient-norm recording inside them, validation, the MLflow writes, and
+the diagnostics' epoch end (refreshing the probe's copy of the weights). The probe
+evaluation and its MLflow write run in the diagnostics' worker thread while the run's
+next epoch trains, as in a normal run; here that worker is held until the "on" run's
+next turn, so that it never works during the other run's epoch. The first two epochs
+(which compile the train steps and overlap the probe's compilation) are left out. The
+ratio printed last is the median epoch time with diagnostics over the median without.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=12, help="epochs per run")
-    p.add_argument("--pairs", type=int, default=3, help="pairs of runs (off, on)")
-    p.add_argument("--worker", choices=["on", "off"], help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=int, default=20, help="epochs per run")
+    p.add_argument("--init-table", action="store_true",
+                   help="print the decay ratio at initialisation on the adding problem")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config")
     return p.parse_args(argv)
 
@@ -58,96 +59,178 @@ def compose(overrides: list[str]):
         return config.to_object(hydra_compose("config", overrides=overrides))
 
 
-def worker(args) -> int:
-    """One run; prints its per-epoch times as JSON."""
+class Turns:
+    """Two runs take turns, one epoch each, "off" first."""
+
+    def __init__(self, epochs: int) -> None:
+        self.cond = threading.Condition()
+        self.epochs = epochs
+        self.holder = "off"
+        self.count = {"off": 0, "on": 0}  # turns taken so far
+        self.done: set[str] = set()
+
+    def acquire(self, who: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.holder == who)
+            self.count[who] += 1
+            self.cond.notify_all()
+
+    def release(self, who: str) -> None:
+        with self.cond:
+            if self.count[who] >= self.epochs:
+                self.done.add(who)
+            other = "on" if who == "off" else "off"
+            self.holder = who if other in self.done else other
+            self.cond.notify_all()
+
+    def finish(self, who: str) -> None:
+        with self.cond:
+            self.done.add(who)
+            if self.holder == who:
+                self.holder = "on" if who == "off" else "off"
+            self.cond.notify_all()
+
+    def wait_next_turn(self, who: str, after: int) -> None:
+        """Until ``who`` holds a turn later than its turn number ``after`` (or is done)."""
+        with self.cond:
+            self.cond.wait_for(lambda: who in self.done or (
+                self.count[who] > after and self.holder == who))
+
+
+def overhead(args) -> int:
     tmp = tempfile.mkdtemp(prefix="rnnbench-diag-bench-")
-    cfg = compose([f"train.epochs={args.epochs}", f"train.patience={args.epochs + 1}",
-                   "train.verbose=0", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-                   "tracking.log_model=false", *args.overrides,
-                   f"diagnostics.enabled={str(args.worker == 'on').lower()}"])
+    cfgs = {v: compose([f"train.epochs={args.epochs}", f"train.patience={args.epochs + 1}",
+                        "train.verbose=0", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                        "tracking.log_model=false", *args.overrides,
+                        f"diagnostics.enabled={str(v == 'on').lower()}"])
+            for v in ("off", "on")}
     from rnnbench import hardware
 
-    hardware.select_backend(cfg.backend.name)
+    hardware.select_backend(cfgs["off"].backend.name)
     import keras
 
-    from rnnbench import callbacks, tracking, train
+    from rnnbench import callbacks, train
+    from rnnbench.diagnostics import DiagnosticsCallback
 
-    class EpochClock(keras.callbacks.Callback):
-        """Wall time between the ends of consecutive epochs (last callback of the list)."""
+    turns = Turns(args.epochs)
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    errors: list[BaseException] = []
 
-        def __init__(self) -> None:
+    class Turn(keras.callbacks.Callback):
+        """Last callback of the list: waits for its run's turn, times the epoch."""
+
+        def __init__(self, who: str) -> None:
             super().__init__()
-            self.times: list[float] = []
-            self.cpu: list[float] = []
+            self.who = who
 
-        def on_train_begin(self, logs=None):
-            self._t, self._c = time.perf_counter(), time.process_time()
+        def on_epoch_begin(self, epoch, logs=None):
+            turns.acquire(self.who)
+            self._t = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            now, cpu = time.perf_counter(), time.process_time()
-            self.times.append(now - self._t)
-            self.cpu.append(cpu - self._c)
-            self._t, self._c = now, cpu
+            times[self.who].append(time.perf_counter() - self._t)
+            turns.release(self.who)
 
-    clock = EpochClock()
+        def on_train_end(self, logs=None):
+            turns.finish(self.who)
+
+    def hold_worker(callback: DiagnosticsCallback, who: str) -> None:
+        """Let the diagnostics' worker start a job only in its own run's next turn (the
+        epoch that follows the one whose end submitted it, as in a normal run)."""
+        submit = callback._submit
+
+        def gated(fn, *a):
+            after = turns.count[who]
+
+            def job(*b):
+                turns.wait_next_turn(who, after)
+                return fn(*b)
+            return submit(job, *a)
+
+        callback._submit = gated
+
     real_hook = callbacks.diagnostics_callbacks
-    callbacks.diagnostics_callbacks = lambda *a, **k: real_hook(*a, **k) + [clock]
-    result = train.run(cfg, train.RunContext(command="benchmark"))
-    fit = tracking.metric_history(result.run_id, "fit_time_s")[-1][1]
-    print("RESULT " + json.dumps({"epochs": clock.times, "cpu": clock.cpu, "fit": fit,
-                                  "config": {"task": cfg.task.name, "cell": cfg.cell.name,
-                                             "units": cfg.model.units,
-                                             "every": cfg.diagnostics.every_n_epochs,
-                                             "probe": cfg.diagnostics.probe_batch_size,
-                                             "xla": cfg.hardware.xla}}), flush=True)
+
+    def hook(cfg, *a, **k):
+        who = "on" if cfg.diagnostics.enabled else "off"
+        cbs = real_hook(cfg, *a, **k)
+        for cb in cbs:
+            if isinstance(cb, DiagnosticsCallback):
+                hold_worker(cb, who)
+        return cbs + [Turn(who)]
+
+    callbacks.diagnostics_callbacks = hook
+
+    def run(who: str) -> None:
+        try:
+            train.run(cfgs[who], train.RunContext(command=f"benchmark {who}"))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            turns.finish(who)
+
+    threads = [threading.Thread(target=run, args=(v,), name=f"run-{v}") for v in ("off", "on")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    callbacks.diagnostics_callbacks = real_hook
+    if errors:
+        raise errors[0]
+
+    off, on = (statistics.median(times[v][2:]) for v in ("off", "on"))
+    pairs = [b / a for a, b in zip(times["off"][2:], times["on"][2:])]
+    cfg = cfgs["on"]
+    print(f"task {cfg.task.name}, cell {cfg.cell.name}, units {cfg.model.units}, batch "
+          f"{cfg.train.batch_size}, xla {cfg.hardware.xla}; diagnostics every "
+          f"{cfg.diagnostics.every_n_epochs} epoch(s), probe {cfg.diagnostics.probe_batch_size}; "
+          f"{len(pairs)} epoch pairs timed (of {args.epochs})")
+    print(f"epoch time, median: diagnostics off {off:.4f} s, on {on:.4f} s")
+    q = statistics.quantiles(pairs, n=4) if len(pairs) >= 2 else [math.nan] * 3
+    print(f"per pair of adjacent epochs, on / off: median {statistics.median(pairs):.3f}, "
+          f"quartiles {q[0]:.3f} … {q[2]:.3f}")
+    print(f"epoch time ratio (on / off): {on / off:.3f}")
+    return 0
+
+
+def init_table(args) -> int:
+    """Decay ratio and horizon at initialisation on the adding problem (T = 100, 16 units,
+    16 sequences, seeds 0-4), as in docs/diagnostics.md."""
+    import keras
+    import numpy as np
+
+    from rnnbench.cells import make_recurrent_layer
+    from rnnbench.diagnostics import GradientFlow, summarize
+
+    steps, units = 100, 16
+    cells = {"rnn": {"name": "rnn"}, "lstm": {"name": "lstm"},
+             "lstm, chrono_init=100": {"name": "lstm", "chrono_init": steps},
+             "gru": {"name": "gru"}}
+    for label, cell in cells.items():
+        ratios, horizons = [], []
+        for seed in range(5):
+            rng = np.random.default_rng(seed)
+            values = rng.uniform(0, 1, (16, steps))
+            marks = np.zeros((16, steps))
+            marks[np.arange(16), rng.integers(0, steps // 2, 16)] = 1
+            marks[np.arange(16), steps // 2 + rng.integers(0, steps // 2, 16)] = 1
+            x = np.stack([values, marks], -1).astype("float32")
+            y = (values * marks).sum(1, keepdims=True).astype("float32")
+            keras.utils.set_random_seed(seed)
+            inp = keras.Input((steps, 2), name="inputs")
+            h = make_recurrent_layer(cell, units, return_sequences=False, name="rnn_0")(inp)
+            model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+            profile, _ = GradientFlow(model, "mse", seq2seq=False).compute(x, y)
+            s = summarize(profile, 0.01)
+            ratios.append(s["grad_flow/decay_ratio"])
+            horizons.append(int(s["grad_flow/horizon"]))
+        print(f"{label:22s} decay ratio {min(ratios):.1e} … {max(ratios):.1e}  "
+              f"horizon {min(horizons)} … {max(horizons)}", flush=True)
     return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.worker:
-        return worker(args)
-    epochs: dict[str, list[float]] = {"off": [], "on": []}
-    cpu: dict[str, list[float]] = {"off": [], "on": []}
-    extra: dict[str, list[float]] = {"off": [], "on": []}
-    ratios: list[float] = []
-    config = {}
-    for pair in range(args.pairs):
-        medians = {}
-        for variant in ("off", "on"):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--worker", variant, "--epochs", str(args.epochs),
-                 *args.overrides], capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                return 1
-            res = json.loads(next(line for line in proc.stdout.splitlines()
-                                  if line.startswith("RESULT "))[len("RESULT "):])
-            times, config = res["epochs"], res["config"]
-            epochs[variant] += times[1:]
-            cpu[variant] += res["cpu"][1:]
-            extra[variant].append(res["fit"] - sum(times))
-            medians[variant] = statistics.median(times[1:])
-            print(f"pair {pair + 1} diagnostics {variant:>3}: {len(times)} epochs, median "
-                  f"epoch (2nd on) {medians[variant]:.4f} s, CPU "
-                  f"{statistics.median(res['cpu'][1:]):.4f} s, first epoch {times[0]:.2f} s, "
-                  f"fit {res['fit']:.2f} s", flush=True)
-        ratios.append(medians["on"] / medians["off"])
-
-    off, on = statistics.median(epochs["off"]), statistics.median(epochs["on"])
-    print()
-    print(f"task {config['task']}, cell {config['cell']}, units {config['units']}, "
-          f"every_n_epochs {config['every']}, probe {config['probe']}, xla {config['xla']}; "
-          f"{len(epochs['on'])} epochs timed per variant")
-    print(f"median epoch time: diagnostics off {off:.4f} s, on {on:.4f} s; per pair "
-          f"on / off: {', '.join(f'{r:.3f}' for r in ratios)}")
-    print(f"median process CPU time per epoch: off {statistics.median(cpu['off']):.4f} s, "
-          f"on {statistics.median(cpu['on']):.4f} s (ratio "
-          f"{statistics.median(cpu['on']) / statistics.median(cpu['off']):.3f})")
-    print(f"one-off cost outside the epochs (start + end of fit): "
-          f"{statistics.median(extra['on']) - statistics.median(extra['off']):.2f} s")
-    print(f"epoch time ratio (on / off): {on / off:.3f}")
-    return 0
+    return init_table(args) if args.init_table else overhead(args)
 
 
 if __name__ == "__main__":

@@ -193,10 +193,15 @@ def format_values(hp_values: dict[str, Any]) -> str:
     """``units=57 lr=0.00123 ...`` for the console."""
     parts = []
     for label, value in hp_values.items():
-        if label.startswith("tuner/") and label != "tuner/epochs":
+        if label.startswith("tuner/"):
             continue
         if isinstance(value, float):
             parts.append(f"{label}={value:.4g}")
         else:
             parts.append(f"{label}={value}")
+    if "tuner/epochs" in hp_values:  # Hyperband
+        parts.append(f"· {hp_values['tuner/epochs']} epochs")
+        if hp_values.get("tuner/trial_id") is not None:
+            parts.append(f"continuing trial {int(hp_values['tuner/trial_id']) + 1} from epoch "
+                         f"{hp_values.get('tuner/initial_epoch', 0)}")
     return " ".join(parts)
