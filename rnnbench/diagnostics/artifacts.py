@@ -56,6 +56,7 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     lags = max(len(p.g) for _, p, _ in rows)
     grid = np.full((len(rows), lags), np.nan)
@@ -73,8 +74,9 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
     mesh = ax.imshow(grid, aspect="auto", origin="lower", interpolation="nearest",
                      norm=LogNorm(vmin=vmin, vmax=vmax), cmap="viridis",
                      extent=(-0.5, lags - 0.5, -0.5, len(rows) - 0.5))
-    ticks = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), 8)).round().astype(int))
-    ax.set_yticks(ticks, [str(epochs[t]) for t in ticks])
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: str(epochs[int(v)]) if 0 <= int(v) < len(epochs) and v == int(v) else ""))
     ax.set_xlabel("lag k (steps before the final step)")
     ax.set_ylabel("epoch (0 = before training)")
     ax.set_title("gradient norm ‖∂L_T/∂x_{T−k}‖")
