@@ -20,7 +20,9 @@ evaluation and its MLflow write run in the diagnostics' worker thread while the 
 next epoch trains, as in a normal run; here that worker is held until the "on" run's
 next turn, so that it never works during the other run's epoch. The first two epochs
 (which compile the train steps and overlap the probe's compilation) are left out. The
-ratio printed last is the median epoch time with diagnostics over the median without.
+ratio printed last is the median epoch time with diagnostics over the median without;
+the median of the ratios of adjacent epochs, and the diagnostics' once-per-run cost at
+the start and end of ``fit``, are printed too.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def overhead(args) -> int:
 
     turns = Turns(args.epochs)
     times: dict[str, list[float]] = {"off": [], "on": []}
+    once: dict[str, float] = {}
     errors: list[BaseException] = []
 
     class Turn(keras.callbacks.Callback):
@@ -149,6 +152,19 @@ def overhead(args) -> int:
 
         callback._submit = gated
 
+    def timed(callback: DiagnosticsCallback, name: str) -> None:
+        """Record how long the diagnostics' own ``name`` (a once-per-run hook) takes."""
+        method = getattr(callback, name)
+
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return method(*a, **k)
+            finally:
+                once[name] = time.perf_counter() - t
+
+        setattr(callback, name, wrapper)
+
     real_hook = callbacks.diagnostics_callbacks
 
     def hook(cfg, *a, **k):
@@ -157,6 +173,8 @@ def overhead(args) -> int:
         for cb in cbs:
             if isinstance(cb, DiagnosticsCallback):
                 hold_worker(cb, who)
+                timed(cb, "on_train_begin")
+                timed(cb, "on_train_end")
         return cbs + [Turn(who)]
 
     callbacks.diagnostics_callbacks = hook
@@ -188,6 +206,9 @@ def overhead(args) -> int:
     q = statistics.quantiles(pairs, n=4) if len(pairs) >= 2 else [math.nan] * 3
     print(f"per pair of adjacent epochs, on / off: median {statistics.median(pairs):.3f}, "
           f"quartiles {q[0]:.3f} … {q[2]:.3f}")
+    print(f"once per run, not in any epoch: diagnostics' on_train_begin (copy of the model, "
+          f"probe compiled, evaluation before training) {once['on_train_begin']:.2f} s, "
+          f"on_train_end (last evaluation's write, artifacts) {once['on_train_end']:.2f} s")
     print(f"epoch time ratio (on / off): {on / off:.3f}")
     return 0
 
