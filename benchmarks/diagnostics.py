@@ -20,9 +20,12 @@ evaluation and its MLflow write run in the diagnostics' worker thread while the 
 next epoch trains, as in a normal run; here that worker is held until the "on" run's
 next turn, so that it never works during the other run's epoch. The first two epochs
 (which compile the train steps and overlap the probe's compilation) are left out. The
-ratio printed last is the median epoch time with diagnostics over the median without;
-the median of the ratios of adjacent epochs, and the diagnostics' once-per-run cost at
-the start and end of ``fit``, are printed too.
+ratio printed last is the mean epoch time with diagnostics over the mean without (means
+without the 10% slowest and 10% fastest epochs, which are other processes' load
+spikes; with ``every_n_epochs`` above 1, a mean rather than a median, since epochs with
+and without an evaluation alternate); also printed: the medians, the median of the
+ratios of adjacent epochs, the process's CPU time per epoch, and the diagnostics'
+once-per-run cost at the start and end of ``fit``.
 """
 
 from __future__ import annotations
@@ -99,6 +102,13 @@ class Turns:
                 self.count[who] > after and self.holder == who))
 
 
+def trimmed_mean(values: list[float], cut: float = 0.1) -> float:
+    """Mean of ``values`` without the lowest and highest ``cut`` fraction (load spikes)."""
+    v = sorted(values)
+    k = int(len(v) * cut)
+    return statistics.fmean(v[k:len(v) - k] if len(v) > 2 * k else v)
+
+
 def overhead(args) -> int:
     tmp = tempfile.mkdtemp(prefix="rnnbench-diag-bench-")
     cfgs = {v: compose([f"train.epochs={args.epochs}", f"train.patience={args.epochs + 1}",
@@ -116,6 +126,7 @@ def overhead(args) -> int:
 
     turns = Turns(args.epochs)
     times: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     once: dict[str, float] = {}
     errors: list[BaseException] = []
 
@@ -128,10 +139,11 @@ def overhead(args) -> int:
 
         def on_epoch_begin(self, epoch, logs=None):
             turns.acquire(self.who)
-            self._t = time.perf_counter()
+            self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
             times[self.who].append(time.perf_counter() - self._t)
+            cpu[self.who].append(time.process_time() - self._c)
             turns.release(self.who)
 
         def on_train_end(self, logs=None):
@@ -195,17 +207,23 @@ def overhead(args) -> int:
     if errors:
         raise errors[0]
 
-    off, on = (statistics.median(times[v][2:]) for v in ("off", "on"))
+    off, on = (trimmed_mean(times[v][2:]) for v in ("off", "on"))
     pairs = [b / a for a, b in zip(times["off"][2:], times["on"][2:])]
     cfg = cfgs["on"]
     print(f"task {cfg.task.name}, cell {cfg.cell.name}, units {cfg.model.units}, batch "
           f"{cfg.train.batch_size}, xla {cfg.hardware.xla}; diagnostics every "
           f"{cfg.diagnostics.every_n_epochs} epoch(s), probe {cfg.diagnostics.probe_batch_size}; "
           f"{len(pairs)} epoch pairs timed (of {args.epochs})")
-    print(f"epoch time, median: diagnostics off {off:.4f} s, on {on:.4f} s")
+    print(f"epoch time, 10%-trimmed mean: diagnostics off {off:.4f} s, on {on:.4f} s "
+          f"(medians {statistics.median(times['off'][2:]):.4f} s, "
+          f"{statistics.median(times['on'][2:]):.4f} s)")
     q = statistics.quantiles(pairs, n=4) if len(pairs) >= 2 else [math.nan] * 3
     print(f"per pair of adjacent epochs, on / off: median {statistics.median(pairs):.3f}, "
           f"quartiles {q[0]:.3f} … {q[2]:.3f}")
+    cpu_off, cpu_on = (trimmed_mean(cpu[v][2:]) for v in ("off", "on"))
+    print(f"CPU time of the process per epoch (all threads; the other run waits), "
+          f"trimmed mean: "
+          f"off {cpu_off:.4f} s, on {cpu_on:.4f} s, ratio {cpu_on / cpu_off:.3f}")
     print(f"once per run, not in any epoch: diagnostics' on_train_begin (copy of the model, "
           f"probe compiled, evaluation before training) {once['on_train_begin']:.2f} s, "
           f"on_train_end (last evaluation's write, artifacts) {once['on_train_end']:.2f} s")

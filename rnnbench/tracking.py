@@ -407,3 +407,15 @@ def init_sqlite_store(uri: str) -> None:
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 
+
+# ---- several steps in one write (rnnbench.diagnostics) -------------------------------------
+
+@retry_locked
+def log_metric_steps(run: Run, rows: list[tuple[int, dict[str, float]]]) -> None:
+    """Log the metrics of several steps, ``[(step, {name: value})]``, in one write (a
+    write to the store costs about 5 ms of CPU time whatever it holds)."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for step, metrics in rows
+             for k, v in metrics.items() if v is not None]
+    for i in range(0, len(items), 500):
+        run.client.log_batch(run.run_id, metrics=items[i:i + 500])

@@ -216,3 +216,34 @@ def test_diagnostics_on_the_jax_backend(tmp_path):
     assert stats["grad_norm/clipped_fraction"] == 1.0  # clip at 1e-3: every step
     assert stats["grad_norm/global_max"] >= stats["grad_norm/global_mean"] > 1e-3
     assert 0 < out["gates"]["gates/rnn_0/forget_mean"] < 1
+
+
+MIRRORED_SCRIPT = r"""
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from rnnbench.diagnostics import attach
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    inp = keras.Input((6, 2), name="inputs")
+    h = keras.layers.LSTM(4, name="rnn_0")(inp)
+    model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0), loss="mse")
+recorder = attach(model)
+x = np.random.default_rng(0).normal(size=(16, 6, 2)).astype("float32")
+model.fit(x, np.full((16, 1), 3.0, "float32"), batch_size=8, epochs=1, verbose=0)
+print("RESULT" + json.dumps(recorder.gradient_stats()))
+"""
+
+
+def test_gradient_norms_under_a_mirrored_strategy(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,
+                          text=True, env=cli_env(), timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT"))
+    stats = json.loads(line[len("RESULT"):])
+    assert stats["grad_norm/global_max"] >= stats["grad_norm/global_mean"] > 0
+    assert {"grad_norm/rnn_0_mean", "grad_norm/head_mean",
+            "grad_norm/clipped_fraction"} <= set(stats)

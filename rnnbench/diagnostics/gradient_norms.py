@@ -23,6 +23,7 @@ the norms are those of the first replica's gradients before they are summed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Any
@@ -78,8 +79,6 @@ class GradientNormRecorder:
     """
 
     def __init__(self, optimizer: Any, variables: list, scope: Any = None) -> None:
-        if not optimizer.built:
-            optimizer.build(variables)
         self.optimizer = _inner(optimizer)
         layers: list[str] = []
         for v in variables:
@@ -87,23 +86,20 @@ class GradientNormRecorder:
                 layers.append(layer_of(v))
         self.layers = layers
         self._group = {id(v): layers.index(layer_of(v)) for v in variables}
-        size = len(layers) + 1  # entry 0: the global norm
+        with scope if scope is not None else contextlib.nullcontext():
+            if not optimizer.built:
+                optimizer.build(variables)
+            self._make_variables(len(layers) + 1)  # entry 0: the global norm
+        self._own = [self.norm_sum, self.norm_max, self.counts, self.nonfinite_total,
+                     self.first_nonfinite]
+        self._wrap()
 
+    def _make_variables(self, size: int) -> None:
         def make(shape, name, value=0.0):
             return keras.Variable(np.full(shape, value, "float32"), trainable=False,
                                   dtype="float32", name=name,
                                   aggregation="only_first_replica")
 
-        if scope is not None:
-            with scope:
-                self._make_variables(make, size)
-        else:
-            self._make_variables(make, size)
-        self._own = [self.norm_sum, self.norm_max, self.counts, self.nonfinite_total,
-                     self.first_nonfinite]
-        self._wrap()
-
-    def _make_variables(self, make: Any, size: int) -> None:
         self.norm_sum = make((size,), "gradient_norm_sum")
         self.norm_max = make((size,), "gradient_norm_max")
         self.counts = make((3,), "gradient_step_counts")  # finite, clipped, non-finite
