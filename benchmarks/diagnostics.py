@@ -7,7 +7,7 @@ Two real training runs (``rnnbench.train.run``, default config: co2, LSTM, 64 un
 auto; MLflow's SQLite store in a temporary folder), one with ``diagnostics.enabled=false``
 and one with ``=true`` at the default frequency, go side by side in one process and take
 turns epoch by epoch: the "off" run trains an epoch while the "on" run waits, then the
-other way round. On a machine shared with other work, load that changes from one
+other way round (in the order off, on, on, off, off, on, …). On a machine shared with other work, load that changes from one
 minute to the next swamps a few percent when whole runs take turns; adjacent epochs
 see the same load. Both train the same steps (same seed, early stopping pushed past the
 last epoch).
@@ -20,6 +20,9 @@ evaluation and its MLflow write run in the diagnostics' worker thread while the 
 next epoch trains, as in a normal run; here that worker is held until the "on" run's
 next turn, so that it never works during the other run's epoch. The first two epochs
 (which compile the train steps and overlap the probe's compilation) are left out. The
+Python's garbage collector runs between turns, not during them (in one process, either
+run would otherwise pay for the other's garbage; the diagnostics' own garbage is
+collected outside the timed epochs). The
 ratio printed last is the mean epoch time with diagnostics over the mean without (means
 without the 10% slowest and 10% fastest epochs, which are other processes' load
 spikes; with ``every_n_epochs`` above 1, a mean rather than a median, since epochs with
@@ -31,6 +34,7 @@ once-per-run cost at the start and end of ``fit``.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import statistics
@@ -65,14 +69,24 @@ def compose(overrides: list[str]):
 
 
 class Turns:
-    """Two runs take turns, one epoch each, "off" first."""
+    """Two runs take turns, one epoch each, in the order off, on, on, off, off, on, …
+    (each round of two epochs starts with the run the last one ended with), so that
+    neither run is always the one that follows the other."""
 
     def __init__(self, epochs: int) -> None:
         self.cond = threading.Condition()
         self.epochs = epochs
-        self.holder = "off"
+        self.order = [w for r in range(epochs) for w in (("off", "on") if r % 2 == 0
+                                                          else ("on", "off"))]
+        self.position = 0
         self.count = {"off": 0, "on": 0}  # turns taken so far
         self.done: set[str] = set()
+
+    @property
+    def holder(self) -> str | None:
+        while self.position < len(self.order) and self.order[self.position] in self.done:
+            self.position += 1
+        return self.order[self.position] if self.position < len(self.order) else None
 
     def acquire(self, who: str) -> None:
         with self.cond:
@@ -81,18 +95,16 @@ class Turns:
             self.cond.notify_all()
 
     def release(self, who: str) -> None:
+        gc.collect()  # between turns, so that neither run pays for the other's garbage
         with self.cond:
             if self.count[who] >= self.epochs:
                 self.done.add(who)
-            other = "on" if who == "off" else "off"
-            self.holder = who if other in self.done else other
+            self.position += 1
             self.cond.notify_all()
 
     def finish(self, who: str) -> None:
         with self.cond:
             self.done.add(who)
-            if self.holder == who:
-                self.holder = "on" if who == "off" else "off"
             self.cond.notify_all()
 
     def wait_next_turn(self, who: str, after: int) -> None:
@@ -199,11 +211,15 @@ def overhead(args) -> int:
             turns.finish(who)
 
     threads = [threading.Thread(target=run, args=(v,), name=f"run-{v}") for v in ("off", "on")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    callbacks.diagnostics_callbacks = real_hook
+    gc.disable()  # collected between turns instead (one process, two runs)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.enable()
+        callbacks.diagnostics_callbacks = real_hook
     if errors:
         raise errors[0]
 

@@ -29,12 +29,12 @@ def test_smoke_run_logs_every_diagnostic_and_the_heatmap(tmp_path):
     (run,) = store_runs(tmp_path)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     rid = run.info.run_id
-    # evaluated before training (step 0) and after each of the two epochs
+    # evaluated before training (step 0) and after every 2nd epoch (the default)
     for key in ("grad_flow/decay_ratio", "grad_flow/horizon", "spectral_norm/rnn_0",
                 "spectral_norm/rnn_0/forget", "gates/rnn_0/forget_mean",
                 "gates/rnn_0/forget_saturated", "gates/rnn_0/input_mean",
                 "gates/rnn_0/output_saturated", "gates/rnn_0/state_tanh_saturated"):
-        assert sorted(metric_steps(client, rid, key)) == [0, 1, 2], key
+        assert sorted(metric_steps(client, rid, key)) == [0, 2], key
     # per epoch, from the train steps
     for key in ("grad_norm/global_mean", "grad_norm/global_max", "grad_norm/rnn_0_mean",
                 "grad_norm/rnn_0_max", "grad_norm/forecast_mean", "grad_norm/clipped_fraction"):
@@ -54,7 +54,7 @@ def test_smoke_run_logs_every_diagnostic_and_the_heatmap(tmp_path):
                     "diagnostics/grad_flow_heatmap.png"}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     table = json.loads(mlflow.artifacts.load_text(f"runs:/{rid}/diagnostics/grad_flow.json"))
-    assert [e["epoch"] for e in table["epochs"]] == [0, 1, 2]
+    assert [e["epoch"] for e in table["epochs"]] == [0, 2]
     assert all(len(e["g"]) == 52 for e in table["epochs"])
     last = table["epochs"][-1]
     assert last["g"][-1] / last["g"][0] == pytest.approx(m["grad_flow/decay_ratio"], rel=1e-6)
@@ -106,7 +106,7 @@ def test_nan_gradient_fails_the_run_with_tags_and_keeps_earlier_diagnostics(
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = config.to_object(compose("config", overrides=[
             "debug=smoke", "train.epochs=4", "train.patience=10", "train.verbose=0",
-            f"tracking.uri={uri}"]))
+            "diagnostics.every_n_epochs=1", f"tracking.uri={uri}"]))
     # the test's layer is not registered, so the model cannot be copied: the probe runs
     # on the training model itself, in the training thread
     with pytest.warns(UserWarning, match="probing the training model itself"), \
@@ -139,16 +139,18 @@ def test_every_cell_of_the_spec_gets_every_diagnostic_that_applies():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, steps, 3)).astype("float32")
     y = rng.normal(size=(4, 1)).astype("float32")
-    cases = [(name, "custom", False) for name in CELLS]
-    cases += [(name, "builtin", False) for name, spec in CELLS.items() if spec.has_builtin]
-    cases += [("peephole", "custom", True), ("gru", "builtin", True)]
-    for name, impl, bidirectional in cases:
+    # (cell, impl, bidirectional, layers): every cell once, stacks and a bidirectional
+    cases = [(name, "custom", False, 1) for name in CELLS]
+    cases += [(name, "builtin", False, 1) for name, spec in CELLS.items() if spec.has_builtin]
+    cases += [("lstm", "builtin", False, 2), ("fgr", "custom", False, 2),
+              ("peephole", "custom", True, 1), ("gru", "builtin", True, 2)]
+    for name, impl, bidirectional, depth in cases:
         keras.utils.set_random_seed(0)
         inp = keras.Input((steps, 3), name="inputs")
         h = inp
-        for i in range(2):
+        for i in range(depth):
             layer = make_recurrent_layer({"name": name, "impl": impl}, 4,
-                                         return_sequences=i == 0, name=f"rnn_{i}")
+                                         return_sequences=i < depth - 1, name=f"rnn_{i}")
             if bidirectional:
                 layer = keras.layers.Bidirectional(layer, name=f"bi_rnn_{i}")
             h = layer(h)
@@ -156,12 +158,12 @@ def test_every_cell_of_the_spec_gets_every_diagnostic_that_applies():
         probe = RecurrentProbe(model)
         flow = GradientFlow(model, "mse", seq2seq=False, extra=probe.trace_statistics)
         profile, gates = flow.compute(x, y)
-        case = (name, impl, bidirectional)
+        case = (name, impl, bidirectional, depth)
         assert profile.max_lag == steps - 1 and np.all(profile.g > 0), case
         assert set(summarize(profile, 0.01)) == {
             "grad_flow/decay_ratio", "grad_flow/horizon", "grad_flow/final_step_norm"}, case
-        layers = ([f"{d}_rnn_{i}" for i in range(2) for d in ("forward", "backward")]
-                  if bidirectional else ["rnn_0", "rnn_1"])
+        layers = ([f"{d}_rnn_{i}" for i in range(depth) for d in ("forward", "backward")]
+                  if bidirectional else [f"rnn_{i}" for i in range(depth)])
         want = {f"gates/{layer}/{gate}_{stat}" for layer in layers
                 for gate in CELLS[name].gates for stat in ("mean", "saturated")}
         want |= {f"gates/{layer}/state_tanh_saturated" for layer in layers}
