@@ -1,34 +1,37 @@
 """Overhead of the diagnostics: epoch time with diagnostics on / off, in one run.
 
-    python benchmarks/diagnostics.py [--epochs N] [hydra overrides ...]
+    python benchmarks/diagnostics.py [--epochs N] [hydra overrides ...]   # ~5 minutes
     python benchmarks/diagnostics.py --init-table     # the docs' table at initialisation
 
 Two real training runs (``rnnbench.train.run``, default config: co2, LSTM, 64 units, XLA
 auto; MLflow's SQLite store in a temporary folder), one with ``diagnostics.enabled=false``
 and one with ``=true`` at the default frequency, go side by side in one process and take
-turns epoch by epoch: the "off" run trains an epoch while the "on" run waits, then the
-other way round (in the order off, on, on, off, off, on, …). On a machine shared with other work, load that changes from one
-minute to the next swamps a few percent when whole runs take turns; adjacent epochs
-see the same load. Both train the same steps (same seed, early stopping pushed past the
-last epoch).
+turns epoch by epoch: one trains an epoch while the other waits, in the order first,
+second, second, first, first, … On a machine shared with other work, load that changes
+from one minute to the next swamps a few percent when whole runs take turns; adjacent
+epochs see the same load. Both train the same steps (same seed, early stopping pushed
+past the last epoch).
 
 An epoch's time runs from the start of its turn (after the diagnostics' own
 ``on_epoch_begin``) to the end of its last callback's ``on_epoch_end``: the training
 steps with the gradient-norm recording inside them, validation, the MLflow writes, and
 the diagnostics' epoch end (refreshing the probe's copy of the weights). The probe
-evaluation and its MLflow write run in the diagnostics' worker thread while the run's
-next epoch trains, as in a normal run; here that worker is held until the "on" run's
-next turn, so that it never works during the other run's epoch. The first two epochs
-(which compile the train steps and overlap the probe's compilation) are left out. The
-Python's garbage collector runs between turns, not during them (in one process, either
-run would otherwise pay for the other's garbage; the diagnostics' own garbage is
-collected outside the timed epochs). The
-ratio printed last is the mean epoch time with diagnostics over the mean without (means
-without the 10% slowest and 10% fastest epochs, which are other processes' load
-spikes; with ``every_n_epochs`` above 1, a mean rather than a median, since epochs with
-and without an evaluation alternate); also printed: the medians, the median of the
-ratios of adjacent epochs, the process's CPU time per epoch, and the diagnostics'
-once-per-run cost at the start and end of ``fit``.
+evaluation runs in the diagnostics' worker thread while the run's next epoch trains, as
+in a normal run; here that worker is held until the "on" run's next turn, so that it
+never works during the other run's epoch. Python's garbage collector runs between
+turns, not during them (in one process, either run would otherwise pay for the other's
+garbage). The first two epochs (which compile the train steps and overlap the probe's
+compilation) are left out.
+
+Two runs in one process are not quite alike: with diagnostics off in both, the run
+whose thread starts first had epochs 4–11% slower here. So the benchmark runs two
+sessions, one with each run first, and the ratio printed last is the geometric mean of
+the two sessions' ratios of mean epoch times (means without the 10% slowest and 10%
+fastest epochs, which are other processes' load spikes; a mean rather than a median,
+since with ``every_n_epochs`` above 1 epochs with and without an evaluation
+alternate). Also printed: each session's medians and adjacent-epoch ratios, the
+process's CPU time per epoch, and the diagnostics' once-per-run cost at the start and
+end of ``fit``.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=20, help="epochs per run")
+    p.add_argument("--epochs", type=int, default=40, help="epochs per run")
     p.add_argument("--init-table", action="store_true",
                    help="print the decay ratio at initialisation on the adding problem")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config")
@@ -69,15 +72,15 @@ def compose(overrides: list[str]):
 
 
 class Turns:
-    """Two runs take turns, one epoch each, in the order off, on, on, off, off, on, …
-    (each round of two epochs starts with the run the last one ended with), so that
-    neither run is always the one that follows the other."""
+    """Two runs take turns, one epoch each, in the order first, second, second, first,
+    first, … (each round of two epochs starts with the run the last one ended with), so
+    that neither run is always the one that follows the other."""
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, first: str = "off") -> None:
         self.cond = threading.Condition()
         self.epochs = epochs
-        self.order = [w for r in range(epochs) for w in (("off", "on") if r % 2 == 0
-                                                          else ("on", "off"))]
+        pair = (first, "on" if first == "off" else "off")
+        self.order = [w for r in range(epochs) for w in (pair if r % 2 == 0 else pair[::-1])]
         self.position = 0
         self.count = {"off": 0, "on": 0}  # turns taken so far
         self.done: set[str] = set()
@@ -121,7 +124,9 @@ def trimmed_mean(values: list[float], cut: float = 0.1) -> float:
     return statistics.fmean(v[k:len(v) - k] if len(v) > 2 * k else v)
 
 
-def overhead(args) -> int:
+def session(args, first: str) -> dict:
+    """Both runs side by side, ``first``'s thread started first and taking the first
+    turn; returns the epoch times, CPU times and once-per-run costs."""
     tmp = tempfile.mkdtemp(prefix="rnnbench-diag-bench-")
     cfgs = {v: compose([f"train.epochs={args.epochs}", f"train.patience={args.epochs + 1}",
                         "train.verbose=0", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
@@ -136,7 +141,7 @@ def overhead(args) -> int:
     from rnnbench import callbacks, train
     from rnnbench.diagnostics import DiagnosticsCallback
 
-    turns = Turns(args.epochs)
+    turns = Turns(args.epochs, first)
     times: dict[str, list[float]] = {"off": [], "on": []}
     cpu: dict[str, list[float]] = {"off": [], "on": []}
     once: dict[str, float] = {}
@@ -210,7 +215,8 @@ def overhead(args) -> int:
             errors.append(exc)
             turns.finish(who)
 
-    threads = [threading.Thread(target=run, args=(v,), name=f"run-{v}") for v in ("off", "on")]
+    order = (first, "on" if first == "off" else "off")
+    threads = [threading.Thread(target=run, args=(v,), name=f"run-{v}") for v in order]
     gc.disable()  # collected between turns instead (one process, two runs)
     try:
         for t in threads:
@@ -222,34 +228,45 @@ def overhead(args) -> int:
         callbacks.diagnostics_callbacks = real_hook
     if errors:
         raise errors[0]
+    return {"times": {v: times[v][2:] for v in times}, "cpu": {v: cpu[v][2:] for v in cpu},
+            "once": once, "cfg": cfgs["on"]}
 
-    off, on = (trimmed_mean(times[v][2:]) for v in ("off", "on"))
-    pairs = [b / a for a, b in zip(times["off"][2:], times["on"][2:])]
-    cfg = cfgs["on"]
+
+def overhead(args) -> int:
+    results = []
+    for first in ("off", "on"):
+        res = session(args, first)
+        t, c = res["times"], res["cpu"]
+        off, on = trimmed_mean(t["off"]), trimmed_mean(t["on"])
+        pairs = [b / a for a, b in zip(t["off"], t["on"])]
+        q = statistics.quantiles(pairs, n=4)
+        res.update(ratio=on / off, cpu_ratio=trimmed_mean(c["on"]) / trimmed_mean(c["off"]))
+        results.append(res)
+        print(f"session with the {first!r} run first: epoch time (10%-trimmed mean) off "
+              f"{off:.4f} s, on {on:.4f} s, ratio {on / off:.3f}; medians "
+              f"{statistics.median(t['off']):.4f} s, {statistics.median(t['on']):.4f} s; "
+              f"adjacent-epoch ratios: median {statistics.median(pairs):.3f}, quartiles "
+              f"{q[0]:.3f} … {q[2]:.3f}; CPU time per epoch ratio {res['cpu_ratio']:.3f}",
+              flush=True)
+    cfg, once = results[-1]["cfg"], results[-1]["once"]
+    ratio = math.sqrt(results[0]["ratio"] * results[1]["ratio"])
+    cpu_ratio = math.sqrt(results[0]["cpu_ratio"] * results[1]["cpu_ratio"])
+    print()
     print(f"task {cfg.task.name}, cell {cfg.cell.name}, units {cfg.model.units}, batch "
           f"{cfg.train.batch_size}, xla {cfg.hardware.xla}; diagnostics every "
           f"{cfg.diagnostics.every_n_epochs} epoch(s), probe {cfg.diagnostics.probe_batch_size}; "
-          f"{len(pairs)} epoch pairs timed (of {args.epochs})")
-    print(f"epoch time, 10%-trimmed mean: diagnostics off {off:.4f} s, on {on:.4f} s "
-          f"(medians {statistics.median(times['off'][2:]):.4f} s, "
-          f"{statistics.median(times['on'][2:]):.4f} s)")
-    q = statistics.quantiles(pairs, n=4) if len(pairs) >= 2 else [math.nan] * 3
-    print(f"per pair of adjacent epochs, on / off: median {statistics.median(pairs):.3f}, "
-          f"quartiles {q[0]:.3f} … {q[2]:.3f}")
-    cpu_off, cpu_on = (trimmed_mean(cpu[v][2:]) for v in ("off", "on"))
-    print(f"CPU time of the process per epoch (all threads; the other run waits), "
-          f"trimmed mean: "
-          f"off {cpu_off:.4f} s, on {cpu_on:.4f} s, ratio {cpu_on / cpu_off:.3f}")
+          f"{len(results[0]['times']['on'])} epoch pairs timed per session (of {args.epochs})")
     print(f"once per run, not in any epoch: diagnostics' on_train_begin (copy of the model, "
           f"probe compiled, evaluation before training) {once['on_train_begin']:.2f} s, "
           f"on_train_end (last evaluation's write, artifacts) {once['on_train_end']:.2f} s")
-    print(f"epoch time ratio (on / off): {on / off:.3f}")
+    print(f"CPU time per epoch, on / off (geometric mean of the two sessions): {cpu_ratio:.3f}")
+    print(f"epoch time ratio (on / off, geometric mean of the two sessions): {ratio:.3f}")
     return 0
 
 
 def init_table(args) -> int:
     """Decay ratio and horizon at initialisation on the adding problem (T = 100, 16 units,
-    16 sequences, seeds 0-4), as in docs/diagnostics.md."""
+    16 sequences, seeds 0-4), as in the README."""
     import keras
     import numpy as np
 

@@ -7,7 +7,7 @@ After the model is compiled, :func:`what_ran` reads back from the model itself w
 runs: the device its weights live on, whether XLA compiles the train step, and for
 every recurrent layer whether cuDNN runs it. Those become the run's MLflow tags.
 
-What each backend supports (see also ``docs/hardware.md``):
+What each backend supports (see also the README, "Hardware, backends and docker"):
 
 | | tensorflow | jax | torch |
 | --- | --- | --- | --- |
@@ -375,7 +375,7 @@ def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
         jit = False
     elif backend == "tensorflow":
         # Keras's "auto" turns XLA off on a TF CPU, where XLA speeds up the project's own
-        # cells (docs/hardware.md), so auto means on, except where Keras refuses XLA
+        # cells (README, "Hardware, backends and docker"), so auto means on, except where Keras refuses XLA
         # (op determinism, tf.distribute). Keras still drops it for cuDNN layers.
         jit = not (hw.deterministic or strategy is not None)
     else:

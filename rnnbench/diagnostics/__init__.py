@@ -1,4 +1,4 @@
-"""Vanishing-gradient diagnostics of a training run (see ``docs/diagnostics.md``).
+"""Vanishing-gradient diagnostics of a training run (see the README, "How to read the diagnostics").
 
 - :mod:`~rnnbench.diagnostics.flow`: gradient flow through time, ``g(k)``, its decay
   ratio and effective horizon.
