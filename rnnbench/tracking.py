@@ -224,7 +224,7 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
         run.end("KILLED")
         raise
     except BaseException as exc:
-        if not run_status(run.run_id) in ("FAILED", "KILLED"):
+        if run_status(run.run_id) not in ("FAILED", "KILLED"):
             run.set_tags({"failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
             run.end("FAILED")
         raise
