@@ -494,11 +494,12 @@ def fit_with_callback(tmp_path, epochs: int, **kwargs):
 
 
 def test_callback_evaluates_every_n_epochs_and_writes_the_profiles(tmp_path):
-    history, artifacts = fit_with_callback(tmp_path, 3, every_n_epochs=2)
-    assert history["grad_flow/horizon"] == [0, 2]
-    assert history["gates/rnn_0/forget_mean"] == [0, 2]
-    assert history["spectral_norm/rnn_0/cell"] == [0, 2]
-    assert history["grad_norm/global_mean"] == [1, 2, 3]
+    history, artifacts = fit_with_callback(tmp_path, 5, every_n_epochs=2)
+    # before training, every 2nd epoch, and the last epoch asked for
+    assert history["grad_flow/horizon"] == [0, 2, 4, 5]
+    assert history["gates/rnn_0/forget_mean"] == [0, 2, 4, 5]
+    assert history["spectral_norm/rnn_0/cell"] == [0, 2, 4, 5]
+    assert history["grad_norm/global_mean"] == [1, 2, 3, 4, 5]
     assert artifacts == {"diagnostics/grad_flow.json", "diagnostics/grad_flow.csv",
                          "diagnostics/grad_flow_heatmap.png"}
 

@@ -2,8 +2,9 @@
 
 Per epoch (step = epoch, 1-based): the gradient-norm statistics of the epoch's steps
 (read once from the recorder). Before training (step = the initial epoch, 0 for a fresh
-run) and after every ``every_n_epochs``-th epoch: the gradient-flow summaries, the gate
-statistics on the probe batch and the spectral norms. At the end of training: the
+run), after every ``every_n_epochs``-th epoch and after the last epoch ``fit`` was asked
+for: the gradient-flow summaries, the gate statistics on the probe batch and the
+spectral norms. At the end of training: the
 gradient-flow profiles as artifacts under ``diagnostics/``.
 
 Where the time goes: on the default task an epoch is only 25 steps, and one probe
@@ -106,7 +107,8 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         probe: the fixed probe batch ``(x, y)`` (NumPy), drawn once per run.
         loss: the task's loss (``Task.loss()``).
         seq2seq: whether the task predicts every step (the last step's loss is used).
-        every_n_epochs: evaluate the probe after every n-th epoch (and before training).
+        every_n_epochs: evaluate the probe after every n-th epoch, before training and
+            after the last epoch ``fit`` was asked for.
         horizon_fraction: the fraction of ``g(T)`` that defines the effective horizon.
         title: the heatmap's title.
         background: evaluate and write in a worker thread while the next epoch trains
@@ -195,7 +197,8 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             total = self._recorder.nonfinite_steps()
             healthy = healthy and total == self._nonfinite_seen
             self._nonfinite_seen = total
-        evaluate = healthy and (epoch + 1) % self.every_n_epochs == 0
+        last = epoch + 1 == (self.params or {}).get("epochs")
+        evaluate = healthy and ((epoch + 1) % self.every_n_epochs == 0 or last)
         self._wait()  # the copy is free again
         if evaluate:
             self._snapshot()
