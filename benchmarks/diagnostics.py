@@ -1,6 +1,6 @@
 """Overhead of the diagnostics: epoch time with diagnostics on / off, in one run.
 
-    python benchmarks/diagnostics.py [--epochs N] [hydra overrides ...]   # ~5 minutes
+    python benchmarks/diagnostics.py [--epochs N] [hydra overrides ...]   # ~3 minutes
     python benchmarks/diagnostics.py --init-table     # the docs' table at initialisation
 
 Two real training runs (``rnnbench.train.run``, default config: co2, LSTM, 64 units, XLA

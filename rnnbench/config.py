@@ -192,7 +192,7 @@ class DiagnosticsConfig:
     """Vanishing-gradient diagnostics: see the README's diagnostics section."""
 
     enabled: bool = True
-    every_n_epochs: int = 3
+    every_n_epochs: int = 1
     probe_batch_size: int = 32
     horizon_fraction: float = 0.01
     gradient_norms: bool = True

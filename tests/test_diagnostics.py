@@ -170,7 +170,6 @@ def adding_model(cell_cfg: dict, steps: int, units: int) -> keras.Model:
     return keras.Model(inp, keras.layers.Dense(1, name="head")(h))
 
 
-@pytest.mark.slow
 def test_adding_problem_rnn_decays_orders_of_magnitude_faster_than_lstm():
     # At initialisation, T = 100, 16 units, 16 examples, seeds 0-2; the decay ratio
     # g(1)/g(T) compared by its geometric mean over the seeds (single seeds scatter by

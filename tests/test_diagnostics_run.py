@@ -15,6 +15,8 @@ import pytest
 from keras import ops
 
 from conftest import ROOT, cli_env, run_cli, store_runs
+from rnnbench.tasks import TASKS
+from test_tasks_smoke import compose_run, inputs, task_overrides  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +31,12 @@ def test_smoke_run_logs_every_diagnostic_and_the_heatmap(tmp_path):
     (run,) = store_runs(tmp_path)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     rid = run.info.run_id
-    # evaluated before training (step 0), every 3rd epoch (the default) and after the
-    # last epoch (2 in debug=smoke)
+    # evaluated before training (step 0) and after each of the two epochs
     for key in ("grad_flow/decay_ratio", "grad_flow/horizon", "spectral_norm/rnn_0",
                 "spectral_norm/rnn_0/forget", "gates/rnn_0/forget_mean",
                 "gates/rnn_0/forget_saturated", "gates/rnn_0/input_mean",
                 "gates/rnn_0/output_saturated", "gates/rnn_0/state_tanh_saturated"):
-        assert sorted(metric_steps(client, rid, key)) == [0, 2], key
+        assert sorted(metric_steps(client, rid, key)) == [0, 1, 2], key
     # per epoch, from the train steps
     for key in ("grad_norm/global_mean", "grad_norm/global_max", "grad_norm/rnn_0_mean",
                 "grad_norm/rnn_0_max", "grad_norm/forecast_mean", "grad_norm/clipped_fraction"):
@@ -55,7 +56,7 @@ def test_smoke_run_logs_every_diagnostic_and_the_heatmap(tmp_path):
                     "diagnostics/grad_flow_heatmap.png"}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     table = json.loads(mlflow.artifacts.load_text(f"runs:/{rid}/diagnostics/grad_flow.json"))
-    assert [e["epoch"] for e in table["epochs"]] == [0, 2]
+    assert [e["epoch"] for e in table["epochs"]] == [0, 1, 2]
     assert all(len(e["g"]) == 52 for e in table["epochs"])
     last = table["epochs"][-1]
     assert last["g"][-1] / last["g"][0] == pytest.approx(m["grad_flow/decay_ratio"], rel=1e-6)
@@ -107,7 +108,7 @@ def test_nan_gradient_fails_the_run_with_tags_and_keeps_earlier_diagnostics(
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = config.to_object(compose("config", overrides=[
             "debug=smoke", "train.epochs=4", "train.patience=10", "train.verbose=0",
-            "diagnostics.every_n_epochs=1", f"tracking.uri={uri}"]))
+            f"tracking.uri={uri}"]))
     # the test's layer is not registered, so the model cannot be copied: the probe runs
     # on the training model itself, in the training thread
     with pytest.warns(UserWarning, match="probing the training model itself"), \
@@ -204,6 +205,24 @@ probe = RecurrentProbe(model)
 probe.sync()
 _, gates = GradientFlow(model, "mse", seq2seq=False, extra=probe.trace_statistics).compute(x, y)
 out["gates"] = {k: float(v) for k, v in gates.items()}
+# the whole callback over several epochs: the JAX trainer donates its variables' buffers
+# to each train step, which the probe's copy of the weights must survive
+import mlflow
+from rnnbench import tracking
+from rnnbench.cells import make_recurrent_layer
+from rnnbench.diagnostics import DiagnosticsCallback
+inp = keras.Input((T, 3), name="inputs")
+h = make_recurrent_layer({"name": "janet", "impl": "custom"}, 4, return_sequences=False,
+                         name="rnn_0")(inp)
+model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", jit_compile=True)
+attach(model)
+tracking.configure("sqlite:///mlflow.db")
+with tracking.start_run("jax", "r", {}) as run:
+    model.fit(x, y + 3.0, batch_size=5, epochs=3, verbose=0, callbacks=[
+        DiagnosticsCallback(run, (x, y), loss="mse", seq2seq=False)])
+history = mlflow.MlflowClient().get_metric_history(run.run_id, "grad_flow/decay_ratio")
+out["evaluated"] = sorted(m.step for m in history)
 print("RESULT" + json.dumps(out))
 """
 
@@ -219,6 +238,7 @@ def test_diagnostics_on_the_jax_backend(tmp_path):
     assert stats["grad_norm/clipped_fraction"] == 1.0  # clip at 1e-3: every step
     assert stats["grad_norm/global_max"] >= stats["grad_norm/global_mean"] > 1e-3
     assert 0 < out["gates"]["gates/rnn_0/forget_mean"] < 1
+    assert out["evaluated"] == [0, 1, 2, 3]
 
 
 MIRRORED_SCRIPT = r"""
@@ -250,3 +270,29 @@ def test_gradient_norms_under_a_mirrored_strategy(tmp_path):
     assert stats["grad_norm/global_max"] >= stats["grad_norm/global_mean"] > 0
     assert {"grad_norm/rnn_0_mean", "grad_norm/head_mean",
             "grad_norm/clipped_fraction"} <= set(stats)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_gets_the_diagnostics(name, inputs, tmp_path):
+    """Every task of the project, with its own inputs (tokens, masks, seq2seq heads,
+    carried states), through the real training run with the diagnostics on."""
+    from rnnbench.train import RunContext, run
+
+    db = tmp_path / "mlflow.db"
+    cfg = compose_run([f"task={name}", "debug=smoke", "model.units=8", "train.epochs=2",
+                       "train.steps_per_epoch=2", "train.batch_size=8", "hardware.xla=off",
+                       "diagnostics.probe_batch_size=4", f"tracking.uri=sqlite:///{db}",
+                       *task_overrides(name, inputs)])
+    result = run(cfg, RunContext(command=f"test {name}"))
+    assert result.status == "FINISHED"
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    metrics = client.get_run(result.run_id).data.metrics
+    first = "forward_rnn_0" if cfg.cell.bidirectional else "rnn_0"
+    for key in ("grad_flow/decay_ratio", "grad_flow/horizon", f"gates/{first}/forget_mean",
+                f"spectral_norm/{first}"):
+        assert sorted(metric_steps(client, result.run_id, key)) == [0, 1, 2], key
+    layer = "bi_rnn_0" if cfg.cell.bidirectional else "rnn_0"
+    assert metrics[f"grad_norm/{layer}_max"] >= metrics[f"grad_norm/{layer}_mean"] > 0
+    assert 0 < metrics["grad_flow/final_step_norm"]
+    arts = {a.path for a in client.list_artifacts(result.run_id, "diagnostics")}
+    assert "diagnostics/grad_flow_heatmap.png" in arts

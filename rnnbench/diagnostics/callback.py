@@ -72,8 +72,10 @@ def detached_copy(model: keras.Model) -> tuple[keras.Model, Callable[[], None]]:
         raise ValueError(f"the copy has weights the model does not: {missing}")
 
     def sync() -> None:
+        # a copy of each value: the JAX trainer donates the buffers of its variables to
+        # the next train step, which would delete them under the copy
         for dst, src in pairs:
-            dst.assign(src.value)
+            dst.assign(keras.ops.copy(src.value))
 
     sync()
     return copy, sync

@@ -75,7 +75,7 @@ class Direction:
 
             src = custom_twin(self.layer).weights
         for dst, value in zip(self.twin.weights, src):
-            dst.assign(value.value)
+            dst.assign(keras.ops.copy(value.value))  # not the (donated, on JAX) buffer
 
 
 def spectral_norm(matrix: np.ndarray) -> float:
