@@ -273,7 +273,7 @@ def test_gradient_norms_under_a_mirrored_strategy(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
-def test_every_task_gets_the_diagnostics(name, inputs, tmp_path):
+def test_every_task_gets_the_diagnostics(name, inputs, tmp_path):  # noqa: F811 (fixture)
     """Every task of the project, with its own inputs (tokens, masks, seq2seq heads,
     carried states), through the real training run with the diagnostics on."""
     from rnnbench.train import RunContext, run

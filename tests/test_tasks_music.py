@@ -78,3 +78,47 @@ def test_chorale_subset_splits_without_overlap(tmp_path, monkeypatch):
     # the second time every roll comes from the cache
     entries = list((tmp_path / "cache" / "arrays" / "chorales").glob("*.npz"))
     assert len(entries) == 6
+
+
+def test_bucketed_pipeline_cuts_each_batch_to_its_bucket_and_loses_nothing():
+    from rnnbench.tasks.base import make_pipeline
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 9, 2, 16, 5, 4, 12, 7, 1, 8, 16, 6])
+    x = np.zeros((len(lengths), 16, 2), np.float32)
+    w = np.zeros((len(lengths), 16), np.float32)
+    for i, n in enumerate(lengths):
+        x[i, :n] = rng.normal(size=(n, 2)) + 10 * i  # the example's index is readable
+        w[i, :n] = 1.0
+    y = np.arange(len(lengths), dtype=np.float32)
+    for shuffle in (False, True):
+        ds = make_pipeline(x, y, 2, shuffle=shuffle, seed=1, weights=w, lengths=lengths,
+                           boundaries=[4, 8, 16])
+        seen = []
+        for xb, yb, wb in ds.as_numpy_iterator():
+            cut = xb.shape[1]
+            assert cut in (4, 8, 16) and wb.shape[1] == cut
+            for xi, yi, wi in zip(xb, yb, wb):
+                i = int(yi)
+                # the smallest boundary that holds the example, and all of it is there
+                assert cut == min(b for b in (4, 8, 16) if b >= lengths[i])
+                np.testing.assert_array_equal(xi, x[i, :cut])
+                assert wi.sum() == lengths[i]
+                seen.append(i)
+        assert sorted(seen) == list(range(len(lengths)))  # every example once an epoch
+        assert int(ds.cardinality()) == 1 + 2 + 3  # known to Keras: 1, 4 and 5 per bucket
+    with pytest.raises(ValueError, match="longer than the last bucket boundary"):
+        make_pipeline(x, y, 2, shuffle=False, seed=0, lengths=lengths, boundaries=[4, 8])
+
+
+def test_chorale_batches_are_bucketed_by_length(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNBENCH_CACHE", str(tmp_path / "cache"))
+    task = get_task(ChoralesConfig(name="chorales", limit=6))
+    data = task.prepare(batch_size=2, seed=0)
+    assert data.seq_len is None  # the model takes any length
+    full = data.meta["windows"]["train"][0].shape[1]
+    for xb, yb, wb in data.train.as_numpy_iterator():
+        assert xb.shape[1] in (*(b for b in music.BUCKETS if b < full), full)
+        assert wb[:, : xb.shape[1]].sum() == wb.sum()
+    assert sum(int(wb.sum()) for *_, wb in data.train.as_numpy_iterator()) == \
+        int(data.meta["windows"]["train"][2].sum())

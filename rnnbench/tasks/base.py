@@ -113,20 +113,56 @@ class Task:
 
 
 def make_pipeline(x, y, batch_size: int, *, shuffle: bool, seed: int, weights=None,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
+                  drop_remainder: bool = False, lengths=None,
+                  boundaries=None) -> tf.data.Dataset:
     """Batched, prefetching pipeline over in-memory arrays; shuffled with ``seed``.
 
     Only the example indices go through ``shuffle`` and ``batch``; each batch is then
     gathered from the arrays in one op, so an epoch boundary does not refill a shuffle
     buffer with whole examples. ``weights`` (per example or per step) become the third
     element, Keras's ``sample_weight``.
+
+    Variable-length sequences padded along axis 1 can be bucketed: with ``lengths`` (the
+    true length of each example) and ascending ``boundaries`` (the last at least the
+    longest), examples are batched with others of the same bucket (the smallest boundary
+    that holds them) and each batch is cut to its bucket's boundary, so a short sequence
+    is not run through the padding of the longest one. There are as many batch shapes
+    as buckets (one compilation each).
     """
     arrays = (x, y) if weights is None else (x, y, weights)
     tensors = tuple(tf.convert_to_tensor(a) for a in arrays)
     ds = tf.data.Dataset.range(len(x))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda idx: tuple(tf.gather(t, idx) for t in tensors),
-                num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    if lengths is None:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(lambda idx: tuple(tf.gather(t, idx) for t in tensors),
+                    num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE)
+
+    import numpy as np
+
+    lengths, boundaries = np.asarray(lengths, np.int64), np.asarray(sorted(boundaries), np.int64)
+    if lengths.max() > boundaries[-1]:
+        raise ValueError(f"the longest sequence ({lengths.max()}) is longer than the last "
+                         f"bucket boundary ({boundaries[-1]})")
+    per_bucket = np.bincount(np.searchsorted(boundaries, lengths, side="left"))
+    n_batches = int((per_bucket // batch_size if drop_remainder
+                     else -(-per_bucket // batch_size)).sum())
+    lengths, bounds = tf.constant(lengths), tf.constant(boundaries)
+
+    def bucket(length):
+        return tf.searchsorted(bounds, tf.reshape(length, [1]), side="left")[0]
+
+    ds = ds.group_by_window(
+        key_func=lambda i: tf.cast(bucket(tf.gather(lengths, i)), tf.int64),
+        reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=drop_remainder),
+        window_size=batch_size)
+
+    def gather(idx):
+        cut = tf.gather(bounds, bucket(tf.reduce_max(tf.gather(lengths, idx))))
+        return tuple(tf.gather(t, idx)[:, :cut] if len(t.shape) > 1 else tf.gather(t, idx)
+                     for t in tensors)
+
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))  # known to Keras
+    return ds.map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

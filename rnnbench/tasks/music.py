@@ -30,6 +30,7 @@ from rnnbench.tasks.base import DatasetInfo, Task, TaskData, make_pipeline
 LOWEST_KEY = 21  # A0
 N_KEYS = 88
 CACHE_VERSION = 1
+BUCKETS = (64, 128)  # batch lengths below the longest chorale
 
 
 @keras.saving.register_keras_serializable(package="rnnbench")
@@ -169,8 +170,13 @@ class ChoralesTask(Task):
                 x[i, :n], y[i, :n], w[i, :n] = r[:-1], r[1:], 1.0
             arrays[split] = (x, y)
             windows[split] = (x, y, w)
+        # chorales run 8-192 steps (median ~50): batches are bucketed by length and cut
+        # to their bucket, instead of all running through the longest chorale's padding
+        bounds = sorted({b for b in BUCKETS if b < length} | {length})
         pipes = {split: make_pipeline(x, y, batch_size, weights=w, shuffle=(split == "train"),
-                                      seed=seed) for split, (x, y, w) in windows.items()}
+                                      seed=seed, lengths=w.sum(axis=1).astype(np.int64),
+                                      boundaries=bounds)
+                 for split, (x, y, w) in windows.items()}
         steps = {k: int(v[2].sum()) for k, v in windows.items()}
         _, ytr, wtr = windows["train"]
         key_prior = (ytr * wtr[..., None]).sum(axis=(0, 1)) + 1.0
@@ -189,7 +195,7 @@ class ChoralesTask(Task):
             extra={"step_quarters": cfg.step_quarters},
         )
         return TaskData(train=pipes["train"], val=pipes["val"], test=pipes["test"],
-                        n_features=N_KEYS, n_outputs=N_KEYS, seq_len=length,
+                        n_features=N_KEYS, n_outputs=N_KEYS, seq_len=None,
                         n_train=len(windows["train"][0]), arrays=arrays, datasets=[info],
                         meta={"windows": windows, "key_prior": key_prior,
                               "names": {k: [names[i] for i in v] for k, v in index.items()}})
