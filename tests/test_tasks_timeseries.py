@@ -101,3 +101,47 @@ def test_forecast_metrics_and_seasonal_naive():
     m = timeseries.forecast_metrics(np.array([[2.0, 4.0]]), np.array([[1.0, 5.0]]), 0.5)
     assert m["mse"] == 1.0 and m["mae"] == 1.0 and m["mase"] == 2.0
     assert m["smape"] == pytest.approx(100 * np.mean([2 / 3, 2 / 9]))
+
+
+def test_seasonal_differencing_forecasts_the_change_from_last_season(tmp_path):
+    # a weekly pattern plus a slow trend plus noise; season 7, horizon 3
+    rng = np.random.default_rng(0)
+    n = 400
+    vals = 50 + 5 * np.sin(2 * np.pi * np.arange(n) / 7) + 0.02 * np.arange(n) + rng.normal(0, 0.3, n)
+    path = write_csv(tmp_path / "s.csv", [f"{i},{v}" for i, v in enumerate(vals)],
+                     header="t,load")
+    cfg = ts_cfg("timeseries_csv", path=str(path), column="load", lookback=14, horizon=3,
+                 season=7, normalize="seasonal")
+    task = get_task(cfg)
+    data = task.prepare(16, 0)
+    x, y = data.arrays["test"]
+    anchors = data.meta["anchors"]["test"]
+    scale, offset = data.meta["scale"], data.meta["offset"]
+    s = anchors[0] + 1
+    np.testing.assert_allclose(x[0, :, 0] * scale + offset, vals[s - 14:s] - vals[s - 21:s - 7],
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(y[0] * scale + offset, vals[s:s + 3] - vals[s - 7:s - 4],
+                               rtol=1e-5, atol=1e-4)
+    n_train = data.meta["split_sizes"]["train"]
+    change = vals[7:n_train] - vals[:n_train - 7]  # fitted on train only
+    assert offset == pytest.approx(change.mean()) and scale == pytest.approx(change.std())
+    np.testing.assert_allclose(data.meta["targets"]["test"][0], vals[s:s + 3])
+
+    # a model that predicts "no change" (the standardised offset) IS the seasonal naive
+    import keras
+
+    inputs = keras.Input((14, 1))
+    out = keras.layers.Dense(3, kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant(-offset / scale))(
+        keras.layers.Flatten()(inputs))
+    got = task.evaluate(keras.Model(inputs, out), data, "test")
+    base = task.baselines(data)
+    for k in ("mse", "mae", "smape", "mase"):
+        assert got[k] == pytest.approx(base[k], rel=1e-5), k
+
+
+def test_seasonal_differencing_needs_horizon_within_a_season():
+    from rnnbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="task.horizon <= task.season"):
+        ts_cfg("electricity", lookback=336, horizon=48, season=24, normalize="seasonal")

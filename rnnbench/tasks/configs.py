@@ -40,8 +40,11 @@ class TimeSeriesConfig(TaskConfig):
     ``horizon``. The split is chronological (``val_fraction``/``test_fraction`` of the
     series at the end). ``normalize``: ``window`` subtracts each window's last value and
     divides by the train split's scale (for trending series); ``global`` standardises
-    with the train split's mean and std. ``season`` is the seasonal period used by the
-    seasonal-naive baseline and MASE."""
+    with the train split's mean and std; ``seasonal`` differences the series at lag
+    ``season`` (inputs and targets become the change from one season earlier,
+    standardised on train), so the model forecasts the departure from the
+    seasonal-naive forecast (needs ``horizon <= season``). ``season`` is also the
+    period of the seasonal-naive baseline and MASE."""
 
     lookback: int = 52
     horizon: int = 8
@@ -64,9 +67,13 @@ class TimeSeriesConfig(TaskConfig):
             value = getattr(self, key)
             _require(0 < value < 0.5, f"task.{key}={value} is not allowed: "
                      f"task.{key} must be in (0, 0.5).")
-        _require(self.normalize in ("window", "global"),
+        _require(self.normalize in ("window", "global", "seasonal"),
                  f"task.normalize={self.normalize!r} is not allowed: "
-                 "task.normalize must be one of window, global.")
+                 "task.normalize must be one of window, global, seasonal.")
+        _require(self.normalize != "seasonal" or self.horizon <= self.season,
+                 f"task.normalize=seasonal needs task.horizon <= task.season (got "
+                 f"horizon={self.horizon}, season={self.season}): each forecast step is "
+                 "the change from the value one season earlier, which must be known.")
 
 
 def _check_positive(cfg: object, *keys: str) -> None:

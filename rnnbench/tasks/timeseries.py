@@ -78,14 +78,19 @@ class SeriesTask(Task):
                 f"least horizon each. Use a longer series or smaller lookback/horizon."
             )
         train_vals = values[:n_train]
+        m = cfg.season
+        seasonal = cfg.normalize == "seasonal"
         if cfg.normalize == "window":
             offset = 0.0
             scale = float(np.std(np.diff(train_vals)) * np.sqrt(hz)) or 1.0
+        elif seasonal:  # the week-on-week (season-on-season) change, standardised on train
+            change = train_vals[m:] - train_vals[:-m]
+            offset = float(change.mean())
+            scale = float(change.std()) or 1.0
         else:
             offset = float(train_vals.mean())
             scale = float(train_vals.std()) or 1.0
         # MASE scale: in-sample MAE of the seasonal-naive forecast on the train split.
-        m = cfg.season
         mase_scale = float(np.mean(np.abs(train_vals[m:] - train_vals[:-m]))) or 1.0
 
         bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
@@ -93,16 +98,21 @@ class SeriesTask(Task):
         arrays, anchors_by_split, targets = {}, {}, {}
         for split, (lo, hi) in bounds.items():
             # a window's targets lie inside the split; its inputs may reach back before it
-            first = max(lo, lb)
+            first = max(lo, lb + m if seasonal else lb)
             starts = np.arange(first, hi - hz + 1, cfg.stride)
             if cfg.limit is not None:
                 starts = starts[-cfg.limit:]
             anchors = starts - 1
             x = np.stack([values[s - lb:s] for s in starts])
             y = np.stack([values[s:s + hz] for s in starts])
+            if seasonal:  # minus the value one season earlier, then standardised
+                x = x - np.stack([values[s - lb - m:s - m] for s in starts])
+                y = y - seasonal_naive(values, anchors, hz, m)
             base = values[anchors][:, None] if cfg.normalize == "window" else offset
             xs = ((x - base) / scale)[..., None].astype(np.float32)
             ys = ((y - base) / scale).astype(np.float32)
+            if seasonal:
+                y = y + seasonal_naive(values, anchors, hz, m)  # back to the series' units
             arrays[split] = (xs, ys)
             anchors_by_split[split] = anchors
             targets[split] = y
@@ -137,6 +147,9 @@ class SeriesTask(Task):
             base = meta["values"][meta["anchors"][split]][:, None]
         else:
             base = meta["offset"]
+        if self.cfg.normalize == "seasonal":
+            base = base + seasonal_naive(meta["values"], meta["anchors"][split],
+                                         self.cfg.horizon, self.cfg.season)
         return pred.astype(np.float64) * meta["scale"] + base
 
     def evaluate(self, model, data: TaskData, split: str) -> dict[str, float]:
@@ -231,9 +244,10 @@ class SunspotsTask(SeriesTask):
 
 class ElectricityTask(SeriesTask):
     """Half-hourly electricity demand in England and Wales, 5 June to 27 August 2000
-    (4,032 values, megawatts; Taylor 2003), from the pmdarima wheel. Default: one week
-    of history (336 steps) forecasts the next day (48 steps); the seasonal-naive
-    baseline repeats the same half-hour one week earlier (season 336).
+    (4,032 values, megawatts; Taylor 2003), from the pmdarima wheel. Default: two days
+    of history (96 steps) forecast the next day (48 steps), on the series differenced
+    at lag one week (``normalize: seasonal``); the seasonal-naive baseline repeats the
+    same half-hour one week earlier (season 336).
 
     Args:
         cfg: the ``task`` node (:class:`rnnbench.tasks.configs.TimeSeriesConfig`).
