@@ -215,6 +215,29 @@ def test_sweep_rows_average_the_best_tenth_of_trials(store, report):
         ("rnn", "", "n/a (fewer than 2 values)")]
 
 
+def test_trial_fraction_option_sets_how_many_trials_enter(store, tmp_path):
+    s, expected = store
+    out = tmp_path / "r"
+    assert report_main(["--tracking-uri", s.uri, "--experiment", "probes",
+                        "--trial-fraction", "0.5", "--out", str(out)]) == 0
+    rows = {r["row"]: r for r in read_csv(out / "tables" / "adding-sweep-trials-results.csv")}
+    for cell, finished in (("lstm", 20), ("rnn", 4)):
+        k = finished // 2
+        best = [test for _, test in sorted(expected["trials"][cell])[:k]]
+        assert rows[cell]["over"] == f"best {k} of {finished} trials by val_loss"
+        assert float(rows[cell]["test_mse_mean"]) == pytest.approx(sum(best) / k, rel=1e-12)
+    assert "--trial-fraction 0.5" in (out / "report.md").read_text()  # how to remake it
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
+def test_trial_fraction_out_of_range_is_refused(store, tmp_path, capsys, value):
+    s, _ = store
+    assert report_main(["--tracking-uri", s.uri, "--trial-fraction", value,
+                        "--out", str(tmp_path / "r")]) == 2
+    assert "--trial-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_fanova_importance_of_the_sweeps(report):
     imp = read_csv(report / "tables" / "adding-sweep-trials-importance.csv")
     names = [r["hyperparameter"] for r in imp]

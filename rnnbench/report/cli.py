@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("min", "max"), default=None,
                    help="whether lower or higher --metric is better (default: the task's "
                         "primary_mode, or guessed from the name)")
+    p.add_argument("--trial-fraction", default=0.1, type=float, metavar="F",
+                   help="the fraction of a sweep's best trials that enter its mean and "
+                        "test, at least one (default: %(default)s, as Greff et al.)")
     p.add_argument("--out", default=None, type=Path, metavar="DIR",
                    help="output folder (default: reports/<name>)")
     p.add_argument("--title", default=None, help="the report's title")
@@ -86,6 +89,8 @@ def report_command(args: argparse.Namespace) -> str:
         parts += ["--metric", args.metric]
     if args.mode:
         parts += ["--mode", args.mode]
+    if args.trial_fraction != 0.1:
+        parts += ["--trial-fraction", f"{args.trial_fraction:g}"]
     if args.title:
         parts += ["--title", args.title]
     return shlex.join(parts)
@@ -99,8 +104,12 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
         raise ConfigError("--metric '' is empty: give a metric name such as mse or accuracy.")
     if not args.baseline.strip():
         raise ConfigError("--baseline '' is empty: give a cell name such as lstm.")
+    if not 0 < args.trial_fraction <= 1:
+        raise ConfigError(f"--trial-fraction {args.trial_fraction:g} is not allowed: give a "
+                          "fraction in (0, 1], e.g. 0.1 for the best 10% of each sweep's trials.")
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
-    options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode)
+    options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
+                                     trial_fraction=args.trial_fraction)
     result = analysis.analyse(selection, options, collect.History())
     if not result.sections:
         raise ConfigError(
