@@ -238,10 +238,23 @@ def preflight(hw: Any, backend: str) -> list[str]:
     return notes
 
 
+class _NewModelRetracing(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls ... triggered tf.function retracing"
+    warning. A multirun or a sweep builds a new model per run or trial, each with its own
+    train/predict functions; TensorFlow counts their first traces as retracing and
+    advises fixes that do not apply."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def _quiet_backend_loggers() -> None:
     # Hydra sets the root logger to INFO; these print a line per collective op.
     for name in ("tensorflow", "jax._src.xla_bridge", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NewModelRetracing) for f in tf_logger.filters):
+        tf_logger.addFilter(_NewModelRetracing())
 
 
 def _tf_devices(hw: Any) -> tuple[list[str], list[str]]:

@@ -195,3 +195,19 @@ def test_determinism_message_names_the_op():
     assert message.startswith("hardware.deterministic=true, but Timestamp has no deterministic")
     assert "Timestamp cannot be called when determinism is enabled" in message
     assert "hardware.deterministic=false" in message and "function_node" not in message
+
+
+def test_new_model_retracing_warning_is_dropped_and_others_kept(caplog):
+    import logging
+
+    from rnnbench import hardware
+
+    hardware._quiet_backend_loggers()
+    hardware._quiet_backend_loggers()  # idempotent: one filter
+    log = logging.getLogger("tensorflow")
+    assert sum(isinstance(f, hardware._NewModelRetracing) for f in log.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        log.warning("6 out of the last 6 calls to <function f> triggered tf.function "
+                    "retracing. Tracing is expensive")
+        log.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
