@@ -101,6 +101,17 @@ def run_job(cfg: Any) -> Any:
     return {"run_id": result.run_id, "status": result.status, **result.test_metrics}
 
 
+def _enable_crash_traceback() -> None:
+    """On a crash in native code (TensorFlow, XLA), print every thread's Python stack to
+    stderr before the process dies, so the report of it says where it happened.
+    Finished runs and trials are already in MLflow and the tuner's folder; the same
+    command resumes a multirun or a sweep."""
+    import faulthandler
+
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
 def _hydra_main(task_function: Any, config_name: str) -> None:
     import hydra
 
@@ -118,6 +129,7 @@ def main() -> None:
 
         sys.exit(cells_main(sys.argv[2:]))
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    _enable_crash_traceback()
     _hydra_main(run_job, "config")
     if _failed_jobs:
         _print_error(f"{len(_failed_jobs)} job(s) of the multirun FAILED: "
@@ -130,6 +142,7 @@ def tune_main() -> None:
     from rnnbench.tuning.app import tune_job
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    _enable_crash_traceback()
     _hydra_main(tune_job, "tune")
     if _failed_jobs:
         _print_error(f"{len(_failed_jobs)} sweep(s) of the multirun FAILED: "

@@ -173,3 +173,19 @@ def test_nan_loss_ends_the_run_failed_with_reason(tmp_path):
     assert tags["failure_what"] in ("loss", "gradient")
     assert int(tags["failure_epoch"]) >= 1 and int(tags["failure_step"]) >= 0
     assert "non-finite" in tags["failure_reason"]
+
+
+def test_a_native_crash_prints_where_python_was(tmp_path):
+    # what rnnbench and rnnbench-tune turn on first: a segfault in native code (as
+    # TensorFlow's can) dumps the Python stack of every thread instead of dying silently
+    code = ("import faulthandler, sys\n"
+            "from rnnbench.cli import _enable_crash_traceback\n"
+            "_enable_crash_traceback()\n"
+            "def inside_a_training_step():\n"
+            "    faulthandler._sigsegv()\n"
+            "inside_a_training_step()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == -signal.SIGSEGV
+    assert "Segmentation fault" in proc.stderr
+    assert "inside_a_training_step" in proc.stderr
