@@ -103,7 +103,9 @@ def store(tmp_path_factory):
                                sweep_id)
             tags.update({"mlflow.parentRunId": parent, "trial_id": str(i)})
             params = {"cell.name": cell, "seed": "0", "optimizer.lr": repr(lr),
-                      "model.units": str(units), "task.length": "100"}
+                      "model.units": str(units), "task.length": "100",
+                      # the tuner also logs its own names for the same values
+                      "hp/lr": repr(lr), "hp/units": str(units)}
             if i in (3, 5):  # two trials diverge
                 tags["failure_reason"] = "non-finite loss at epoch 1 step 2"
                 s.run("probes", f"trial-{i}", tags, params, {}, {"val_loss": [5.0]},

@@ -486,6 +486,10 @@ def _importance(section: TaskSection, objective: tuple[str, str],
     scored = [(r, v) for r, v in scored if math.isfinite(v)]
     imp = Importance(objective=name, n_trials=len(scored))
     keys = [k for k in _varying([r for r, _ in scored], lambda k: k not in IGNORED_PARAMS)]
+    # a trial logs each sampled value twice, under the tuner's name (``hp/lr``) and the
+    # config key it sets (``optimizer.lr``); counting both would split its importance
+    config_keys = [k for k in keys if not k.startswith("hp/")]
+    keys = config_keys or keys
     if len(scored) < 5 or not keys:
         imp.note = (f"fANOVA needs at least 5 finished trials with `{name}` and a varying "
                     f"hyperparameter; this sweep has {len(scored)} and {len(keys)}.")
