@@ -131,6 +131,7 @@ def importance(section: TaskSection) -> bytes | None:
         fig, ax = plt.subplots(figsize=(6.0, 0.45 * len(names) + 1.2))
         ax.barh(names, values, color="#4C72B0")
         ax.set_xlabel("fraction of the objective's variance (fANOVA)")
-        ax.set_title(f"{section.title}: hyperparameter importance ({imp.n_trials} trials)")
+        # two lines: a long section title would otherwise run off the figure
+        ax.set_title(f"{section.title}\nhyperparameter importance ({imp.n_trials} trials)")
         fig.tight_layout()
         return _png(fig)
