@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,3 +51,23 @@ def store_runs(cwd: Path, uri: str | None = None) -> list:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A CSV series and a Free-Spoken-Digits-like WAV folder, written here."""
+    from scipy.io import wavfile
+
+    root = tmp_path_factory.mktemp("inputs")
+    t = np.arange(160)
+    csv = root / "series.csv"
+    csv.write_text("t,value\n" + "\n".join(f"{i},{10 + np.sin(i / 4):.5f}" for i in t) + "\n")
+    wavs = root / "digits"
+    wavs.mkdir()
+    rng = np.random.default_rng(0)
+    for label, freq in enumerate((300, 1100, 2300)):
+        for i in range(6):
+            n = int(8000 * (0.25 + 0.03 * i))
+            x = 0.5 * np.sin(2 * np.pi * freq * np.arange(n) / 8000) + rng.normal(0, 0.02, n)
+            wavfile.write(wavs / f"{label}_synth_{i}.wav", 8000, (x * 32767).astype(np.int16))
+    return {"csv": csv, "wavs": wavs}

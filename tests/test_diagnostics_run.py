@@ -16,7 +16,7 @@ from keras import ops
 
 from conftest import ROOT, cli_env, run_cli, store_runs
 from rnnbench.tasks import TASKS
-from test_tasks_smoke import compose_run, inputs, task_overrides  # noqa: F401 (a fixture)
+from test_tasks_smoke import tiny_task_run
 
 pytestmark = pytest.mark.slow
 
@@ -273,17 +273,12 @@ def test_gradient_norms_under_a_mirrored_strategy(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
-def test_every_task_gets_the_diagnostics(name, inputs, tmp_path):  # noqa: F811 (fixture)
+def test_every_task_gets_the_diagnostics(name, inputs, tmp_path):
     """Every task of the project, with its own inputs (tokens, masks, seq2seq heads,
     carried states), through the real training run with the diagnostics on."""
-    from rnnbench.train import RunContext, run
-
     db = tmp_path / "mlflow.db"
-    cfg = compose_run([f"task={name}", "debug=smoke", "model.units=8", "train.epochs=2",
-                       "train.steps_per_epoch=2", "train.batch_size=8", "hardware.xla=off",
-                       "diagnostics.probe_batch_size=4", f"tracking.uri=sqlite:///{db}",
-                       *task_overrides(name, inputs)])
-    result = run(cfg, RunContext(command=f"test {name}"))
+    cfg, result = tiny_task_run(name, inputs, db, "train.epochs=2",
+                                "diagnostics.probe_batch_size=4")
     assert result.status == "FINISHED"
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     metrics = client.get_run(result.run_id).data.metrics

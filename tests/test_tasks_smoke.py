@@ -6,10 +6,8 @@ from __future__ import annotations
 import math
 
 import mlflow
-import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from scipy.io import wavfile
 
 from conftest import ROOT, run_cli, store_runs
 from rnnbench.config import register_configs, to_object
@@ -31,24 +29,6 @@ EXPECTED = {
     "copy": {"xent", "accuracy", "copy_accuracy"},
     "chorales": {"nll", "frame_accuracy"},
 }
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """A CSV series and a Free-Spoken-Digits-like WAV folder, written here."""
-    root = tmp_path_factory.mktemp("inputs")
-    t = np.arange(160)
-    csv = root / "series.csv"
-    csv.write_text("t,value\n" + "\n".join(f"{i},{10 + np.sin(i / 4):.5f}" for i in t) + "\n")
-    wavs = root / "digits"
-    wavs.mkdir()
-    rng = np.random.default_rng(0)
-    for label, freq in enumerate((300, 1100, 2300)):
-        for i in range(6):
-            n = int(8000 * (0.25 + 0.03 * i))
-            x = 0.5 * np.sin(2 * np.pi * freq * np.arange(n) / 8000) + rng.normal(0, 0.02, n)
-            wavfile.write(wavs / f"{label}_synth_{i}.wav", 8000, (x * 32767).astype(np.int16))
-    return {"csv": csv, "wavs": wavs}
 
 
 def task_overrides(name: str, inputs) -> list[str]:
@@ -74,6 +54,18 @@ def compose_run(overrides: list[str]):
         return to_object(compose("config", overrides=overrides))
 
 
+def tiny_task_run(name: str, inputs, db, *extra: str):
+    """One real training run of task ``name`` on tiny data (8 units, 2 steps of 8 per
+    epoch, XLA off), logged to ``db``; ``extra`` overrides go last. Returns the
+    composed config and the run's result."""
+    from rnnbench.train import RunContext, run
+
+    cfg = compose_run([f"task={name}", "debug=smoke", "model.units=8",
+                       "train.steps_per_epoch=2", "train.batch_size=8", "hardware.xla=off",
+                       f"tracking.uri=sqlite:///{db}", *task_overrides(name, inputs), *extra])
+    return cfg, run(cfg, RunContext(command=f"test {name}"))
+
+
 def test_every_task_is_registered_with_a_config():
     assert set(EXPECTED) == set(TASKS)
     for name in TASKS:
@@ -82,14 +74,8 @@ def test_every_task_is_registered_with_a_config():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_task_trains_evaluates_and_logs(name, inputs, tmp_path):
-    from rnnbench.train import RunContext, run
-
     db = tmp_path / "mlflow.db"
-    cfg = compose_run([f"task={name}", "debug=smoke", "model.units=8", "train.epochs=1",
-                       "train.steps_per_epoch=2", "train.batch_size=8", "hardware.xla=off",
-                       "diagnostics.enabled=false", f"tracking.uri=sqlite:///{db}",
-                       *task_overrides(name, inputs)])
-    result = run(cfg, RunContext(command=f"test {name}"))
+    cfg, result = tiny_task_run(name, inputs, db, "train.epochs=1", "diagnostics.enabled=false")
     assert result.status == "FINISHED"
     assert set(result.test_metrics) == EXPECTED[name]
     assert all(math.isfinite(v) for v in result.test_metrics.values()), result.test_metrics

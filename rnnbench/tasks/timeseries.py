@@ -95,7 +95,7 @@ class SeriesTask(Task):
 
         bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
                   "test": (n_train + n_val, n)}
-        arrays, anchors_by_split, targets = {}, {}, {}
+        arrays, anchors_by_split, targets, bases = {}, {}, {}, {}
         for split, (lo, hi) in bounds.items():
             # a window's targets lie inside the split; its inputs may reach back before it
             first = max(lo, lb + m if seasonal else lb)
@@ -105,15 +105,17 @@ class SeriesTask(Task):
             anchors = starts - 1
             x = np.stack([values[s - lb:s] for s in starts])
             y = np.stack([values[s:s + hz] for s in starts])
-            if seasonal:  # minus the value one season earlier, then standardised
-                x = x - np.stack([values[s - lb - m:s - m] for s in starts])
-                y = y - seasonal_naive(values, anchors, hz, m)
-            base = values[anchors][:, None] if cfg.normalize == "window" else offset
-            xs = ((x - base) / scale)[..., None].astype(np.float32)
-            ys = ((y - base) / scale).astype(np.float32)
-            if seasonal:
-                y = y + seasonal_naive(values, anchors, hz, m)  # back to the series' units
-            arrays[split] = (xs, ys)
+            # model value = (series value - base) / scale, for inputs and targets alike
+            if cfg.normalize == "window":
+                x_base = y_base = values[anchors][:, None]
+            elif seasonal:  # the change from one season earlier, minus its train mean
+                x_base = np.stack([values[s - lb - m:s - m] for s in starts]) + offset
+                y_base = seasonal_naive(values, anchors, hz, m) + offset
+            else:
+                x_base = y_base = offset
+            arrays[split] = (((x - x_base) / scale)[..., None].astype(np.float32),
+                             ((y - y_base) / scale).astype(np.float32))
+            bases[split] = y_base
             anchors_by_split[split] = anchors
             targets[split] = y
 
@@ -125,7 +127,7 @@ class SeriesTask(Task):
             train=pipes["train"], val=pipes["val"], test=pipes["test"],
             n_features=1, n_outputs=hz, seq_len=lb, n_train=len(arrays["train"][0]),
             arrays=arrays, datasets=[info],
-            meta={"values": values, "scale": scale, "offset": offset,
+            meta={"values": values, "scale": scale, "offset": offset, "bases": bases,
                   "mase_scale": mase_scale, "anchors": anchors_by_split, "targets": targets,
                   "split_sizes": {"train": n_train, "val": n_val, "test": n_test}},
         )
@@ -142,15 +144,7 @@ class SeriesTask(Task):
         return ["mae"]
 
     def _to_units(self, pred: np.ndarray, data: TaskData, split: str) -> np.ndarray:
-        meta = data.meta
-        if self.cfg.normalize == "window":
-            base = meta["values"][meta["anchors"][split]][:, None]
-        else:
-            base = meta["offset"]
-        if self.cfg.normalize == "seasonal":
-            base = base + seasonal_naive(meta["values"], meta["anchors"][split],
-                                         self.cfg.horizon, self.cfg.season)
-        return pred.astype(np.float64) * meta["scale"] + base
+        return pred.astype(np.float64) * data.meta["scale"] + data.meta["bases"][split]
 
     def evaluate(self, model, data: TaskData, split: str) -> dict[str, float]:
         x, _ = data.arrays[split]
