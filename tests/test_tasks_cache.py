@@ -72,6 +72,41 @@ def test_arrays_round_trip_and_build_only_once(cache_dir):
     assert not list(path.parent.glob("*.part"))
 
 
+BUILDER = """
+import sys, time
+import numpy as np
+from rnnbench.tasks import cache
+
+def build():
+    with open(sys.argv[1], "a") as log:
+        log.write("built\\n")
+    time.sleep(1.5)  # long enough for the other process to arrive and wait
+    return {"a": np.arange(4) * 3}
+
+out = cache.cached_arrays("race", "k1", build)
+print(out["a"].tolist())
+"""
+
+
+def test_two_processes_build_an_entry_once(cache_dir, tmp_path):
+    """Two processes that need the same entry at once: one builds, the other waits for
+    the lock and reads the entry; no mismatched sidecar, no second build."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "builds.log"
+    env = {**os.environ, "RNNBENCH_CACHE": str(cache_dir)}
+    procs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(log)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert [out.strip() for out, _ in outs] == ["[0, 3, 6, 9]"] * 2
+    assert log.read_text().splitlines() == ["built"]
+    assert cache.is_valid(cache.entry_path("race", "k1"))
+
+
 def test_keys_differ_by_source_and_options():
     assert cache.cache_key("a", x=1) != cache.cache_key("a", x=2)
     assert cache.cache_key("a", x=1) != cache.cache_key("b", x=1)

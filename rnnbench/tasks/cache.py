@@ -12,6 +12,11 @@ Every entry is written to a temporary file in the same folder and renamed into p
 only when its sidecar exists and matches the file's bytes; anything else (a partial
 write, a crash between the two renames, a corrupted file) is deleted and rebuilt.
 
+Building an entry or fetching a download holds an exclusive lock on ``<entry>.lock``
+(``flock``), and the cache is checked again once the lock is held: two processes that
+need the same entry at once (the jobs of a multirun, the workers of a sweep) build it
+once, and the second one reads what the first one wrote.
+
 Downloads that do not match their fixed SHA-256 are kept aside as ``<file>.bad`` and
 raise :class:`~rnnbench.errors.DataError` naming the expected and actual hashes.
 """
@@ -24,8 +29,14 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock; a clash is still caught by the sidecar check
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -120,6 +131,20 @@ def _discard(path: Path) -> None:
             pass
 
 
+@contextmanager
+def building(path: Path) -> Iterator[None]:
+    """Hold the exclusive build lock of the cache entry ``path`` (blocks until free)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def entry_path(namespace: str, key: str) -> Path:
     return cache_root() / "arrays" / namespace / f"{key}.npz"
 
@@ -159,8 +184,12 @@ def cached_arrays(namespace: str, key: str, build: Callable[[], dict[str, Any]])
     hit = load_arrays(namespace, key)
     if hit is not None:
         return hit
-    arrays = build()
-    save_arrays(namespace, key, arrays)
+    with building(entry_path(namespace, key)):
+        hit = load_arrays(namespace, key)  # built by another process while we waited
+        if hit is not None:
+            return hit
+        arrays = build()
+        save_arrays(namespace, key, arrays)
     return load_arrays(namespace, key) or arrays
 
 
@@ -182,6 +211,12 @@ def fetch(url: str, sha256: str, filename: str, *, what: str, timeout_s: float =
     kept aside as ``<file>.bad`` and raises :class:`DataError` naming both hashes.
     """
     dest = cache_root() / "downloads" / filename
+    with building(dest):
+        return _fetch_locked(url, sha256, dest, what=what, timeout_s=timeout_s)
+
+
+def _fetch_locked(url: str, sha256: str, dest: Path, *, what: str, timeout_s: float) -> Path:
+    filename = dest.name
     if dest.exists():
         if file_sha256(dest) == sha256:
             return dest
