@@ -108,6 +108,38 @@ def test_bidirectional_only_where_it_makes_sense(name, inputs):
             check_compatible(cfg, task)
 
 
+@pytest.mark.parametrize("name", ["adding", "copy"])
+def test_probes_default_to_their_papers_protocol_and_the_command_line_wins(name):
+    """The long-range probes train with Arjovsky et al.'s RMSProp on batches of 20;
+    every other task keeps the project-wide Adam on 64; the command line, an experiment
+    overlay and debug=smoke still override a task's protocol."""
+    cfg = compose_run([f"task={name}"])
+    assert (cfg.optimizer.name, cfg.train.batch_size) == ("rmsprop", 20)
+    assert (cfg.optimizer.lr, cfg.optimizer.clipnorm, cfg.train.epochs) == (1e-3, 1.0, 30)
+    assert cfg.task.name == name and cfg.task.length == 100
+    plain = compose_run(["task=co2"])
+    assert (plain.optimizer.name, plain.train.batch_size) == ("adam", 64)
+    mine = compose_run([f"task={name}", "optimizer.name=adam", "train.batch_size=64"])
+    assert (mine.optimizer.name, mine.train.batch_size) == ("adam", 64)
+    assert compose_run([f"task={name}", "debug=smoke"]).train.batch_size == 32
+    study = compose_run([f"task={name}", "experiment=long_range"])
+    assert (study.optimizer.name, study.train.batch_size) == ("adam", 64)
+    with pytest.raises(Exception, match="lenght"):
+        compose_run([f"task={name}", "task.lenght=50"])
+
+
+def test_chorales_brings_its_own_budget():
+    """210 training chorales are 4 batches an epoch: chorales trains up to 300 epochs
+    with patience 20, where the other tasks keep 30 and 5; overrides still win."""
+    cfg = compose_run(["task=chorales"])
+    assert (cfg.train.epochs, cfg.train.patience, cfg.train.batch_size) == (300, 20, 64)
+    assert (cfg.optimizer.name, cfg.task.name, cfg.task.split_seed) == ("adam", "chorales", 0)
+    assert compose_run(["task=co2"]).train.epochs == 30
+    short = compose_run(["task=chorales", "train.epochs=30", "train.patience=5"])
+    assert (short.train.epochs, short.train.patience) == (30, 5)
+    assert compose_run(["task=chorales", "debug=smoke"]).train.epochs == 2
+
+
 def test_cli_language_model_carries_state_and_reports_against_the_unigram(tmp_path):
     proc = run_cli(["task=lm_char", "task.corpus=lee", "debug=smoke", "task.limit=24",
                     "task.bptt=25"], tmp_path)

@@ -2,7 +2,9 @@
 
 Kept free of TensorFlow so that the config can be composed and checked before the
 Keras backend is chosen. ``TASK_SCHEMAS`` maps each ``conf/task/<name>.yaml`` to its
-schema; the YAML file pulls it in with ``- /schema/task/<name>@_here_``.
+schema; the YAML file pulls it in with ``- /schema/task/<name>@_here_`` (or, in a task
+file of the global package that also sets its paper's training protocol, as the
+long-range probes do, with ``- /schema/task/<name>@task``).
 """
 
 from __future__ import annotations
