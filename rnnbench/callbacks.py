@@ -1,5 +1,5 @@
 """Keras callbacks of a training run: per-epoch MLflow logging, the non-finite guard,
-learning curves."""
+the interrupt check, learning curves."""
 
 from __future__ import annotations
 
@@ -9,6 +9,24 @@ import time
 from typing import Any
 
 import keras
+
+from rnnbench import interrupt
+
+
+class InterruptCheck(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt again before any batch and after each epoch once Ctrl-C
+    or SIGTERM came, in case library code swallowed the first one (see
+    :mod:`rnnbench.interrupt`). Batch *begin* hooks run in the main thread and leave
+    Keras's asynchronous dispatch of batch-end hooks as it is."""
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        interrupt.raise_if_requested()
+
+    def on_test_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        interrupt.raise_if_requested()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        interrupt.raise_if_requested()
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

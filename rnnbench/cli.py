@@ -12,19 +12,16 @@ composed config, before Keras is imported.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from rnnbench import interrupt
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 _failed_jobs: list[str] = []
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _print_error(message: str) -> None:
@@ -128,7 +125,7 @@ def main() -> None:
         from rnnbench.cells.listing import main as cells_main
 
         sys.exit(cells_main(sys.argv[2:]))
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt.install()
     _enable_crash_traceback()
     _hydra_main(run_job, "config")
     if _failed_jobs:
@@ -141,7 +138,7 @@ def tune_main() -> None:
     """``rnnbench-tune``: a keras-tuner sweep sharing rnnbench's config."""
     from rnnbench.tuning.app import tune_job
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt.install()
     _enable_crash_traceback()
     _hydra_main(tune_job, "tune")
     if _failed_jobs:

@@ -148,6 +148,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
 
         guard = callbacks.NonFiniteGuard()
         cbs = [
+            callbacks.InterruptCheck(),
             guard,
             callbacks.EpochLogger(mlrun, cfg.train.batch_size),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience,

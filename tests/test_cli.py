@@ -161,6 +161,48 @@ def test_ctrl_c_ends_the_run_killed(tmp_path):
     assert [r.info.status for r in runs] == ["KILLED"]
 
 
+def test_an_interrupt_swallowed_by_library_code_still_stops_training():
+    """Keras tries things under a bare ``except:`` while it builds a model; a Ctrl-C that
+    lands there is swallowed. rnnbench's handler remembers it and InterruptCheck raises
+    it again before the next batch, so the run still ends KILLED."""
+    import keras
+    import numpy as np
+
+    from rnnbench import interrupt
+    from rnnbench.callbacks import InterruptCheck
+
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+
+    def fit(*extra):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        steps: list[int] = []
+        counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: steps.append(b))
+        try:
+            model.fit(x, y, batch_size=4, epochs=2, callbacks=[*extra, counter], verbose=0)
+        finally:
+            fit.steps = steps
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        interrupt.install()
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except:  # noqa: E722 - what the library code does
+            pass
+        assert interrupt.requested() == "SIGINT"
+        fit()  # without the check, training goes on as if nothing had happened
+        assert len(fit.steps) == 8
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            fit(InterruptCheck())
+        assert fit.steps == []  # stopped before its first step
+    finally:
+        interrupt.reset()
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+
+
 def test_nan_loss_ends_the_run_failed_with_reason(tmp_path):
     proc = run_cli(["debug=smoke", "cell=rnn", "optimizer.name=sgd", "optimizer.lr=1e30",
                     "optimizer.clipnorm=null", "train.steps_per_epoch=20"], tmp_path)

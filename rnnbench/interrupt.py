@@ -1,0 +1,48 @@
+"""Ctrl-C and SIGTERM end a run as KILLED, even when library code swallows the first
+KeyboardInterrupt.
+
+The handler raises KeyboardInterrupt, as Python's own does, and also remembers that
+the signal came. Some library code runs under a bare ``except:`` (Keras, while it
+traces and builds a model for its first step, tries things that way), so an interrupt
+that lands there would be swallowed and training would go on. The
+:class:`~rnnbench.callbacks.InterruptCheck` callback calls :func:`raise_if_requested`
+after every batch and epoch, which raises it again where nothing can swallow it.
+
+Light on purpose: the CLI installs the handler before the Keras backend is imported.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+_requested: str | None = None
+
+
+def _handler(signum: int, frame: Any) -> None:
+    global _requested
+    _requested = signal.Signals(signum).name
+    raise KeyboardInterrupt(f"{_requested} received")
+
+
+def install() -> None:
+    """Handle SIGINT (Ctrl-C) and SIGTERM in this process (main thread only)."""
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+def requested() -> str | None:
+    """The name of the signal that asked this process to stop, or None."""
+    return _requested
+
+
+def raise_if_requested() -> None:
+    """Raise KeyboardInterrupt again when a stop was asked for (a no-op otherwise)."""
+    if _requested is not None:
+        raise KeyboardInterrupt(f"{_requested} received")
+
+
+def reset() -> None:
+    """Forget a stop request (for code that handled it and goes on, and for tests)."""
+    global _requested
+    _requested = None
