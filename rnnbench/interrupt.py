@@ -1,12 +1,16 @@
-"""Ctrl-C and SIGTERM end a run as KILLED, even when library code swallows the first
-KeyboardInterrupt.
+"""Ctrl-C (SIGINT) and SIGTERM end a run as KILLED.
+
+The handler is installed explicitly for both signals. Python keeps SIGINT ignored when
+the process inherits it ignored, as every command started with ``&`` from a script
+does; such a run would then train on through ``kill -INT`` and leave its MLflow run
+RUNNING.
 
 The handler raises KeyboardInterrupt, as Python's own does, and also remembers that
 the signal came. Some library code runs under a bare ``except:`` (Keras, while it
-traces and builds a model for its first step, tries things that way), so an interrupt
-that lands there would be swallowed and training would go on. The
-:class:`~rnnbench.callbacks.InterruptCheck` callback calls :func:`raise_if_requested`
-after every batch and epoch, which raises it again where nothing can swallow it.
+builds a model, tries things that way), and an interrupt that lands there would be
+swallowed. The :class:`~rnnbench.callbacks.InterruptCheck` callback calls
+:func:`raise_if_requested` before every batch and after every epoch, which raises it
+again where nothing swallows it.
 
 Light on purpose: the CLI installs the handler before the Keras backend is imported.
 """

@@ -161,6 +161,25 @@ def test_ctrl_c_ends_the_run_killed(tmp_path):
     assert [r.info.status for r in runs] == ["KILLED"]
 
 
+def test_ctrl_c_stops_a_run_that_inherited_sigint_ignored(tmp_path):
+    """A command started with ``&`` from a script inherits SIGINT ignored; rnnbench
+    installs its handler anyway, so ``kill -INT`` still ends the run KILLED."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnbench", "train.epochs=500", "train.patience=500",
+         "diagnostics.enabled=false"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        _wait_for_running(tmp_path, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "KILLED" in err
+    assert [r.info.status for r in store_runs(tmp_path)] == ["KILLED"]
+
+
 def test_an_interrupt_swallowed_by_library_code_still_stops_training():
     """Keras tries things under a bare ``except:`` while it builds a model; a Ctrl-C that
     lands there is swallowed. rnnbench's handler remembers it and InterruptCheck raises
