@@ -142,19 +142,27 @@ def _wait_for_running(cwd: Path, proc: subprocess.Popen, timeout: float = 120) -
     raise AssertionError("the run never started")
 
 
-def test_ctrl_c_ends_the_run_killed(tmp_path):
+def _interrupt_a_long_run(cwd: Path, delay_s: float = 0.0, preexec_fn=None):
+    """Start a long ``rnnbench`` run in ``cwd``, send SIGINT ``delay_s`` after its MLflow
+    run is RUNNING, and return (the process, its stderr)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnnbench", "train.epochs=500", "train.patience=500",
          "diagnostics.enabled=false"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        preexec_fn=preexec_fn)
     try:
-        _wait_for_running(tmp_path, proc)
-        time.sleep(2)
+        _wait_for_running(cwd, proc)
+        time.sleep(delay_s)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, err
+
+
+def test_ctrl_c_ends_the_run_killed(tmp_path):
+    proc, err = _interrupt_a_long_run(tmp_path, delay_s=2)
     assert proc.returncode != 0
     assert "KILLED" in err and "Traceback" not in err
     runs = store_runs(tmp_path)
@@ -164,18 +172,8 @@ def test_ctrl_c_ends_the_run_killed(tmp_path):
 def test_ctrl_c_stops_a_run_that_inherited_sigint_ignored(tmp_path):
     """A command started with ``&`` from a script inherits SIGINT ignored; rnnbench
     installs its handler anyway, so ``kill -INT`` still ends the run KILLED."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rnnbench", "train.epochs=500", "train.patience=500",
-         "diagnostics.enabled=false"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        _wait_for_running(tmp_path, proc)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, err = _interrupt_a_long_run(
+        tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert proc.returncode == 130 and "KILLED" in err
     assert [r.info.status for r in store_runs(tmp_path)] == ["KILLED"]
 

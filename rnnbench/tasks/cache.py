@@ -216,13 +216,12 @@ def fetch(url: str, sha256: str, filename: str, *, what: str, timeout_s: float =
 
 
 def _fetch_locked(url: str, sha256: str, dest: Path, *, what: str, timeout_s: float) -> Path:
-    filename = dest.name
     if dest.exists():
         if file_sha256(dest) == sha256:
             return dest
         _keep_aside(dest)  # corrupted or partial: fetch it again
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{filename}.", suffix=".part")
+    # the folder exists: building() made it
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
