@@ -148,6 +148,9 @@ class HardwareConfig:
     fallback: str = "fail"
     logical_cpus: int = 0
     scale_lr: bool = True
+    # CPU threads for TensorFlow's op pools (intra- and inter-op); 0: its default (all
+    # cores). Two jobs side by side on a 2-core machine run best with 1 thread each.
+    threads: int = 0
 
     def __post_init__(self) -> None:
         check_choice("hardware.device", self.device, DEVICES)
@@ -158,6 +161,8 @@ class HardwareConfig:
         check(self.num_devices >= 1, "hardware.num_devices", self.num_devices, "an integer >= 1")
         check(self.logical_cpus >= 0, "hardware.logical_cpus", self.logical_cpus,
               "an integer >= 0 (0: do not split the CPU)")
+        check(self.threads >= 0, "hardware.threads", self.threads,
+              "an integer >= 0 (0: TensorFlow's default, every core)")
 
 
 @dataclass

@@ -260,6 +260,18 @@ def _quiet_backend_loggers() -> None:
 def _tf_devices(hw: Any) -> tuple[list[str], list[str]]:
     import tensorflow as tf
 
+    threads = getattr(hw, "threads", 0)
+    if threads:
+        pools = tf.config.threading
+        if (pools.get_intra_op_parallelism_threads(),
+                pools.get_inter_op_parallelism_threads()) != (threads, threads):
+            try:
+                pools.set_intra_op_parallelism_threads(threads)
+                pools.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:
+                warnings.warn(f"hardware.threads={threads} was not applied: TensorFlow was "
+                              "already started in this process with other thread pools",
+                              stacklevel=2)
     cpus = tf.config.list_physical_devices("CPU")
     if hw.logical_cpus and hw.logical_cpus > 1 and cpus:
         try:

@@ -53,11 +53,21 @@ class RunResult:
     history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch Keras logs
 
 
+# settings that cannot change a run's numbers: where the record goes, and how much the
+# console shows
+NOT_RESULT_KEYS = (("tracking",), ("train", "verbose"))
+
+
 def config_hash(cfg: Any) -> str:
-    """Hash of the config that decides the result (tracking settings excluded)."""
+    """Hash of the config that decides the result: everything but ``NOT_RESULT_KEYS``."""
     node = OmegaConf.structured(cfg) if not OmegaConf.is_config(cfg) else cfg
     container = OmegaConf.to_container(node, resolve=True)
-    container.pop("tracking", None)
+    for path in NOT_RESULT_KEYS:
+        parent = container
+        for part in path[:-1]:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+        if isinstance(parent, dict):
+            parent.pop(path[-1], None)
     text = OmegaConf.to_yaml(OmegaConf.create(container), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

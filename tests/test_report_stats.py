@@ -109,8 +109,83 @@ def test_fanova_ranks_the_hyperparameter_that_matters_first():
     ranked = fanova(params, objective, keys, "min")
     assert [k for k, _ in ranked][0] == "optimizer.lr"
     assert ranked[0][1] > 0.8
-    assert sum(v for _, v in ranked) == pytest.approx(1.0)
+    # main effects, not normalised: an additive objective leaves little to interactions
+    assert 0.9 < sum(v for _, v in ranked) <= 1.0 + 1e-9
     assert fanova(params, objective, keys, "min") == ranked  # seeded: same answer
+
+
+def test_fanova_leaves_a_pure_interaction_to_interactions():
+    from rnnbench.report.importance import fanova
+
+    rng = random.Random(1)  # objective x*y: no main effect on [-1, 1]^2, all interaction
+    params, objective = [], []
+    for _ in range(60):
+        x, y = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        params.append({"x": repr(x), "y": repr(y)})
+        objective.append(x * y)
+    ranked = fanova(params, objective, ["x", "y"], "min")
+    # normalising would have claimed 1.0; an additive objective gives > 0.9 (above)
+    assert sum(v for _, v in ranked) < 0.7
+
+
+def test_confounded_hyperparameters_are_flagged():
+    from rnnbench.report.importance import confounded
+
+    pts = [{"a": str(i), "b": str(2 * i + (i % 2)), "c": str((7 * i) % 10)} for i in range(10)]
+    pairs = [(a, b) for a, b, _ in confounded(pts, ["a", "b", "c"])]
+    assert pairs == [("a", "b")]
+
+
+# Student's (1908) sleep data, Cushny & Peebles: extra hours of sleep with two drugs on
+# the same 10 patients. R: t.test(x, y, paired=TRUE): t = -4.0621, df = 9,
+# p-value = 0.002833, 95% CI -2.4598858 -0.7001142, mean difference -1.58.
+SLEEP_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+SLEEP_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+
+
+def test_paired_t_matches_the_textbook_example():
+    res = stats.paired(SLEEP_1, SLEEP_2)
+    assert res.n == 10 and res.mean == pytest.approx(-1.58)
+    assert res.t == pytest.approx(-4.0621, abs=1e-4)
+    assert res.p_t == pytest.approx(0.002833, abs=1e-6)
+    assert (res.mean - res.half_width, res.mean + res.half_width) == pytest.approx(
+        (-2.4598858, -0.7001142), abs=1e-6)
+    assert res.dz == pytest.approx(-1.58 / res.sd) and res.negative == 9 and res.positive == 0
+
+
+def test_wilcoxon_matches_the_exact_distribution_by_hand():
+    # |d| ranks 1..6, the negative one has rank 6: W = min(15, 6) = 6. Subsets of {1..6}
+    # with rank sum <= 6: 14 of 64, so the exact two-sided p is 2 * 14 / 64.
+    a = [1.0, 2.0, 3.0, 4.0, 5.0, -6.0]
+    res = stats.paired(a, [0.0] * 6)
+    assert res.w == 6.0 and res.p_w == pytest.approx(2 * 14 / 64)
+
+
+def test_paired_needs_three_pairs_for_an_interval_and_spread_for_a_test():
+    two = stats.paired([1.0, 2.0], [0.0, 0.5])
+    assert two.n == 2 and math.isnan(two.half_width) and math.isnan(two.p_t)
+    flat = stats.paired([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])  # every difference is 1
+    assert flat.mean == 1.0 and math.isnan(flat.p_t) and math.isnan(flat.p_w)
+
+
+@pytest.mark.parametrize("n, sd, alpha", [(10, 1.0, 0.05), (16, 0.157, 0.05 / 8),
+                                          (5, 2.5, 0.01)])
+def test_paired_mde_agrees_with_statsmodels_power(n, sd, alpha):
+    from statsmodels.stats.power import TTestPower
+
+    d = TTestPower().solve_power(nobs=n, alpha=alpha, power=0.8, alternative="two-sided")
+    assert stats.mde_paired(sd, n, alpha) == pytest.approx(d * sd, rel=1e-4)
+    assert math.isnan(stats.mde_paired(sd, 2, alpha))
+
+
+def test_welch_mde_agrees_with_the_two_sample_power_at_equal_variances():
+    from statsmodels.stats.power import TTestIndPower
+
+    a = [1.0, 2.0, 3.0, 4.0, 5.0]
+    b = [2.0, 3.0, 4.0, 5.0, 6.0]  # same variance and size: Welch's df is 2n - 2
+    d = TTestIndPower().solve_power(nobs1=5, ratio=1.0, alpha=0.05, power=0.8)
+    assert stats.mde_welch(a, b) == pytest.approx(d * math.sqrt(2.5), rel=1e-4)
+    assert math.isnan(stats.mde_welch(a[:2], b))
 
 
 def test_number_formats():

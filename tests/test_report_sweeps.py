@@ -88,6 +88,7 @@ def store(tmp_path_factory):
     s = Store(home / "mlflow.db")
     rng = random.Random(0)
     expected: dict = {"trials": {}, "parents": {}}
+    points: list = []  # the lstm sweep's finished points
     for cell, n_trials in (("lstm", 22), ("rnn", 6)):
         sweep_id = f"adding-{cell}-random-0001"
         command = f"rnnbench-tune task=adding cell={cell} tuner.max_trials={n_trials}"
@@ -119,7 +120,32 @@ def store(tmp_path_factory):
                   {"val_loss": [v + 0.3, v, v + 0.01], "epoch_time_s": [2.0, 0.5, 0.7],
                    "throughput_samples_per_s": [100.0, 400.0, 300.0]})
             trials.append((v, test))
+            if cell == "lstm":
+                points.append((lr, units, test))
         expected["trials"][cell] = trials
+    # a gru sweep with the lstm sweep's oracle seed: the same first 10 hyperparameter
+    # points, a little worse at every one (a paired design)
+    sweep_id = "adding-gru-random-0001"
+    command = "rnnbench-tune task=adding cell=gru tuner.max_trials=10"
+    parent = s.run("probes", f"sweep-{sweep_id}",
+                   {"run_kind": "sweep", "sweep_id": sweep_id, "task": "adding", "cell": "gru",
+                    "objective": "val_loss", "direction": "min", "command": command},
+                   {"tuner.objective": "val_loss"}, {})
+    pairs = []
+    for i, (lr, units, lstm_test) in enumerate(points[:10]):
+        tags = schema_tags("adding", "probe", "gru", 0, "trial", "mse", "min", command,
+                           sweep_id)
+        tags.update({"mlflow.parentRunId": parent, "trial_id": str(i)})
+        test = lstm_test + 0.05 + 0.01 * rng.uniform(-1, 1)
+        v = trial_value(lr, "gru")
+        s.run("probes", f"trial-{i}", tags,
+              {"cell.name": "gru", "seed": "0", "optimizer.lr": repr(lr),
+               "model.units": str(units), "task.length": "100", "hp/lr": repr(lr),
+               "hp/units": str(units)},
+              {"test_mse": test, "params_count": 3 * units * (units + 2)},
+              {"val_loss": [v + 0.3, v]})
+        pairs.append((test, lstm_test))
+    expected["pairs"] = pairs
     acc = {"lstm": [0.50, 0.52, 0.51], "gru": [0.90, 0.91, 0.92]}
     for cell, values in acc.items():
         for seed, value in enumerate(values):
@@ -176,11 +202,25 @@ def test_each_task_gets_its_own_table_and_metric(report):
 
 def test_significance_direction_follows_the_metric(store, report):
     s, expected = store
-    sig = read_csv(report / "tables" / "copy-significance.csv")
-    assert [(x["row"], x["baseline"]) for x in sig] == [("gru", "lstm")]
-    p = sps.ttest_ind(expected["acc"]["gru"], expected["acc"]["lstm"], equal_var=False).pvalue
-    assert float(sig[0]["p"]) == pytest.approx(p) and p < 0.05
+    # the copy runs share their seeds 0, 1, 2: compared seed by seed
+    sig = read_csv(report / "tables" / "copy-paired.csv")
+    assert [(x["row"], x["baseline"], x["points"]) for x in sig] == [
+        ("gru", "lstm", "seed=0 | seed=1 | seed=2")]
+    p = sps.ttest_rel(expected["acc"]["gru"], expected["acc"]["lstm"]).pvalue
+    assert float(sig[0]["p_t"]) == pytest.approx(p) and p < 0.05
     assert sig[0]["significant"] == "true" and sig[0]["verdict"] == "better (significant)"
+
+
+def test_unpaired_design_keeps_welch(store, tmp_path):
+    s, expected = store
+    out = tmp_path / "r"
+    assert report_main(["--tracking-uri", s.uri, "--experiment", "probes", "--design",
+                        "unpaired", "--out", str(out)]) == 0
+    sig = read_csv(out / "tables" / "copy-significance.csv")
+    p = sps.ttest_ind(expected["acc"]["gru"], expected["acc"]["lstm"], equal_var=False).pvalue
+    assert float(sig[0]["p"]) == pytest.approx(p)
+    assert not (out / "tables" / "copy-paired.csv").exists()
+    assert "--design unpaired" in (out / "report.md").read_text()
 
 
 def test_killed_failed_and_foreign_runs_are_listed_not_averaged(store, report):
@@ -214,7 +254,57 @@ def test_sweep_rows_average_the_best_tenth_of_trials(store, report):
     assert rows["rnn"]["test_mse_ci_half_width"] == ""  # one value: no interval
     sig = read_csv(report / "tables" / "adding-sweep-trials-significance.csv")
     assert [(x["row"], x["significant"], x["verdict"]) for x in sig] == [
-        ("rnn", "", "n/a (fewer than 2 values)")]
+        ("gru", "", "n/a (fewer than 3 values a side)"),
+        ("rnn", "", "n/a (fewer than 3 values a side)")]
+
+
+def test_sweeps_with_shared_points_are_compared_pair_by_pair(store, report):
+    s, expected = store
+    paired = read_csv(report / "tables" / "adding-sweep-trials-paired.csv")
+    assert [x["row"] for x in paired] == ["gru"]  # rnn's sweep shares no point with lstm's
+    row = paired[0]
+    gru, lstm = zip(*expected["pairs"])
+    t = sps.ttest_rel(gru, lstm)
+    w = sps.wilcoxon([a - b for a, b in expected["pairs"]])
+    assert int(row["pairs"]) == 10 and row["n_diff_positive"] == "10"
+    assert float(row["diff_mean"]) == pytest.approx(sum(gru) / 10 - sum(lstm) / 10)
+    assert float(row["p_t"]) == pytest.approx(t.pvalue, rel=1e-9)
+    assert float(row["p_wilcoxon"]) == pytest.approx(w.pvalue, rel=1e-9)
+    assert float(row["p_t_holm"]) == pytest.approx(t.pvalue, rel=1e-9)  # one test
+    assert row["verdict"] == "worse (significant)"
+    md = (report / "report.md").read_text()
+    assert "Best-tuned comparison against lstm (Greff et al.'s protocol)" in md
+    assert "across the search space" in md and "rnn` and `lstm` share 0" not in md
+
+
+def test_a_paired_report_on_unpaired_sweeps_says_why(store, tmp_path, capsys):
+    s, _ = store
+    out = tmp_path / "r"
+    assert report_main(["--tracking-uri", s.uri, "--experiment", "probes", "--design",
+                        "paired", "--filter", "tags.cell != 'gru'", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "`rnn` and `lstm` share 0 of their hyperparameter points" in err
+    assert "same seed" in err and not out.exists()
+
+
+def test_a_paired_test_across_task_settings_is_refused(tmp_path_factory, tmp_path, capsys):
+    home = fast_dir(tmp_path_factory, "mixed")
+    s = Store(home / "mlflow.db")
+    for length in ("50", "100"):
+        for cell, extra in (("lstm", 0.0), ("gru", 0.1)):
+            for i, lr in enumerate((0.001, 0.003, 0.01)):
+                tags = schema_tags("adding", "probe", cell, 0, "trial", "mse", "min",
+                                   "rnnbench-tune", f"sweep-{cell}-{length}")
+                s.run("mixed", f"t{i}", tags, {"cell.name": cell, "hp/lr": repr(lr),
+                                              "task.length": length},
+                      {"test_mse": lr + extra + float(length) / 1e4})
+    out = tmp_path / "r"
+    assert report_main(["--tracking-uri", s.uri, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "differ in task.length" in err and "--filter" in err and not out.exists()
+    assert report_main(["--tracking-uri", s.uri, "--filter", "params.`task.length` = '50'",
+                        "--out", str(out)]) == 0
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_trial_fraction_option_sets_how_many_trials_enter(store, tmp_path):
@@ -243,9 +333,13 @@ def test_trial_fraction_out_of_range_is_refused(store, tmp_path, capsys, value):
 def test_fanova_importance_of_the_sweeps(report):
     imp = read_csv(report / "tables" / "adding-sweep-trials-importance.csv")
     names = [r["hyperparameter"] for r in imp]
-    assert names[0] == "optimizer.lr" and float(imp[0]["importance"]) > 0.5
-    assert set(names) == {"optimizer.lr", "model.units", "cell.name"}
-    assert sum(float(r["importance"]) for r in imp) == pytest.approx(1.0)
+    assert names[0] == "optimizer.lr" and float(imp[0]["main_effect_share"]) > 0.5
+    assert set(names) == {"optimizer.lr", "model.units", "cell.name", "(interactions)"}
+    # main effects plus what is left to interactions make the whole variance
+    assert sum(float(r["main_effect_share"]) for r in imp) == pytest.approx(1.0)
+    assert float(imp[-1]["main_effect_share"]) > 0  # not normalised away
+    md = (report / "report.md").read_text()
+    assert "not normalised" in md and "distinct hyperparameter points" in md
     assert (report / "figures" / "adding-sweep-trials-importance.png").is_file()
 
 
@@ -292,3 +386,37 @@ def test_trials_filtered_without_their_parent_still_rank_by_its_objective(store,
     commands = read_csv(out / "tables" / "commands.csv")  # the parent's command
     assert {c["command"] for c in commands} == {
         "rnnbench-tune task=adding cell=lstm tuner.max_trials=22"}
+
+
+def test_mixed_code_versions_are_flagged_and_can_be_refused(tmp_path_factory, tmp_path,
+                                                            capsys):
+    home = fast_dir(tmp_path_factory, "commits")
+    s = Store(home / "mlflow.db")
+    commits = {0: "a" * 40, 1: "a" * 40, 2: "b" * 40 + "-dirty"}
+    for cell in ("lstm", "gru"):
+        for seed, commit in commits.items():
+            tags = schema_tags("copy", "probe", cell, seed, "run", "accuracy", "max",
+                               f"rnnbench cell={cell} seed={seed}", "multirun/x")
+            tags["git_commit"] = commit
+            s.run("mix", f"{cell}-{seed}", tags, {"cell.name": cell, "seed": str(seed)},
+                  {"test_accuracy": 0.5 + seed / 10 + (cell == "gru") / 20})
+    out = tmp_path / "r"
+    assert report_main(["--tracking-uri", s.uri, "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "2 code versions" in printed.err and "from a tree with uncommitted" in printed.err
+    md = (out / "report.md").read_text()
+    assert "Warning: mixed code versions" in md and f"`{'b' * 40}-dirty` (2 runs)" in md
+    runs = read_csv(out / "tables" / "runs.csv")
+    assert {r["git_commit"] for r in runs} == set(commits.values())
+
+    assert report_main(["--tracking-uri", s.uri, "--require-clean", "--out",
+                        str(tmp_path / "clean")]) == 2
+    err = capsys.readouterr().err
+    assert "--require-clean" in err and f"{'b' * 40}-dirty: 2 runs: lstm-2 (" in err, err
+    assert not (tmp_path / "clean").exists()
+    # one clean commit passes, and the report says which
+    assert report_main(["--tracking-uri", s.uri, "--require-clean", "--filter",
+                        f"tags.git_commit = '{'a' * 40}'", "--out", str(out)]) == 0
+    assert f"every run comes from commit `{'a' * 40}` (4 runs), a clean tree" in \
+        (out / "report.md").read_text()
+    shutil.rmtree(home, ignore_errors=True)

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from rnnbench.errors import ConfigError
 from rnnbench.report import stats
 from rnnbench.report.collect import History, RunRecord, Selection
 
@@ -23,6 +24,11 @@ IGNORED_PARAMS = {"seed", "train.verbose", "tracking.uri", "tracking.name",
 MAX_WORDS = ("acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "bleu")
 TRIAL_FRACTION = 0.1
 ALPHA = 0.05
+POWER = 0.8
+DESIGNS = ("auto", "paired", "unpaired")
+# fANOVA ranks hyperparameters from the distinct points a sweep tried: fewer than this
+# many per ranked hyperparameter (the variant excepted) cannot separate their effects
+POINTS_PER_HYPERPARAMETER = 10
 ENV_TAGS = ("rnnbench_version", "python_version", "tensorflow_version", "keras_version",
             "backend", "hardware", "device", "visible_devices", "cpu", "replicas", "cudnn",
             "cudnn_eligible", "xla", "precision", "deterministic", "git_commit")
@@ -41,6 +47,10 @@ class ReportOptions:
         confidence: the confidence level of the intervals.
         alpha: the significance level after Holm's correction.
         trial_fraction: the fraction of a sweep's trials that enter its statistic.
+        design: ``auto`` pairs runs that share design points (the same seed in a
+            multirun, the same hyperparameter values in sweeps) and tests the per-point
+            differences, else compares unpaired; ``paired`` refuses comparisons that
+            cannot be paired; ``unpaired``: Welch's test only.
     """
 
     baseline: str = "lstm"
@@ -49,6 +59,7 @@ class ReportOptions:
     confidence: float = 0.95
     alpha: float = ALPHA
     trial_fraction: float = TRIAL_FRACTION
+    design: str = "auto"
 
 
 @dataclass
@@ -96,6 +107,29 @@ class Comparison:
     p_holm: float = math.nan
     significant: bool | None = None
     verdict: str = ""
+    mde: float = math.nan
+
+
+@dataclass
+class PairedComparison:
+    """One row against the baseline row over the design points they share: seeds of a
+    multirun, or hyperparameter points of sweeps with the same oracle seed and space.
+
+    ``mde`` is the minimum detectable effect of the paired t-test at 80% power and the
+    level ``alpha / m`` (m tests in the table: the level Holm's first step uses)."""
+
+    row: Row
+    base: Row
+    points: list[str]
+    row_values: list[float]
+    base_values: list[float]
+    result: stats.PairedResult
+    p_t_holm: float = math.nan
+    p_w_holm: float = math.nan
+    mde: float = math.nan
+    mde_alpha: float = math.nan
+    significant: bool | None = None
+    verdict: str = ""
 
 
 @dataclass
@@ -106,6 +140,9 @@ class Importance:
     n_trials: int
     values: list[tuple[str, float]] = field(default_factory=list)
     note: str = ""
+    n_points: int = 0
+    interactions: float = math.nan
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +158,9 @@ class TaskSection:
     metric_note: str
     rows: list[Row] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
+    paired: list[PairedComparison] = field(default_factory=list)
+    paired_note: str = ""
+    design: str = "unpaired"
     excluded: list[Excluded] = field(default_factory=list)
     baseline_note: str = ""
     trivial: dict[str, float] = field(default_factory=dict)
@@ -145,6 +185,8 @@ class Analysis:
     ignored: list[RunRecord]
     environment: list[tuple[str, list[tuple[str, int]]]]
     status_counts: dict[str, int]
+    commits: list[tuple[str, int]] = field(default_factory=list)
+    provenance_warning: str = ""
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -224,7 +266,53 @@ def analyse(selection: Selection, options: ReportOptions, history: History) -> A
         if counts:
             env.append((key, sorted(counts.items(), key=lambda kv: natural_key(kv[0]))))
     status_counts = dict(sorted(Counter(r.status for r in usable).items()))
-    return Analysis(selection, options, sections, ignored, env, status_counts)
+    commits, warning = provenance(usable)
+    return Analysis(selection, options, sections, ignored, env, status_counts, commits,
+                    warning)
+
+
+UNKNOWN_COMMIT = "(unknown: not run from a git checkout)"
+
+
+def provenance(runs: list[RunRecord]) -> tuple[list[tuple[str, int]], str]:
+    """The code versions (``git_commit`` tags) the runs span, with how many runs each,
+    and a warning when they are more than one, or a dirty tree, or unknown."""
+    counts = Counter(r.tags.get("git_commit") or UNKNOWN_COMMIT for r in runs)
+    commits = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    problems = []
+    if len(commits) > 1:
+        problems.append(f"{len(commits)} code versions")
+    dirty = sum(n for c, n in commits if c.endswith("-dirty"))
+    if dirty:
+        problems.append(f"{dirty} run{'s' if dirty != 1 else ''} from a tree with "
+                        f"uncommitted changes")
+    unknown = counts.get(UNKNOWN_COMMIT, 0)
+    if unknown:
+        problems.append(f"{unknown} run{'s' if unknown != 1 else ''} with no recorded commit")
+    if not problems:
+        return commits, ""
+    return commits, ("The runs mix " + " and ".join(problems) + ": differences between "
+                     "cells may come from the code, not the cells. Re-run them from one clean "
+                     "commit (e.g. a `git worktree` at a tag) for a comparison on one code "
+                     "version; --require-clean refuses such a mix.")
+
+
+def check_clean(runs: list[RunRecord]) -> None:
+    """Refuse runs from several commits, a dirty tree or no commit (``--require-clean``),
+    listing the runs by commit."""
+    commits, warning = provenance(runs)
+    if not warning:
+        return
+    lines = []
+    for commit, n in commits:
+        names = [r.name + f" ({r.run_id[:8]})" for r in runs
+                 if (r.tags.get("git_commit") or UNKNOWN_COMMIT) == commit]
+        shown = ", ".join(names[:6]) + (f", … {len(names) - 6} more" if len(names) > 6 else "")
+        lines.append(f"  {commit}: {n} run{'s' if n != 1 else ''}: {shown}")
+    raise ConfigError("--require-clean: " + warning.split(":")[0] + ". Runs by commit:\n"
+                      + "\n".join(lines) + "\nNothing was written. Narrow the selection "
+                      "(e.g. --filter \"tags.git_commit = '<commit>'\") or re-run the "
+                      "others from that commit.")
 
 
 def _section(task: str, kind: str, variant: dict[str, str], runs: list[RunRecord],
@@ -304,6 +392,7 @@ def _section(task: str, kind: str, variant: dict[str, str], runs: list[RunRecord
 
     _rank(section)
     _compare(section, options)
+    _compare_paired(section, options)
     trivial = defaultdict(list)
     for run in section.runs:
         for k, v in run.metrics.items():
@@ -349,7 +438,7 @@ def shorten(text: str, limit: int = 240) -> str:
 
 def _fill_row(row: Row, key: str, options: ReportOptions, history: History) -> None:
     row.values = [r.metric(key) for r in row.used]
-    row.interval = stats.mean_ci(row.values, options.confidence)
+    row.interval = _interval(row.values, options.confidence)
     counts = sorted({int(r.metrics["params_count"]) for r in (row.used or row.runs)
                      if "params_count" in r.metrics and math.isfinite(r.metrics["params_count"])})
     row.params_count = (f"{counts[0]:,}" if len(counts) == 1
@@ -393,6 +482,15 @@ def _fill_row(row: Row, key: str, options: ReportOptions, history: History) -> N
         row.profiles[epoch] = (lags, [_mean(col) for col in zip(*same)])
 
 
+def _interval(values: list[float], confidence: float) -> stats.Interval:
+    """The mean with its t interval; with fewer than 3 values no interval is meaningful
+    (the half-width is NaN and the report says so)."""
+    iv = stats.mean_ci(values, confidence)
+    if iv.n < stats.MIN_INTERVAL_N:
+        return stats.Interval(iv.mean, math.nan, iv.n, iv.sd, confidence)
+    return iv
+
+
 def _rank(section: TaskSection) -> None:
     sign = 1.0 if section.mode == "min" else -1.0
     ranked = sorted((r for r in section.rows if r.interval and math.isfinite(r.interval.mean)),
@@ -402,7 +500,21 @@ def _rank(section: TaskSection) -> None:
     section.rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.label))
 
 
+def _baseline_of(row: Row, bases: list[Row]) -> Row | None:
+    matches = [b for b in bases if b.variant == row.variant]
+    if not matches:
+        return None
+    return next((b for b in matches if b.impl == row.impl), matches[0])
+
+
+def _verdict(diff: float, significant: bool, mode: str) -> str:
+    better = (diff < 0) == (mode == "min")
+    return ("better" if better else "worse") + " (significant)" if significant \
+        else "not significant"
+
+
 def _compare(section: TaskSection, options: ReportOptions) -> None:
+    """Welch's t-test of each row's values against the baseline row's (unpaired)."""
     bases = [r for r in section.rows if r.cell == options.baseline and r.values]
     if not bases:
         section.baseline_note = (
@@ -412,29 +524,30 @@ def _compare(section: TaskSection, options: ReportOptions) -> None:
     for row in section.rows:
         if row.cell == options.baseline or not row.values:
             continue
-        matches = [b for b in bases if b.variant == row.variant]
-        if not matches:
+        base = _baseline_of(row, bases)
+        if base is None:
             continue
-        base = next((b for b in matches if b.impl == row.impl), matches[0])
         diff = row.interval.mean - base.interval.mean
         rel = diff / abs(base.interval.mean) if base.interval.mean else math.nan
-        section.comparisons.append(Comparison(row, base, diff, rel,
-                                              stats.welch_t(row.values, base.values)))
+        few = min(len(row.values), len(base.values)) < stats.MIN_INTERVAL_N
+        welch = (stats.WelchResult(math.nan, math.nan, math.nan) if few
+                 else stats.welch_t(row.values, base.values))
+        section.comparisons.append(Comparison(row, base, diff, rel, welch))
     adjusted = stats.holm([c.welch.p for c in section.comparisons])
     n_tests = sum(1 for p in adjusted if not math.isnan(p))
+    level = options.alpha / max(n_tests, 1)
     for comp, p in zip(section.comparisons, adjusted):
         comp.p_holm = p
         if math.isnan(p):
             comp.significant = None
-            if min(len(comp.row.values), len(comp.base.values)) < 2:
-                comp.verdict = "n/a (fewer than 2 values)"
+            if min(len(comp.row.values), len(comp.base.values)) < stats.MIN_INTERVAL_N:
+                comp.verdict = "n/a (fewer than 3 values a side)"
             else:
                 comp.verdict = "n/a (no spread in either sample)"
             continue
         comp.significant = p < options.alpha
-        better = (comp.diff < 0) == (section.mode == "min")
-        comp.verdict = (("better" if better else "worse") + " (significant)"
-                        if comp.significant else "not significant")
+        comp.verdict = _verdict(comp.diff, comp.significant, section.mode)
+        comp.mde = stats.mde_welch(comp.row.values, comp.base.values, level, POWER)
     if not section.comparisons:
         section.baseline_note = (f"Nothing to test: no other cell has finished runs in the "
                                  f"same setting as `{options.baseline}` here.")
@@ -442,12 +555,128 @@ def _compare(section: TaskSection, options: ReportOptions) -> None:
     if n_tests == 0:
         section.baseline_note = (
             f"No significance tests: Welch's t-test against `{options.baseline}` needs at "
-            f"least two values on each side and some spread; no comparison here has them.")
+            f"least three values on each side and some spread; no comparison here has them.")
         return
     section.baseline_note = (
-        f"Welch's t-test (two-sided) of each cell against `{options.baseline}`; p-values "
-        f"corrected with Holm's method over the {n_tests} test{'s' if n_tests != 1 else ''} "
-        f"of this table; significant means corrected p < {options.alpha:g}.")
+        f"Welch's t-test (two-sided, unpaired) of each cell against `{options.baseline}`; "
+        f"p-values corrected with Holm's method over the {n_tests} "
+        f"test{'s' if n_tests != 1 else ''} of this table; significant means corrected "
+        f"p < {options.alpha:g}. MDE: the smallest difference of means this test finds "
+        f"with {POWER:.0%} power at level {options.alpha:g}/{n_tests} (Holm's first step), "
+        f"given the samples' spread, in the metric's units.")
+
+
+def design_point(run: RunRecord, kind: str) -> str | None:
+    """The design point a run stands for: its seed in a multirun; for a sweep trial, the
+    values of every sampled hyperparameter (``hp/<label>`` params), which are the same
+    in sweeps that share the oracle's seed and search space."""
+    if kind != "trial":
+        return f"seed={run.seed}" if run.seed != "" else None
+    hps = sorted((k.removeprefix("hp/"), v) for k, v in run.params.items()
+                 if k.startswith("hp/"))
+    return ", ".join(f"{k}={v}" for k, v in hps) if hps else None
+
+
+def _points(row: Row, key: str, kind: str) -> dict[str, float]:
+    """Each design point of ``row`` with its value of ``key`` (the latest finished run
+    at that point: a retried trial counts once)."""
+    out: dict[str, float] = {}
+    for run in sorted(row.runs, key=lambda r: (r.start_ms, r.run_id)):
+        point = design_point(run, kind)
+        if point is not None and not _exclusion(run, key):
+            out[point] = run.metric(key)
+    return out
+
+
+def _check_pairable(section: TaskSection, options: ReportOptions) -> None:
+    """A paired test compares one metric of one task setting: refuse a selection that
+    would mix tasks settings or metrics into one."""
+    task_keys = _varying(section.runs, _is_task_param)
+    if task_keys:
+        raise ConfigError(
+            f"{section.title}: the selected runs differ in {', '.join(task_keys)}, so a "
+            f"paired test would mix task settings. Narrow the selection with --filter "
+            f"(e.g. \"params.{task_keys[0]} = '...'\") or report them with --design unpaired.")
+    if not options.metric:
+        metrics = sorted({r.tags["primary_metric"] for r in section.runs
+                          if r.tags.get("primary_metric")})
+        if len(metrics) > 1:
+            raise ConfigError(
+                f"{section.title}: the selected runs rank by different metrics "
+                f"({', '.join(metrics)}), so a paired test would mix them. Choose one with "
+                f"--metric, or narrow the selection with --filter.")
+
+
+def _compare_paired(section: TaskSection, options: ReportOptions) -> None:
+    """Paired t and Wilcoxon signed-rank tests of each row against the baseline over the
+    design points both have, Holm's correction over each family (table)."""
+    if options.design == "unpaired":
+        section.paired_note = "Paired analysis not asked for (--design unpaired)."
+        return
+    bases = [r for r in section.rows if r.cell == options.baseline]
+    key = f"test_{section.metric}"
+    unpairable = []
+    candidates = []
+    for row in section.rows:
+        if row.cell == options.baseline:
+            continue
+        base = _baseline_of(row, bases)
+        if base is None:
+            continue
+        mine, theirs = _points(row, key, section.kind), _points(base, key, section.kind)
+        shared = sorted(set(mine) & set(theirs), key=natural_key)
+        if len(shared) < 2:
+            unpairable.append((row, base, len(mine), len(theirs), len(shared)))
+            continue
+        candidates.append((row, base, shared, mine, theirs))
+    if candidates:
+        _check_pairable(section, options)
+    what = ("hyperparameter points (the same `hp/*` values: sweeps with a shared oracle "
+            "seed and search space)" if section.kind == "trial" else "seeds")
+    if options.design == "paired" and unpairable:
+        row, base, a, b, n = unpairable[0]
+        raise ConfigError(
+            f"{section.title}: --design paired, but `{row.label}` and `{base.label}` share "
+            f"{n} of their {what} ({a} and {b} finished with `{key}`); a paired test needs "
+            f"at least 2 shared points. "
+            + ("Run the sweeps with the same seed (the oracle's) and search space."
+               if section.kind == "trial" else "Run the cells with the same seeds.")
+            + " Or use --design unpaired.")
+    for row, base, shared, mine, theirs in candidates:
+        a, b = [mine[p] for p in shared], [theirs[p] for p in shared]
+        section.paired.append(PairedComparison(row, base, shared, a, b,
+                                               stats.paired(a, b, options.confidence)))
+    adj_t = stats.holm([c.result.p_t for c in section.paired])
+    adj_w = stats.holm([c.result.p_w for c in section.paired])
+    m = sum(1 for p in adj_t if not math.isnan(p))
+    for comp, pt, pw in zip(section.paired, adj_t, adj_w):
+        comp.p_t_holm, comp.p_w_holm = pt, pw
+        comp.mde_alpha = options.alpha / max(m, 1)
+        comp.mde = stats.mde_paired(comp.result.sd, comp.result.n, comp.mde_alpha, POWER)
+        if math.isnan(pt):
+            comp.verdict = ("n/a (fewer than 3 shared points)"
+                            if comp.result.n < stats.MIN_INTERVAL_N
+                            else "n/a (the differences have no spread)")
+            continue
+        comp.significant = pt < options.alpha
+        comp.verdict = _verdict(comp.result.mean, comp.significant, section.mode)
+    if section.paired:
+        section.design = "paired"
+        section.paired_note = (
+            f"Paired over the {what} that each cell shares with `{options.baseline}`: "
+            f"Δ is the cell's value minus the baseline's at the same point, with its "
+            f"{options.confidence:.0%} t interval and effect size d_z = mean(Δ)/sd(Δ). "
+            f"Paired t-test and Wilcoxon signed-rank test (two-sided, scipy), each corrected "
+            f"with Holm's method over the {m} comparison{'s' if m != 1 else ''} of this "
+            f"table; significant means the paired t-test's corrected p < {options.alpha:g}. "
+            f"MDE: the smallest mean difference the paired t-test finds with {POWER:.0%} "
+            f"power at level {options.alpha:g}/{max(m, 1)} (Holm's first step), given the "
+            f"spread of the differences, in the metric's units.")
+    elif unpairable:
+        row, base, a, b, n = unpairable[0]
+        section.paired_note = (
+            f"No paired test: `{row.label}` and `{base.label}` share {n} of their {what}; "
+            f"pairing needs at least 2. The unpaired table is the comparison.")
 
 
 # ---- sweeps -------------------------------------------------------------------------
@@ -494,9 +723,23 @@ def _importance(section: TaskSection, objective: tuple[str, str],
         imp.note = (f"fANOVA needs at least 5 finished trials with `{name}` and a varying "
                     f"hyperparameter; this sweep has {len(scored)} and {len(keys)}.")
         return imp
-    from rnnbench.report.importance import fanova
+    from rnnbench.report.importance import confounded, fanova
 
     imp.values = fanova([r.params for r, _ in scored], [v for _, v in scored], keys, mode)
+    imp.interactions = max(0.0, 1.0 - math.fsum(v for _, v in imp.values))
+    hp_keys = [k for k in keys if k != "cell.name"]
+    distinct = {tuple(r.params.get(k, "") for k in hp_keys): r.params for r, _ in scored}
+    imp.n_points = len(distinct)
+    if hp_keys and imp.n_points < POINTS_PER_HYPERPARAMETER * len(hp_keys):
+        imp.warnings.append(
+            f"Only {imp.n_points} distinct hyperparameter points for {len(hp_keys)} ranked "
+            f"hyperparameters ({', '.join(hp_keys)}): fewer than "
+            f"{POINTS_PER_HYPERPARAMETER} per hyperparameter, so how the variance splits "
+            f"among them is not identifiable; read only a dominant share.")
+    for a, b, rho in confounded(list(distinct.values()), hp_keys):
+        imp.warnings.append(
+            f"`{a}` and `{b}` are confounded in this design (Spearman ρ = {rho:+.2f} over "
+            f"the distinct points): their shares cannot be told apart.")
     return imp
 
 

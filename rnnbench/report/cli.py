@@ -16,9 +16,12 @@ from rnnbench.errors import ConfigError, RnnbenchError
 
 DESCRIPTION = """\
 Compare cells from their MLflow runs: per task, the test metric of each cell as mean ±
-95% CI over seeds (or over the best 10% of a sweep's trials), Welch's t-test against a
-baseline cell with Holm's correction, learning curves, gradient flow, hyperparameter
-importance for sweeps, the environment and the commands that reproduce every number.
+95% CI over seeds (or over the best 10% of a sweep's trials); against a baseline cell,
+paired tests (paired t, Wilcoxon) over the design points runs share (seeds, or the
+hyperparameter points of sweeps with one oracle seed) and Welch's test, with Holm's
+correction and the minimum detectable effect; learning curves, gradient flow,
+hyperparameter importance for sweeps, the code versions, the environment and the
+commands that reproduce every number.
 Writes report.md, report.html (self-contained) and tables/*.csv under --out."""
 
 EPILOG = """\
@@ -27,6 +30,7 @@ examples:
   rnnbench-report --sweep multirun/2026-01-31/12-00-00 --baseline gru
   rnnbench-report --filter "tags.cell != 'rnn' and params.model.units = '64'"
   rnnbench-report --tracking-uri http://127.0.0.1:5000 --experiment adding --metric mse
+  rnnbench-report --experiment greff --baseline peephole --design paired --require-clean
 """
 
 
@@ -53,6 +57,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trial-fraction", default=0.1, type=float, metavar="F",
                    help="the fraction of a sweep's best trials that enter its mean and "
                         "test, at least one (default: %(default)s, as Greff et al.)")
+    p.add_argument("--design", choices=("auto", "paired", "unpaired"), default="auto",
+                   help="auto: pair runs that share design points (seeds of a multirun, "
+                        "hyperparameter points of sweeps with one oracle seed) and test the "
+                        "per-point differences, else compare unpaired; paired: refuse what "
+                        "cannot be paired; unpaired: Welch's test only (default: %(default)s)")
+    p.add_argument("--require-clean", action="store_true",
+                   help="refuse runs that come from several commits, a tree with "
+                        "uncommitted changes, or no recorded commit")
     p.add_argument("--out", default=None, type=Path, metavar="DIR",
                    help="output folder (default: reports/<name>)")
     p.add_argument("--title", default=None, help="the report's title")
@@ -91,6 +103,10 @@ def report_command(args: argparse.Namespace) -> str:
         parts += ["--mode", args.mode]
     if args.trial_fraction != 0.1:
         parts += ["--trial-fraction", f"{args.trial_fraction:g}"]
+    if args.design != "auto":
+        parts += ["--design", args.design]
+    if args.require_clean:
+        parts += ["--require-clean"]
     if args.title:
         parts += ["--title", args.title]
     return shlex.join(parts)
@@ -108,8 +124,10 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
         raise ConfigError(f"--trial-fraction {args.trial_fraction:g} is not allowed: give a "
                           "fraction in (0, 1], e.g. 0.1 for the best 10% of each sweep's trials.")
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
+    if args.require_clean:
+        analysis.check_clean([r for r in selection.runs if r.kind != "sweep"])
     options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
-                                     trial_fraction=args.trial_fraction)
+                                     trial_fraction=args.trial_fraction, design=args.design)
     result = analysis.analyse(selection, options, collect.History())
     if not result.sections:
         raise ConfigError(
@@ -133,26 +151,39 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
 def print_summary(out: Path, result: Any) -> None:
     """The comparison tables on the terminal, then where the report is."""
     from rnnbench.report.analysis import shorten
-    from rnnbench.report.render import fmt_ci
+    from rnnbench.report.render import fmt, fmt_interval
 
     baseline = result.options.baseline
     for s in result.sections:
         better = "lower" if s.mode == "min" else "higher"
         print(f"\n{s.title}: test_{s.metric} ({better} is better)")
-        verdicts = {c.row.label: c.verdict for c in s.comparisons}
-        table = [["rank", "cell", "mean ± 95% CI", "n", f"vs {baseline} (Welch, Holm)"]]
+        if s.paired:
+            test = "paired t, Holm"
+            verdicts = {c.row.label: (c.verdict, c.mde, c.result.mean) for c in s.paired}
+        else:
+            test = "Welch, Holm"
+            verdicts = {c.row.label: (c.verdict, c.mde, c.diff) for c in s.comparisons}
+        table = [["rank", "cell", "mean ± 95% CI", "n", f"vs {baseline} ({test})"]]
         for r in s.rows:
-            table.append([str(r.rank or "—"), r.label,
-                          fmt_ci(r.interval.mean, r.interval.half_width), str(r.interval.n),
-                          "baseline" if r.cell == baseline else verdicts.get(r.label, "—")])
+            verdict, mde, _ = verdicts.get(r.label, ("—", float("nan"), 0.0))
+            if verdict == "not significant" and mde == mde:
+                verdict += f" (MDE {fmt(mde, 2)})"
+            table.append([str(r.rank or "—"), r.label, fmt_interval(r.interval),
+                          str(r.interval.n), "baseline" if r.cell == baseline else verdict])
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:
             print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if s.paired and s.kind == "trial":
+            print("  (paired over shared hyperparameter points; the best-tuned, unpaired "
+                  "comparison of Greff et al. is in the report)")
         for e in s.excluded[:5]:
             print(f"  not averaged in: {e.run.name} ({e.run.run_id[:8]}) {e.run.status}: "
                   f"{shorten(e.reason, 100)}")
         if len(s.excluded) > 5:
             print(f"  … and {len(s.excluded) - 5} more runs not averaged in (see the report)")
+    if result.provenance_warning:
+        commits = ", ".join(f"{c} ({n})" for c, n in result.commits)
+        print(f"\nwarning: {result.provenance_warning}\n  commits: {commits}", file=sys.stderr)
     print(f"\nreport: {out / 'report.md'}\n        {out / 'report.html'}")
 
 

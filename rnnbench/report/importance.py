@@ -2,8 +2,9 @@
 
 The trials of a sweep are MLflow child runs; they are replayed into an in-memory optuna
 study (``optuna.trial.create_trial``) and ``FanovaImportanceEvaluator`` measures how much
-of the objective's variance each hyperparameter explains (Hutter et al. 2014, the
-method Greff et al. 2017 use).
+of the objective's variance each hyperparameter explains on its own (its main effect,
+Hutter et al. 2014, the method Greff et al. 2017 use). The shares are NOT normalised:
+what they leave of 1 is the variance of interactions between hyperparameters.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def fanova(params: Sequence[dict[str, str]], objective: Sequence[float], keys: S
         seed: the random forest's seed (fixed, so the same trials give the same numbers).
 
     Returns:
-        ``(key, importance)`` pairs, most important first; importances sum to 1.
+        ``(key, share)`` pairs, most important first: each hyperparameter's main-effect
+        share of the objective's variance (unnormalised; 1 minus their sum is the share
+        of interactions).
     """
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
@@ -72,5 +75,26 @@ def fanova(params: Sequence[dict[str, str]], objective: Sequence[float], keys: S
         study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
         study.add_trials(trials)
         result = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed),
-                                       normalize=True)
+                                       normalize=False)
     return sorted(((k, float(v)) for k, v in result.items()), key=lambda kv: (-kv[1], kv[0]))
+
+
+def confounded(params: Sequence[dict[str, str]], keys: Sequence[str],
+               threshold: float = 0.5) -> list[tuple[str, str, float]]:
+    """Pairs of numeric hyperparameters whose values are rank-correlated (|Spearman ρ| >
+    ``threshold``) over the distinct points tried: fANOVA cannot tell their effects apart."""
+    from scipy import stats
+
+    cols = {}
+    for key in keys:
+        numbers = [_number(p.get(key, "")) for p in params]
+        if all(n is not None for n in numbers) and len(set(numbers)) > 1:
+            cols[key] = numbers
+    out = []
+    names = sorted(cols)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            rho = float(stats.spearmanr(cols[a], cols[b]).statistic)
+            if math.isfinite(rho) and abs(rho) > threshold:
+                out.append((a, b, rho))
+    return out

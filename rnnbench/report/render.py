@@ -119,6 +119,14 @@ def fmt_ci(mean: float, half: float) -> str:
     return f"{mean:.{decimals}f} ± {half:.{decimals}f}"
 
 
+def fmt_interval(iv: Any) -> str:
+    """A row's mean ± half-width, or the mean alone with the reason when fewer than 3
+    values make any interval meaningless."""
+    if iv.n and iv.n < 3 and not math.isnan(iv.mean):
+        return f"{fmt(iv.mean)} (n={iv.n}: no CI)"
+    return fmt_ci(iv.mean, iv.half_width)
+
+
 def fmt_p(p: float) -> str:
     if math.isnan(p):
         return "—"
@@ -169,10 +177,17 @@ def build(analysis: Analysis, title: str, command: str) -> Document:
     span = (f" The runs started between {utc(min(started))} and {utc(max(started))}."
             if started else "")
     doc.add(Para(f"{len(runs)} runs ({counts}) from {sel.described}.{span}"))
+    commits = "; ".join(f"`{c}` ({n} run{'s' if n != 1 else ''})" for c, n in analysis.commits)
+    if analysis.provenance_warning:
+        doc.add(Para(f"**Warning: mixed code versions.** {analysis.provenance_warning} "
+                     f"Commits: {commits}."))
+    elif commits:
+        doc.add(Para(f"Code version: every run comes from commit {commits}, a clean tree."))
     doc.add(Para(
         f"Each table ranks the cells of one task by its test metric: the mean with a "
         f"{opts.confidence:.0%} confidence interval (Student's t, n − 1 degrees of freedom) "
-        f"over seeds, or over the best {opts.trial_fraction:.0%} of a sweep's trials. Runs "
+        f"over seeds, or over the best {opts.trial_fraction:.0%} of a sweep's trials (with "
+        f"fewer than 3 values no interval is given: none would be meaningful). Runs "
         f"that FAILED, were KILLED or have no test metric are listed under each task, not "
         f"averaged in. Time per epoch and throughput are medians over epochs without the "
         f"first (which includes compilation), averaged over runs."))
@@ -184,8 +199,8 @@ def build(analysis: Analysis, title: str, command: str) -> Document:
         finished = sum(len(r.used) for r in section.rows)
         summary_rows.append([section.title, f"test_{section.metric} ({section.mode})",
                              best.label if best else "—",
-                             fmt_ci(best.interval.mean, best.interval.half_width) if best else "—",
-                             fmt_ci(base.interval.mean, base.interval.half_width) if base else "—",
+                             fmt_interval(best.interval) if best else "—",
+                             fmt_interval(base.interval) if base else "—",
                              str(finished), str(len(section.excluded))])
         summary_csv.append([section.title, section.metric, section.mode,
                             best.label if best else "", raw(best.interval.mean if best else None),
@@ -225,7 +240,7 @@ def _section(doc: Document, s: TaskSection, analysis: Analysis, unique: Any) -> 
     for r in s.rows:
         iv = r.interval
         rows.append([str(r.rank) if r.rank else "—", r.label,
-                     fmt_ci(iv.mean, iv.half_width), str(iv.n), r.basis, r.params_count or "—",
+                     fmt_interval(iv), str(iv.n), r.basis, r.params_count or "—",
                      fmt(r.sec_per_epoch, 3), fmt(r.throughput, 4), r.ran])
         csv_rows.append([r.rank or "", r.label, r.cell, r.impl, raw(iv.mean), raw(iv.half_width),
                          raw(iv.sd), iv.n, r.basis, r.params_count.replace(",", ""),
@@ -249,21 +264,7 @@ def _section(doc: Document, s: TaskSection, analysis: Analysis, unique: Any) -> 
                       [[r.label] + [raw(r.other_metrics.get(k, math.nan)) for k in others]
                        for r in s.rows]))
 
-    doc.add(Heading(3, f"Significance against {opts.baseline}"))
-    doc.add(Para(s.baseline_note))
-    if s.comparisons:
-        doc.add(Table(
-            unique(f"{key}-significance"),
-            ["cell", "baseline", "Δ mean", "Δ %", "t", "df", "p", "p (Holm)", "verdict"],
-            [[c.row.label, c.base.label, fmt(c.diff), fmt_pct(c.rel), fmt(c.welch.t, 3),
-              fmt(c.welch.df, 3), fmt_p(c.welch.p), fmt_p(c.p_holm), c.verdict]
-             for c in s.comparisons],
-            ["row", "baseline", "diff", "rel_diff", "t", "df", "p", "p_holm", "significant",
-             "verdict"],
-            [[c.row.label, c.base.label, raw(c.diff), raw(c.rel), raw(c.welch.t),
-              raw(c.welch.df), raw(c.welch.p), raw(c.p_holm),
-              "" if c.significant is None else str(c.significant).lower(), c.verdict]
-             for c in s.comparisons]))
+    _significance(doc, s, opts, key, unique)
 
     curve_rows = [r for r in s.rows if r.curves]
     doc.add(Heading(3, "Learning curves"))
@@ -305,11 +306,19 @@ def _section(doc: Document, s: TaskSection, analysis: Analysis, unique: Any) -> 
         doc.add(Heading(3, "Hyperparameter importance"))
         if imp.values:
             doc.add(Para(f"fANOVA (optuna's `FanovaImportanceEvaluator`, seed 0) over "
-                         f"{imp.n_trials} finished trials, objective `{imp.objective}`: the "
-                         f"fraction of the objective's variance each hyperparameter explains."))
-            doc.add(Table(unique(f"{key}-importance"), ["hyperparameter", "importance"],
-                          [[k, f"{v:.3f}"] for k, v in imp.values],
-                          ["hyperparameter", "importance"], [[k, raw(v)] for k, v in imp.values]))
+                         f"{imp.n_trials} finished trials at {imp.n_points} distinct "
+                         f"hyperparameter points, objective `{imp.objective}`: each "
+                         f"hyperparameter's main effect as a share of the objective's "
+                         f"variance (not normalised); the rest, "
+                         f"{imp.interactions:.3f}, is left to interactions between them."))
+            for warning in imp.warnings:
+                doc.add(Para(f"**Warning:** {warning}"))
+            table = [*imp.values, ("(interactions)", imp.interactions)]
+            doc.add(Table(unique(f"{key}-importance"),
+                          ["hyperparameter", "main-effect share of variance"],
+                          [[k, f"{v:.3f}"] for k, v in table],
+                          ["hyperparameter", "main_effect_share"],
+                          [[k, raw(v)] for k, v in table]))
             png = figures.importance(s)
             if png:
                 doc.add(Figure(unique(f"{key}-importance", "figure"), png,
@@ -327,6 +336,78 @@ def _section(doc: Document, s: TaskSection, analysis: Analysis, unique: Any) -> 
                        for e in s.excluded]))
     else:
         doc.add(Para("None: every run of this task finished with a test metric."))
+
+
+def _verdict_with_mde(verdict: str, mde: float) -> str:
+    if verdict == "not significant" and not math.isnan(mde):
+        return f"not significant (MDE {fmt(mde, 3)})"
+    return verdict
+
+
+def _significance(doc: Document, s: TaskSection, opts: Any, key: str, unique: Any) -> None:
+    """The paired table where runs share design points, and the unpaired (Welch) one:
+    for sweep trials both, each saying which question it answers."""
+    trial = s.kind == "trial"
+    if s.paired:
+        doc.add(Heading(3, f"Paired comparison against {opts.baseline}"
+                        + (" across the search space" if trial else "")))
+        if trial:
+            doc.add(Para("Question answered: how does each variant behave across the search "
+                         "space, point for point against the baseline at the same "
+                         "hyperparameters? Every shared trial counts, good and bad settings "
+                         "alike."))
+        doc.add(Para(s.paired_note))
+        rows, csv_rows = [], []
+        for c in s.paired:
+            r = c.result
+            worse = r.positive if s.mode == "min" else r.negative
+            rows.append([c.row.label, c.base.label, str(r.n), fmt_ci(r.mean, r.half_width)
+                         if r.n >= 3 else f"{fmt(r.mean)} (n={r.n}: no CI)",
+                         fmt(r.dz, 3), f"{worse} of {r.n}", fmt_p(r.p_t), fmt_p(c.p_t_holm),
+                         fmt_p(r.p_w), fmt_p(c.p_w_holm), fmt(c.mde, 3),
+                         _verdict_with_mde(c.verdict, c.mde)])
+            csv_rows.append([c.row.label, c.base.label, r.n, raw(r.mean), raw(r.half_width),
+                             raw(r.sd), raw(r.dz), r.positive, r.negative, raw(r.t),
+                             raw(r.p_t), raw(c.p_t_holm), raw(r.w), raw(r.p_w),
+                             raw(c.p_w_holm), raw(c.mde), raw(c.mde_alpha),
+                             "" if c.significant is None else str(c.significant).lower(),
+                             c.verdict, " | ".join(c.points)])
+        doc.add(Table(unique(f"{key}-paired"),
+                      ["cell", "baseline", "pairs", "Δ mean (95% CI)", "d_z", "worse at",
+                       "p (t)", "p (t, Holm)", "p (Wilcoxon)", "p (Wilcoxon, Holm)", "MDE",
+                       "verdict"], rows,
+                      ["row", "baseline", "pairs", "diff_mean", "diff_ci_half_width", "diff_sd",
+                       "d_z", "n_diff_positive", "n_diff_negative", "t", "p_t", "p_t_holm",
+                       "wilcoxon_w", "p_wilcoxon", "p_wilcoxon_holm", "mde", "mde_alpha",
+                       "significant", "verdict", "points"], csv_rows))
+    elif s.paired_note:
+        doc.add(Para(s.paired_note))
+    if s.paired and not trial:
+        return  # the runs share their seeds: the paired table is the comparison
+    if trial:
+        doc.add(Heading(3, f"Best-tuned comparison against {opts.baseline} (Greff et al.'s "
+                        f"protocol)"))
+        doc.add(Para(f"Question answered: how good is each variant when tuned well? The best "
+                     f"{opts.trial_fraction:.0%} of each variant's trials by the sweep's "
+                     f"objective, compared unpaired (the best points differ between "
+                     f"variants)."))
+    else:
+        doc.add(Heading(3, f"Significance against {opts.baseline}"))
+    doc.add(Para(s.baseline_note))
+    if s.comparisons:
+        doc.add(Table(
+            unique(f"{key}-significance"),
+            ["cell", "baseline", "Δ mean", "Δ %", "t", "df", "p", "p (Holm)", "MDE", "verdict"],
+            [[c.row.label, c.base.label, fmt(c.diff), fmt_pct(c.rel), fmt(c.welch.t, 3),
+              fmt(c.welch.df, 3), fmt_p(c.welch.p), fmt_p(c.p_holm), fmt(c.mde, 3),
+              _verdict_with_mde(c.verdict, c.mde)]
+             for c in s.comparisons],
+            ["row", "baseline", "diff", "rel_diff", "t", "df", "p", "p_holm", "mde",
+             "significant", "verdict"],
+            [[c.row.label, c.base.label, raw(c.diff), raw(c.rel), raw(c.welch.t),
+              raw(c.welch.df), raw(c.welch.p), raw(c.p_holm), raw(c.mde),
+              "" if c.significant is None else str(c.significant).lower(), c.verdict]
+             for c in s.comparisons]))
 
 
 def _environment(doc: Document, analysis: Analysis, unique: Any) -> None:
@@ -375,13 +456,15 @@ def _runs(doc: Document, analysis: Analysis, unique: Any) -> None:
             value = r.metrics.get(metric)
             rows.append([s.title, r.name, r.cell or "", r.seed, r.status,
                          f"{metric} {fmt(value)}" if value is not None else "—",
-                         f"`{r.run_id}`", r.tags.get("config_hash", "—")])
+                         f"`{r.run_id}`", r.tags.get("config_hash", "—"),
+                         r.tags.get("git_commit", "—")[:12]
+                         + ("-dirty" if r.tags.get("git_commit", "").endswith("-dirty") else "")])
             csv_rows.append([s.title, r.run_id, r.name, r.experiment, r.cell or "", r.seed,
                              r.kind, r.status, metric, raw(value), r.tags.get("config_hash", ""),
                              r.tags.get("git_commit", ""), r.tags.get("sweep_id", ""),
                              r.parent_id or "", r.tags.get("command", "")])
     doc.add(Table(unique("runs"), ["task", "run", "cell", "seed", "status", "test metric",
-                                   "run id", "config hash"], rows,
+                                   "run id", "config hash", "commit"], rows,
                   ["task", "run_id", "run_name", "experiment", "cell", "seed", "run_kind",
                    "status", "metric", "value", "config_hash", "git_commit", "sweep_id",
                    "parent_run_id", "command"], csv_rows))

@@ -1,0 +1,29 @@
+"""The config hash covers what can change a run's numbers, and nothing else."""
+
+from __future__ import annotations
+
+from hydra import compose, initialize_config_dir
+
+from rnnbench.cli import CONF_DIR
+from rnnbench.config import register_configs, to_object
+from rnnbench.train import config_hash
+
+
+def hashed(*overrides: str) -> str:
+    register_configs()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return config_hash(to_object(compose("config", overrides=list(overrides))))
+
+
+def test_settings_that_cannot_change_a_result_leave_the_hash_alone():
+    base = hashed()
+    assert hashed("train.verbose=0") == base
+    assert hashed("tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=x",
+                  "tracking.log_model=false") == base
+
+
+def test_settings_that_change_a_result_change_the_hash():
+    base = hashed()
+    changed = {hashed(o) for o in ("model.units=65", "seed=1", "optimizer.lr=0.002",
+                                   "cell=gru", "task=sunspots", "train.epochs=31")}
+    assert base not in changed and len(changed) == 6
