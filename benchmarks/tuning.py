@@ -1,8 +1,9 @@
-"""What a sweep costs beyond training, and Hyperband against random search.
+"""What a sweep costs beyond training, Hyperband against random search, and how many
+trials per hour the Greff study's budget gets on this machine.
 
-    python benchmarks/tuning.py [--part overhead|compare|both] [--trials N]
+    python benchmarks/tuning.py [--part overhead|compare|throughput|both] [--trials N]
                                 [--max-epochs E] [--steps-per-epoch S] [--seed S]
-                                [--workdir DIR]
+                                [--task T] [--workdir DIR]
 
 Part 1, overhead: a random-search sweep over the default search space (LSTM, 20 to 200
 units) on the smoke budget (``debug=smoke``: 2 epochs of 5 steps, co2 capped at 256
@@ -21,7 +22,16 @@ many trials as Hyperband's schedule has epochs, divided by E. Early stopping is 
 the best validation loss, that trial's test MSE (original units), epochs trained, and
 wall time.
 
-Both parts run the real ``rnnbench-tune`` code path (``run_sweep``) in this process, with
+Part 3, throughput (not part of ``both``): the Greff study's budget
+(``experiment=greff``: 600 updates at most per trial, early stopping, diagnostics, model
+saved) on ``--task`` (default chorales), ``--trials`` trials for each of two variants
+(peephole, np), run through the real ``rnnbench-tune`` command in two layouts measured
+in the same sitting: one process that runs both sweeps with TensorFlow's default thread
+pools (every core), and two processes side by side, one sweep each, with one thread
+each (``hardware.threads=1``). Reported: trials per hour of each layout (wall clock,
+imports and start-up included), their ratio, and the load average around each.
+
+Parts 1 and 2 run the real ``rnnbench-tune`` code path (``run_sweep``) in this process, with
 their own MLflow store and search state under ``--workdir`` (a fresh temporary folder
 by default).
 """
@@ -33,6 +43,7 @@ import functools
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["overhead", "compare", "both"], default="both")
+    p.add_argument("--part", choices=["overhead", "compare", "throughput", "both"],
+                   default="both")
+    p.add_argument("--task", default="chorales", help="throughput: the Greff study's task")
     p.add_argument("--trials", type=int, default=4, help="trials of the overhead sweep")
     p.add_argument("--max-epochs", type=int, default=9, help="compare: epochs per trial")
     p.add_argument("--steps-per-epoch", type=int, default=10, help="compare: steps per epoch")
@@ -246,6 +259,58 @@ def compare(args, workdir: Path) -> None:
               f"{r['test_mse']:>13.5f} {r['wall']:>8.1f}")
 
 
+def _tune(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from rnnbench.cli import tune_main; tune_main()", *args],
+        cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _finished_trials(folder: Path) -> int:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, "tags.run_kind = 'trial'", max_results=10000)
+    return sum(1 for r in runs if r.info.status == "FINISHED")
+
+
+def throughput(args, workdir: Path) -> None:
+    cells = ("peephole", "np")
+    common = ["-m", "experiment=greff", f"task={args.task}", f"tuner.max_trials={args.trials}",
+              f"seed={args.seed}", "train.verbose=0"]
+    layouts = {
+        "1 process, default threads": [[f"cell={','.join(cells)}", "hardware.threads=0"]],
+        "2 processes x 1 thread": [[f"cell={c}", "hardware.threads=1"] for c in cells],
+    }
+    results = {}
+    for name, jobs in layouts.items():
+        folder = workdir / name.replace(" ", "_").replace(",", "")
+        folder.mkdir(parents=True, exist_ok=True)
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        procs = [_tune([*common, *extra, f"tuner.directory={folder / 'tuning'}",
+                        f"hydra.sweep.dir={folder / 'multirun' / str(i)}"],
+                       folder, folder / f"job{i}.log") for i, extra in enumerate(jobs)]
+        codes = [p.wait() for p in procs]
+        wall = time.perf_counter() - t0
+        if any(codes):
+            raise SystemExit(f"{name}: rnnbench-tune exited {codes}; see {folder}/job*.log")
+        done = _finished_trials(folder)
+        results[name] = (done, wall, load0, os.getloadavg()[0])
+    print()
+    print(f"Trials per hour of the Greff budget on {args.task} ({args.trials} trials each of "
+          f"{', '.join(cells)}; {os.cpu_count()} CPUs)")
+    print(f"{'layout':>28} {'trials':>6} {'wall s':>8} {'trials/hour':>12} {'load before/after':>18}")
+    rates = {}
+    for name, (done, wall, l0, l1) in results.items():
+        rates[name] = done / wall * 3600
+        print(f"{name:>28} {done:>6} {wall:>8.1f} {rates[name]:>12.1f} {l0:>8.2f}/{l1:<8.2f}")
+    a, b = rates.values()
+    print(f"ratio (2 processes x 1 thread) / (1 process): {b / a:.2f}")
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rnnbench-tuning-bench-"))
@@ -254,6 +319,8 @@ def main(argv=None) -> int:
         overhead(args, workdir)
     if args.part in ("compare", "both"):
         compare(args, workdir)
+    if args.part == "throughput":
+        throughput(args, workdir)
     return 0
 
 
