@@ -274,7 +274,7 @@ def test_sweeps_with_shared_points_are_compared_pair_by_pair(store, report):
     assert row["verdict"] == "worse (significant)"
     md = (report / "report.md").read_text()
     assert "Best-tuned comparison against lstm (Greff et al.'s protocol)" in md
-    assert "across the search space" in md and "rnn` and `lstm` share 0" not in md
+    assert "across the search space" in md and "Not paired (fewer than 2 shared points): `rnn` (0 shared)" in md
 
 
 def test_a_paired_report_on_unpaired_sweeps_says_why(store, tmp_path, capsys):

@@ -672,6 +672,9 @@ def _compare_paired(section: TaskSection, options: ReportOptions) -> None:
             f"MDE: the smallest mean difference the paired t-test finds with {POWER:.0%} "
             f"power at level {options.alpha:g}/{max(m, 1)} (Holm's first step), given the "
             f"spread of the differences, in the metric's units.")
+        if unpairable:
+            section.paired_note += " Not paired (fewer than 2 shared points): " + ", ".join(
+                f"`{row.label}` ({n} shared)" for row, _, _, _, n in unpairable) + "."
     elif unpairable:
         row, base, a, b, n = unpairable[0]
         section.paired_note = (
