@@ -164,3 +164,65 @@ def test_gate_statistics_match_numpy_over_the_real_steps_only(layers, masked, se
     # counting the padded steps would change them: the check can tell
     padded_in = expected_gate_statistics(model, x, layers, np.full(len(LENGTHS), STEPS))
     assert any(abs(padded_in[k] - want[k]) > 1e-3 for k in want)
+
+
+# -- tasks that pad without a mask give the lengths ---------------------------------------
+
+def test_chorales_probe_ends_each_chorale_on_its_own_last_step():
+    from rnnbench.diagnostics import draw_probe
+    from rnnbench.tasks import get_task, music
+    from rnnbench.tasks.configs import ChoralesConfig
+
+    task = get_task(ChoralesConfig(name="chorales", limit=3))
+    data = task.prepare(batch_size=2, seed=0)
+    for split, (x, _) in data.arrays.items():
+        w = data.meta["windows"][split][2]
+        np.testing.assert_array_equal(data.lengths[split], w.sum(axis=1))
+    x, y, lengths = draw_probe(task, data, 8, seed=0)
+    assert len(lengths) == len(x) == 3 and lengths.min() < x.shape[1]
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, music.N_KEYS), name="inputs")
+    h = keras.layers.LSTM(4, return_sequences=True, name="rnn_0")(inp)
+    model = keras.Model(inp, keras.layers.Dense(music.N_KEYS, name="key_logits")(h))
+    profile, _ = GradientFlow(model, task.loss(), seq2seq=True).compute(x, y, lengths)
+    assert profile.max_lag == lengths.max() - 1
+    np.testing.assert_array_equal(profile.examples,
+                                  [(lengths > k).sum() for k in range(lengths.max())])
+    # k = 0 is each chorale's own last real step: its loss there, by a tape on it alone
+    loss = music.PianoRollNLL(reduction=None)
+    import tensorflow as tf
+
+    norms = []
+    for b, n in enumerate(lengths):
+        xb = tf.constant(x[b:b + 1, :n])
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            value = loss(y[b:b + 1, n - 1], model(xb)[:, -1])
+        norms.append(np.linalg.norm(tape.gradient(value, xb).numpy()[0, -1]))
+    assert profile.g[0] == pytest.approx(np.mean(norms), rel=1e-4)
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_language_windows_give_lengths_that_end_before_the_padding(tmp_path, monkeypatch,
+                                                                  stateful):
+    from rnnbench.diagnostics import draw_probe
+    from rnnbench.tasks import get_task
+    from rnnbench.tasks.configs import LanguageConfig
+
+    monkeypatch.setenv("RNNBENCH_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "c.txt"
+    f.write_text("the cat sat on the mat; a dog met it.\n" * 20)
+    task = get_task(LanguageConfig(name="lm_char", corpus="path", path=str(f), bptt=7,
+                                   carry_state=stateful))
+    data = task.prepare(batch_size=3, seed=0)
+    padded = 0
+    for split, (x, y) in data.arrays.items():
+        w = data.meta["windows"][split][2]
+        lengths = data.lengths[split]
+        steps = np.arange(x.shape[1])[None, :]
+        # the weights are 1 exactly before the length: padding only ends a row
+        np.testing.assert_array_equal(w > 0, steps < lengths[:, None])
+        padded += int((lengths < x.shape[1]).sum())
+    assert padded > 0  # the check has padding to find
+    x, _, lengths = draw_probe(task, data, 4, seed=0)
+    assert len(lengths) == len(x)
