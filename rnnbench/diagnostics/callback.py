@@ -28,7 +28,8 @@ training thread.
 
 An epoch with a non-finite loss or gradient logs its gradient-norm statistics (over its
 finite steps) but no probe evaluation: the weights may no longer be finite, and the
-last evaluation before it stays the last one logged.
+last evaluation before it stays the last one logged. When it is the last epoch (the run
+fails and reports no test metrics), there is no final evaluation either.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         self.early_stopping = early_stopping
         self.final: tuple[int, FlowProfile | None, dict[str, float]] | None = None
         self._last_step: int | None = None
+        self._last_healthy = True
         self._last_evaluation: tuple[int, FlowProfile | None, dict[str, float]] | None = None
         self._written_ms = 0
         self.loss = loss
@@ -223,6 +225,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             healthy = healthy and total == self._nonfinite_seen
             self._nonfinite_seen = total
         self._last_step = epoch + 1
+        self._last_healthy = healthy
         last = epoch + 1 == (self.params or {}).get("epochs")
         evaluate = healthy and ((epoch + 1) % self.every_n_epochs == 0 or last)
         self._wait()  # the copy is free again
@@ -237,7 +240,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
                 self._pending = None
             self._wait()
             self._flush()
-            if self._last_step is not None:
+            if self._last_step is not None and self._last_healthy:
                 self._final_evaluation()
         finally:
             if self._worker is not None:
