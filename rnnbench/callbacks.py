@@ -155,12 +155,15 @@ def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, ce
     run.log_text(buf.getvalue(), "history.csv")
 
 
-def diagnostics_callbacks(cfg: Any, task: Any, data: Any, model: Any, run: Any) -> list:
+def diagnostics_callbacks(cfg: Any, task: Any, data: Any, model: Any, run: Any,
+                          early_stopping: Any = None) -> list:
     """The diagnostics component's callbacks (empty when diagnostics are disabled).
 
     The probe batch is drawn here, once per run, from the validation split with the
     run's seed; with ``diagnostics.gradient_norms`` a gradient-norm recorder is attached
     to the compiled model's optimizer (which the guard then also reads).
+    ``early_stopping``: the run's ``EarlyStopping``, placed before these callbacks, so
+    that the final evaluation knows which epoch's weights it restored.
     """
     diag = cfg.diagnostics
     if not diag.enabled:
@@ -174,4 +177,5 @@ def diagnostics_callbacks(cfg: Any, task: Any, data: Any, model: Any, run: Any) 
         run, probe, loss=task.loss(), seq2seq=task.kind == "seq2seq",
         every_n_epochs=diag.every_n_epochs, horizon_fraction=diag.horizon_fraction,
         title=f"{task.name} · {cfg.cell.name} · seed {cfg.seed}",
+        early_stopping=early_stopping,
     )]

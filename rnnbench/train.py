@@ -157,14 +157,15 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                               {"license": info.license, "size": info.size, **info.extra})
 
         guard = callbacks.NonFiniteGuard()
+        stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience,
+                                                 restore_best_weights=True)
         cbs = [
             callbacks.InterruptCheck(),
             guard,
             callbacks.EpochLogger(mlrun, cfg.train.batch_size),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience,
-                                          restore_best_weights=True),
+            stopping,  # before the diagnostics: they probe the weights it restores
         ]
-        cbs += callbacks.diagnostics_callbacks(cfg, task, data, model, mlrun)
+        cbs += callbacks.diagnostics_callbacks(cfg, task, data, model, mlrun, stopping)
         cbs += task.callbacks(data)
         train_ds = data.train.repeat() if cfg.train.steps_per_epoch else data.train
         t0 = time.perf_counter()

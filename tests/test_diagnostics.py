@@ -499,6 +499,8 @@ def test_callback_evaluates_every_n_epochs_and_writes_the_profiles(tmp_path):
     assert history["gates/rnn_0/forget_mean"] == [0, 2, 4, 5]
     assert history["spectral_norm/rnn_0/cell"] == [0, 2, 4, 5]
     assert history["grad_norm/global_mean"] == [1, 2, 3, 4, 5]
+    # no early stopping: the final weights are epoch 5's, evaluated once
+    assert history["grad_flow/weights_epoch"] == [5]
     assert artifacts == {"diagnostics/grad_flow.json", "diagnostics/grad_flow.csv",
                          "diagnostics/grad_flow_heatmap.png"}
 

@@ -58,8 +58,13 @@ def test_smoke_run_logs_every_diagnostic_and_the_heatmap(tmp_path):
     table = json.loads(mlflow.artifacts.load_text(f"runs:/{rid}/diagnostics/grad_flow.json"))
     assert [e["epoch"] for e in table["epochs"]] == [0, 1, 2]
     assert all(len(e["g"]) == 52 for e in table["epochs"])
-    last = table["epochs"][-1]
-    assert last["g"][-1] / last["g"][0] == pytest.approx(m["grad_flow/decay_ratio"], rel=1e-6)
+    # the summaries describe the weights early stopping restored (best val_loss)
+    val = metric_steps(client, rid, "val_loss")
+    best = min(val, key=lambda step: (val[step], step))
+    assert table["final"]["epoch"] == m["grad_flow/weights_epoch"] == best
+    assert run.data.tags["diagnostics_weights_epoch"] == str(best)
+    final = table["final"]
+    assert final["g"][-1] / final["g"][0] == pytest.approx(m["grad_flow/decay_ratio"], rel=1e-6)
     png = Path(mlflow.artifacts.download_artifacts(
         run_id=rid, artifact_path="diagnostics/grad_flow_heatmap.png",
         dst_path=str(tmp_path / "dl")))

@@ -37,14 +37,17 @@ __all__ = [
 ]
 
 
-def draw_probe(task: Any, data: Any, size: int, seed: int) -> tuple[Any, Any]:
-    """The run's fixed probe batch: ``task.probe_batch`` (``size`` examples of the
-    validation split, chosen with ``seed``), or, for a task without in-memory arrays,
-    the first ``size`` examples of its validation pipeline."""
+def draw_probe(task: Any, data: Any, size: int, seed: int) -> tuple[Any, Any, Any]:
+    """The run's fixed probe batch ``(x, y, lengths)``: ``task.probe_batch`` (``size``
+    examples of the validation split, chosen with ``seed``), or, for a task without
+    in-memory arrays, the first ``size`` examples of its validation pipeline.
+    ``lengths`` is the real length of each example (None: no padding, or only what the
+    model's own mask says)."""
     import numpy as np
 
     try:
-        return task.probe_batch(data, size, seed)
+        probe = tuple(task.probe_batch(data, size, seed))
+        return probe if len(probe) == 3 else (*probe, None)
     except KeyError:  # no in-memory validation arrays
         pass
     xs, ys = [], []
@@ -55,4 +58,4 @@ def draw_probe(task: Any, data: Any, size: int, seed: int) -> tuple[Any, Any]:
         count += len(xs[-1])
         if count >= size:
             break
-    return np.concatenate(xs)[:size], np.concatenate(ys)[:size]
+    return np.concatenate(xs)[:size], np.concatenate(ys)[:size], None

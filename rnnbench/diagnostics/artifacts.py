@@ -1,8 +1,12 @@
 """The gradient-flow artifacts of a run: the profiles as JSON and CSV, and a heatmap.
 
 ``diagnostics/grad_flow.json``: ``{"definition", "horizon_fraction", "epochs": [{"epoch",
-"g", "examples", "summary"}]}``, one entry per evaluated epoch (epoch 0: the weights
-before training), ``g[k]`` the gradient norm at lag ``k``.
+"g", "examples", "summary"}], "final": {…}}``, one entry per evaluated epoch (epoch 0:
+the weights before training), ``g[k]`` the gradient norm at lag ``k``, ``examples[k]``
+how many probe sequences have a real step at lag ``k`` (the mean runs over those).
+``final``: the same for the weights the model ends training with (restored by early
+stopping), with ``"epoch"`` the epoch after which it had them; its ``summary`` is what
+the run's ``grad_flow/*`` metrics show.
 ``diagnostics/grad_flow.csv``: the same as rows ``epoch,lag,g,examples``.
 ``diagnostics/grad_flow_heatmap.png``: epoch × lag, log colour scale, next to the
 profiles of the first and last evaluated epochs.
@@ -19,24 +23,35 @@ import numpy as np
 from rnnbench.diagnostics.flow import FlowProfile
 
 DEFINITION = (
-    "g[k] = mean over the probe batch of the per-example L2 norm (over features) of "
-    "dL_b/dx_{b,T_b-k}: L_b the loss at example b's final step (seq2seq: last step "
-    "only), x the input of the first recurrent layer, k the lag before the final step."
+    "g[k] = mean over the probe sequences that have a real step at lag k (examples[k] of "
+    "them) of the per-sequence L2 norm (over features) of dL_b/dx_{b,T_b-k}: T_b the "
+    "last real (not padded) step of sequence b, L_b the loss at that step (seq2seq: "
+    "that step's loss only), x the input of the first recurrent layer, k the lag before "
+    "T_b."
 )
 
 
 def profile_table(rows: list[tuple[int, FlowProfile, dict[str, float]]],
-                  horizon_fraction: float) -> dict[str, Any]:
-    """The JSON document of the evaluated epochs ``(epoch, profile, summary)``."""
+                  horizon_fraction: float,
+                  final: tuple[int, FlowProfile, dict[str, float]] | None = None
+                  ) -> dict[str, Any]:
+    """The JSON document of the evaluated epochs ``(epoch, profile, summary)`` and of
+    the final evaluation, on the weights training ended with."""
     def clean(values: np.ndarray) -> list:
         return [float(v) if math.isfinite(v) else None for v in np.asarray(values, float)]
 
-    return {
+    def entry(e: int, p: FlowProfile, s: dict[str, float]) -> dict[str, Any]:
+        return {"epoch": e, "g": clean(p.g), "examples": [int(c) for c in p.examples],
+                "summary": s}
+
+    table = {
         "definition": DEFINITION,
         "horizon_fraction": horizon_fraction,
-        "epochs": [{"epoch": e, "g": clean(p.g), "examples": [int(c) for c in p.examples],
-                    "summary": s} for e, p, s in rows],
+        "epochs": [entry(*row) for row in rows],
     }
+    if final is not None:
+        table["final"] = entry(*final)
+    return table
 
 
 def profile_csv(rows: list[tuple[int, FlowProfile, dict[str, float]]]) -> str:
@@ -48,9 +63,10 @@ def profile_csv(rows: list[tuple[int, FlowProfile, dict[str, float]]]) -> str:
     return buf.getvalue()
 
 
-def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title: str = ""):
+def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title: str = "",
+                   final: tuple[int, FlowProfile, dict[str, float]] | None = None):
     """Matplotlib figure: g(epoch, lag) on a log colour scale, and the first and last
-    profiles on a log axis."""
+    profiles on a log axis (and the final one, on the weights training ended with)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +93,7 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
     ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(
         lambda v, _: str(epochs[int(v)]) if 0 <= int(v) < len(epochs) and v == int(v) else ""))
-    ax.set_xlabel("lag k (steps before the final step)")
+    ax.set_xlabel("lag k (steps before the last real step)")
     ax.set_ylabel("epoch (0 = before training)")
     ax.set_title("gradient norm ‖∂L_T/∂x_{T−k}‖")
     fig.colorbar(mesh, ax=ax, label="g (log scale)")
@@ -88,6 +104,10 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
         ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], style, label=f"epoch {e}")
         if len(rows) == 1:
             break
+    if final is not None:
+        e, p, _ = final
+        ok = np.isfinite(p.g) & (p.g > 0)
+        ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], ":", label=f"final (epoch {e} weights)")
     ax2.set_xlabel("lag k")
     ax2.set_ylabel("g(k)")
     ax2.set_title("profile")

@@ -4,8 +4,13 @@ Per epoch (step = epoch, 1-based): the gradient-norm statistics of the epoch's s
 (read once from the recorder). Before training (step = the initial epoch, 0 for a fresh
 run), after every ``every_n_epochs``-th epoch and after the last epoch ``fit`` was asked
 for: the gradient-flow summaries, the gate statistics on the probe batch and the
-spectral norms. At the end of training: the
-gradient-flow profiles as artifacts under ``diagnostics/``.
+spectral norms. At the end of training, once more on the weights the model ends with
+(those ``EarlyStopping`` restored, whose test metrics the run reports): that final
+evaluation is logged last, at the step of the last epoch, so that it is what MLflow (and
+``rnnbench-report``) shows as each probe metric's value; its epoch (the epoch after
+which the model had these weights) is the metric ``grad_flow/weights_epoch`` and the
+tag ``diagnostics_weights_epoch``. Then the gradient-flow profiles as artifacts under
+``diagnostics/``.
 
 Where the time goes: on the default task an epoch is only 25 steps, and one probe
 evaluation (a forward and backward pass through time plus a gate trace, on 32
@@ -23,7 +28,8 @@ training thread.
 
 An epoch with a non-finite loss or gradient logs its gradient-norm statistics (over its
 finite steps) but no probe evaluation: the weights may no longer be finite, and the
-last evaluation before it stays the last one logged.
+last evaluation before it stays the last one logged. When it is the last epoch (the run
+fails and reports no test metrics), there is no final evaluation either.
 """
 
 from __future__ import annotations
@@ -35,9 +41,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import keras
+import numpy as np
 
 from rnnbench.diagnostics import artifacts
-from rnnbench.diagnostics.flow import FLOW_BACKENDS, FlowProfile, GradientFlow, summarize
+from rnnbench.diagnostics.flow import (
+    FLOW_BACKENDS,
+    FlowProfile,
+    GradientFlow,
+    summarize,
+    valid_steps,
+)
 from rnnbench.diagnostics.gradient_norms import recorder_of
 from rnnbench.diagnostics.recurrent import RecurrentProbe
 
@@ -106,7 +119,9 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
     Args:
         run: the open MLflow run (``rnnbench.tracking.Run``).
-        probe: the fixed probe batch ``(x, y)`` (NumPy), drawn once per run.
+        probe: the fixed probe batch ``(x, y)`` or ``(x, y, lengths)`` (NumPy), drawn
+            once per run; ``lengths`` (the real length of each example, or None) is
+            needed when the inputs are padded without a mask.
         loss: the task's loss (``Task.loss()``).
         seq2seq: whether the task predicts every step (the last step's loss is used).
         every_n_epochs: evaluate the probe after every n-th epoch, before training and
@@ -117,15 +132,25 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             (see the module docstring); False: in the training thread, at the epoch end.
         write_every_s: write the metrics to MLflow when this many seconds have passed
             since the last write (and at the end of training); 0: every epoch.
+        early_stopping: the run's ``keras.callbacks.EarlyStopping``, if any, placed
+            before this callback: it tells which epoch's weights it restored.
     """
 
-    def __init__(self, run: Any, probe: tuple[Any, Any], *, loss: Any, seq2seq: bool,
+    def __init__(self, run: Any, probe: tuple[Any, ...], *, loss: Any, seq2seq: bool,
                  every_n_epochs: int = 1, horizon_fraction: float = 0.01,
                  title: str = "", background: bool = True,
-                 write_every_s: float = 10.0) -> None:
+                 write_every_s: float = 10.0,
+                 early_stopping: keras.callbacks.EarlyStopping | None = None) -> None:
         super().__init__()
         self.run = run
-        self.x, self.y = probe
+        self.x, self.y = probe[0], probe[1]
+        self.lengths = probe[2] if len(probe) > 2 else None
+        self.early_stopping = early_stopping
+        self.final: tuple[int, FlowProfile | None, dict[str, float]] | None = None
+        self._last_step: int | None = None
+        self._last_healthy = True
+        self._last_evaluation: tuple[int, FlowProfile | None, dict[str, float]] | None = None
+        self._written_ms = 0
         self.loss = loss
         self.seq2seq = seq2seq
         self.every_n_epochs = every_n_epochs
@@ -199,6 +224,8 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             total = self._recorder.nonfinite_steps()
             healthy = healthy and total == self._nonfinite_seen
             self._nonfinite_seen = total
+        self._last_step = epoch + 1
+        self._last_healthy = healthy
         last = epoch + 1 == (self.params or {}).get("epochs")
         evaluate = healthy and ((epoch + 1) % self.every_n_epochs == 0 or last)
         self._wait()  # the copy is free again
@@ -213,18 +240,21 @@ class DiagnosticsCallback(keras.callbacks.Callback):
                 self._pending = None
             self._wait()
             self._flush()
+            if self._last_step is not None and self._last_healthy:
+                self._final_evaluation()
         finally:
             if self._worker is not None:
                 self._worker.shutdown(wait=True)
                 self._worker = None
         if not self.rows:
             return
-        table = artifacts.profile_table(self.rows, self.horizon_fraction)
+        final = self.final if self.final is not None and self.final[1] is not None else None
+        table = artifacts.profile_table(self.rows, self.horizon_fraction, final)
         self.run.log_json(table, "diagnostics/grad_flow.json")
         self.run.log_text(artifacts.profile_csv(self.rows), "diagnostics/grad_flow.csv")
         import matplotlib.pyplot as plt
 
-        fig = artifacts.heatmap_figure(self.rows, self.title)
+        fig = artifacts.heatmap_figure(self.rows, self.title, final)
         self.run.log_figure(fig, "diagnostics/grad_flow_heatmap.png")
         plt.close(fig)
 
@@ -248,12 +278,54 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             self._sync_copy()
         self.recurrent.sync()
 
+    def _weights_epoch(self) -> int | None:
+        """The epoch after which the model had the weights it has now: the epoch
+        ``EarlyStopping`` restored, or the last epoch; None when they are not finite."""
+        weights = self.model.get_weights()
+        if not all(np.all(np.isfinite(w)) for w in weights
+                   if np.issubdtype(np.asarray(w).dtype, np.floating)):
+            return None
+        es = self.early_stopping
+        best = getattr(es, "best_weights", None) if es is not None else None
+        if best is not None and len(best) == len(weights) and all(
+                np.array_equal(a, b) for a, b in zip(best, weights)):
+            return int(es.best_epoch) + 1
+        return self._last_step
+
+    def _final_evaluation(self) -> None:
+        """Probe the weights the model ends training with and log that evaluation
+        last, at the last epoch's step (see the module docstring)."""
+        epoch = self._weights_epoch()
+        if epoch is None:
+            return  # not finite: the last evaluation logged stays the last
+        last = self._last_evaluation
+        if last is not None and last[0] == epoch == self._last_step:
+            # the last epoch's weights: their evaluation is already the one logged last
+            _, profile, probe_metrics = last
+            metrics: dict[str, float] = {}
+        else:
+            self._snapshot()
+            profile, probe_metrics = self._evaluate()
+            metrics = dict(probe_metrics)
+        self.final = (epoch, profile, self._flow_summary(probe_metrics))
+        if profile is not None:
+            metrics["grad_flow/weights_epoch"] = float(epoch)
+        # MLflow shows the value of the highest step, then of the latest timestamp
+        while int(time.time() * 1000) <= self._written_ms:
+            time.sleep(0.001)
+        self._log(metrics, self._last_step)
+        self._flush()
+        self.run.set_tags({"diagnostics_weights_epoch": str(epoch)})
+
     def _evaluate(self) -> tuple[FlowProfile | None, dict[str, float]]:
         if self.flow is not None:
-            profile, extra = self.flow.compute(self.x, self.y)
+            profile, extra = self.flow.compute(self.x, self.y, self.lengths)
             metrics = summarize(profile, self.horizon_fraction)
         else:
-            profile, extra, metrics = None, self.recurrent.trace_statistics(self.x), {}
+            valid = None
+            if self.lengths is not None:
+                valid = valid_steps(self.lengths, len(self.x), np.shape(self.x)[1])
+            profile, extra, metrics = None, self.recurrent.trace_statistics(self.x, valid), {}
         metrics.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in extra.items()})
         metrics.update(self.recurrent.spectral_norms())
         return profile, metrics
@@ -261,6 +333,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     def _finish_epoch(self, step: int, metrics: dict[str, float], evaluate: bool) -> None:
         if evaluate:
             profile, probe_metrics = self._evaluate()
+            self._last_evaluation = (step, profile, probe_metrics)
             metrics = {**metrics, **probe_metrics}
             if profile is not None:
                 self.rows.append((step, profile, self._flow_summary(probe_metrics)))
@@ -289,6 +362,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
             rows, self._unwritten = self._unwritten, []
             tracking.log_metric_steps(self.run, rows)
+            self._written_ms = int(time.time() * 1000)
         self._written_at = time.monotonic()
 
 

@@ -1,15 +1,19 @@
 """Gradient flow through time.
 
 For each example ``b`` of the probe batch, ``L_b`` is the task's loss at the example's
-final step (for sequence-to-sequence tasks, the loss of the last step only; with a
-mask, the last unmasked step). ``x_{b,t}`` is the input of the first recurrent layer at
-step ``t`` (for token tasks, the embedding output). The profile is
+own last real step ``T_b`` (for sequence-to-sequence tasks, the loss of that step only).
+The real steps are those the model's mask leaves in (when it has one) and, when the
+task pads without a mask, those before the example's length as the task gives it
+(``lengths``); a step is real when both say so. ``x_{b,t}`` is the input of the first
+recurrent layer at step ``t`` (for token tasks, the embedding output). The profile is
 
     g(k) = mean over b of ‖∂L_b / ∂x_{b, T_b − k}‖₂,     k = 0, 1, …
 
 the mean over the examples of the per-example Euclidean norm over the features, at lag
-``k`` before the final step ``T_b`` (``k = 0`` is the final step itself). With
-variable lengths the mean at lag ``k`` runs over the examples that have such a step.
+``k`` before the last real step ``T_b`` (``k = 0`` is that step itself). With variable
+lengths the profiles are aligned on ``k``, and the mean at lag ``k`` runs over the
+examples that have a real step there: ``FlowProfile.examples[k]`` says how many (it
+falls below the batch size beyond the shortest example's length).
 In the notation ``g(t)``, ``t = T − k``: ``g(T)`` is ``g(k=0)``, ``g(1)`` the largest lag.
 
 All gradients of one probe batch come from one backward pass: the per-example losses
@@ -51,6 +55,17 @@ def per_example_loss(loss: Any) -> Callable[[Any, Any], Any]:
     if not callable(fn):
         raise TypeError(f"cannot use {loss!r} as a loss")
     return fn
+
+
+def valid_steps(lengths: Any | None, batch: int, steps: int) -> np.ndarray:
+    """``(batch, steps)`` booleans: step ``t`` of example ``b`` is real when ``t <
+    lengths[b]`` (every step when ``lengths`` is None)."""
+    if lengths is None:
+        return np.ones((batch, steps), bool)
+    lengths = np.asarray(lengths).reshape(-1)
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths has {lengths.shape[0]} values for a batch of {batch}")
+    return np.arange(steps)[None, :] < lengths[:, None]
 
 
 def last_valid_index(mask: Any | None, features: Any) -> Any:
@@ -161,8 +176,9 @@ class GradientFlow:
         loss: the task's loss (``Task.loss()``).
         seq2seq: whether the model outputs one prediction per step.
         jit_compile: compile the TensorFlow graph with XLA.
-        extra: optional ``fn(inputs) -> dict`` of more tensors to compute in the same
-            compiled call on the model inputs (e.g. gate traces).
+        extra: optional ``fn(inputs, valid) -> dict`` of more tensors to compute in the
+            same compiled call on the model inputs and the ``(B, T)`` real steps given
+            by the lengths (e.g. gate statistics).
     """
 
     def __init__(self, model: keras.Model, loss: Any, *, seq2seq: bool,
@@ -203,6 +219,12 @@ class GradientFlow:
             return self.back(feeds if len(feeds) > 1 else feeds[0], training=False)
 
     @staticmethod
+    def _real_steps(mask: Any | None, valid: Any) -> Any:
+        """The steps both the model's mask (if any) and the lengths call real."""
+        valid = ops.cast(valid, "bool")
+        return valid if mask is None else ops.logical_and(ops.cast(mask, "bool"), valid)
+
+    @staticmethod
     def _mask_of(rest: list) -> Any | None:
         for t in rest:
             if len(t.shape) == 2 and "bool" in str(t.dtype):
@@ -212,20 +234,19 @@ class GradientFlow:
     def _build_tensorflow(self) -> Callable:
         import tensorflow as tf
 
-        def step(x, y):
+        def step(x, y, valid):
             feeds = self._feeds(x)
             features, rest = feeds[0], feeds[1:]
-            mask = self._mask_of(rest)
-            last = last_valid_index(mask, features)
+            real = self._real_steps(self._mask_of(rest), valid)
+            last = last_valid_index(real, features)
             with tf.GradientTape() as tape:
                 tape.watch(features)
                 total = self._loss_sum(self._back([features, *rest]), y, last)
             grad = tape.gradient(total, features)
-            out = {"norms": tf.norm(tf.cast(grad, tf.float32), axis=-1), "last": last}
-            if mask is not None:
-                out["valid"] = mask
+            out = {"norms": tf.norm(tf.cast(grad, tf.float32), axis=-1), "last": last,
+                   "valid": real}
             if self.extra is not None:
-                out.update(self.extra(x))
+                out.update(self.extra(x, valid))
             return out
 
         return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
@@ -235,15 +256,15 @@ class GradientFlow:
 
         front, back = self.front, self.back
 
-        def step(front_vars, back_vars, x, y):
+        def step(front_vars, back_vars, x, y, valid):
             if front is not None:
                 out, _ = front.stateless_call(*front_vars, x, training=False)
                 feeds = list(out) if isinstance(out, (list, tuple)) else [out]
             else:
                 feeds = [x] if self.n_feeds == 1 else list(x)
             features, rest = feeds[0], feeds[1:]
-            mask = self._mask_of(rest)
-            last = last_valid_index(mask, features)
+            real = self._real_steps(self._mask_of(rest), valid)
+            last = last_valid_index(real, features)
 
             def loss_sum(f):
                 fs = [f, *rest]
@@ -252,29 +273,30 @@ class GradientFlow:
                 return self._loss_sum(pred, y, last)
 
             grad = jax.grad(loss_sum)(features)
-            out = {"norms": ops.sqrt(ops.sum(ops.square(ops.cast(grad, "float32")), axis=-1)),
-                   "last": last}
-            if mask is not None:
-                out["valid"] = mask
-            return out
+            return {"norms": ops.sqrt(ops.sum(ops.square(ops.cast(grad, "float32")), axis=-1)),
+                    "last": last, "valid": real}
 
         fn = jax.jit(step)  # JAX has no graph mode short of jit
 
-        def call(x, y):
+        def call(x, y, valid):
             def values(m):
                 if m is None:
                     return None
                 return ([v.value for v in m.trainable_variables],
                         [v.value for v in m.non_trainable_variables])
-            out = fn(values(front), values(back), x, y)
+            out = fn(values(front), values(back), x, y, valid)
             if self.extra is not None:
-                out.update(self.extra(x))
+                out.update(self.extra(x, valid))
             return out
 
         return call
 
-    def compute(self, x: Any, y: Any) -> tuple[FlowProfile, dict[str, np.ndarray]]:
-        """The profile on the probe batch ``(x, y)``, and the ``extra`` outputs as NumPy."""
+    def compute(self, x: Any, y: Any,
+                lengths: Any | None = None) -> tuple[FlowProfile, dict[str, np.ndarray]]:
+        """The profile on the probe batch ``(x, y)``, and the ``extra`` outputs as NumPy.
+
+        ``lengths``: the real length of each example, for inputs padded at the end
+        without a mask (None: every step the model's mask leaves in is real)."""
         if self._compiled is None:
             backend = keras.backend.backend()
             if backend == "tensorflow":
@@ -285,6 +307,9 @@ class GradientFlow:
                 raise NotImplementedError(
                     f"gradient flow is implemented for the {' and '.join(FLOW_BACKENDS)} "
                     f"backends, not {backend}")
-        out = {k: keras.ops.convert_to_numpy(v) for k, v in self._compiled(x, y).items()}
-        profile = profile_from_norms(out.pop("norms"), out.pop("last"), out.pop("valid", None))
+        x_np = x[0] if isinstance(x, (list, tuple)) else x
+        valid = valid_steps(lengths, int(np.shape(x_np)[0]), int(np.shape(x_np)[1]))
+        out = {k: keras.ops.convert_to_numpy(v)
+               for k, v in self._compiled(x, y, valid).items()}
+        profile = profile_from_norms(out.pop("norms"), out.pop("last"), out.pop("valid"))
         return profile, out

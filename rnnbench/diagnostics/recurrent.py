@@ -5,7 +5,10 @@ the layer itself for ``impl=custom``, a ``CustomRecurrent`` holding the built-in
 layer's weights in rnnbench's fused layout otherwise. A bidirectional layer is read as
 its two directions, named as Keras names them (``forward_rnn_0``, ``backward_rnn_0``).
 
-Gates, on the probe batch, over every (example, unmasked step, unit):
+Gates, on the probe batch, over every (example, real step, unit), for every recurrent
+layer: a step is real when the layer's mask (if the model has one) leaves it in and,
+for a task that pads without a mask, when it comes before the example's length (the
+padded steps are still run through the layer, as in the model, but not counted):
 
 - ``gates/<layer>/<gate>_mean``: the mean of each gate the cell has (``input``,
   ``forget``, ``output``, ``update``, ``reset``);
@@ -51,13 +54,14 @@ class Direction:
         twin: the ``CustomRecurrent`` that traces it (the layer itself when custom);
             None when there is none (a built-in layer with other activations than
             tanh and sigmoid): no gate statistics then.
-        tap: index of the layer's input among the outputs of the taps model.
+        taps: the indices of the layer's inputs (its sequence, then its mask if any)
+            among the outputs of the taps model.
     """
 
     name: str
     layer: Any
     twin: Any
-    tap: int
+    taps: tuple[int, ...]
 
     def sync(self) -> None:
         """Copy the layer's current weights into its twin (built-in layers only).
@@ -131,9 +135,12 @@ class RecurrentProbe:
         from rnnbench.model import recurrent_layers
 
         self.directions: list[Direction] = []
+        # one flat list of tensors: Keras unwraps a one-element output list, so a
+        # nested [[x, mask]] (one layer) would come back as [x, mask] and lose the mask
         taps: list[Any] = []
         for layer in recurrent_layers(model):
             feeds = keras.tree.flatten(layer.input)
+            at = tuple(range(len(taps), len(taps) + len(feeds)))
             inner = ([layer.forward_layer, layer.backward_layer]
                      if isinstance(layer, keras.layers.Bidirectional) else [layer])
             for sub in inner:
@@ -143,8 +150,8 @@ class RecurrentProbe:
                     warnings.warn(f"diagnostics: no gate statistics for layer {sub.name}: "
                                   f"{exc}", stacklevel=2)
                     twin = None
-                self.directions.append(Direction(sub.name, sub, twin, len(taps)))
-            taps.append(feeds)
+                self.directions.append(Direction(sub.name, sub, twin, at))
+            taps.extend(feeds)
         self._traced = [d for d in self.directions if d.twin is not None]
         self._taps_model = keras.Model(model.input, taps, name=f"{model.name}_taps") \
             if self._traced else None
@@ -154,20 +161,32 @@ class RecurrentProbe:
         for d in self.directions:
             d.sync()
 
-    def trace_statistics(self, x: Any) -> dict[str, Any]:
+    def trace_statistics(self, x: Any, valid: Any | None = None) -> dict[str, Any]:
         """Gate statistics of every layer on the model inputs ``x``, as scalar tensors
-        named ``gates/<layer>/<stat>``. Traceable (runs inside a compiled function)."""
+        named ``gates/<layer>/<stat>``. Traceable (runs inside a compiled function).
+
+        Args:
+            x: the model inputs.
+            valid: optional ``(B, T)`` booleans, the real steps of inputs padded at the
+                end without a mask (see ``flow.valid_steps``); the layer's own mask,
+                if any, also applies.
+        """
         if self._taps_model is None:
             return {}
         taps = self._taps_model(x, training=False)
+        taps = list(taps) if isinstance(taps, (list, tuple)) else [taps]
         out: dict[str, Any] = {}
         for d in self._traced:
-            feeds = taps[d.tap]
-            feeds = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds]
+            feeds = [taps[i] for i in d.taps]
             mask = next((t for t in feeds[1:]
                          if len(t.shape) == 2 and "bool" in str(t.dtype)), None)
             activations = d.twin.trace(feeds[0], mask=mask)
-            for key, value in gate_statistics(activations, mask).items():
+            real = mask
+            if valid is not None:
+                valid = ops.cast(valid, "bool")
+                real = valid if mask is None else ops.logical_and(ops.cast(mask, "bool"),
+                                                                  valid)
+            for key, value in gate_statistics(activations, real).items():
                 out[f"gates/{d.name}/{key}"] = value
         return out
 

@@ -28,8 +28,12 @@ class TaskData:
 
     ``train``/``val``/``test`` are batched, prefetching ``tf.data`` pipelines of
     ``(x, y)``. ``arrays`` keeps the unbatched NumPy splits where the task has them
-    (for exact evaluation and the diagnostics' probe batch). ``meta`` holds
-    task-specific values (scalers, vocabulary, class names).
+    (for exact evaluation and the diagnostics' probe batch). ``lengths`` gives, for a
+    task whose sequences are right-padded, the real length of each example of
+    ``arrays[split]`` (every later step is padding); a task without padding leaves it
+    empty. A task that pads without a mask must set it: its padding can look like real
+    input (a silent chorale step, the token id 0). ``meta`` holds task-specific values
+    (scalers, vocabulary, class names).
     """
 
     train: tf.data.Dataset
@@ -42,6 +46,7 @@ class TaskData:
     masked: bool = False
     n_train: int = 0
     arrays: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    lengths: dict[str, Any] = field(default_factory=dict)
     datasets: list[DatasetInfo] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -103,13 +108,16 @@ class Task:
         return []
 
     def probe_batch(self, data: TaskData, size: int, seed: int):
-        """A fixed batch ``(x, y)`` from the validation split for the diagnostics."""
+        """A fixed batch ``(x, y, lengths)`` from the validation split for the
+        diagnostics; ``lengths`` (the real length of each example) is None when the
+        task has no padding."""
         import numpy as np
 
         x, y = data.arrays["val"]
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(len(x), size=min(size, len(x)), replace=False))
-        return x[idx], y[idx]
+        lengths = data.lengths.get("val")
+        return x[idx], y[idx], None if lengths is None else np.asarray(lengths)[idx]
 
 
 def make_pipeline(x, y, batch_size: int, *, shuffle: bool, seed: int, weights=None,

@@ -610,6 +610,8 @@ class LanguageModelTask(Task):
             vocab_size=len(vocab), n_outputs=len(vocab), seq_len=cfg.bptt,
             n_train=len(arrays_xyw["train"][0]),
             arrays={s: (v[0], v[1]) for s, v in arrays_xyw.items()},
+            # padding (weight 0, token id 0 = <unk>, a real token) ends each row
+            lengths={s: v[2].sum(axis=1).astype(np.int64) for s, v in arrays_xyw.items()},
             datasets=[info],
             meta={"vocab": vocab, "ids": ids, "windows": arrays_xyw, "targets": counts,
                   "batch_size": batch_size, "stateful": self.stateful},
@@ -651,7 +653,7 @@ class LanguageModelTask(Task):
         if self.stateful:
             x, y = data.arrays["val"]
             b = data.meta["batch_size"]
-            return x[:b], y[:b]
+            return x[:b], y[:b], data.lengths["val"][:b]
         return super().probe_batch(data, size, seed)
 
     # -- evaluation -----------------------------------------------------------------

@@ -197,6 +197,8 @@ class ChoralesTask(Task):
         return TaskData(train=pipes["train"], val=pipes["val"], test=pipes["test"],
                         n_features=N_KEYS, n_outputs=N_KEYS, seq_len=None,
                         n_train=len(windows["train"][0]), arrays=arrays, datasets=[info],
+                        lengths={k: v[2].sum(axis=1).astype(np.int64)
+                                 for k, v in windows.items()},
                         meta={"windows": windows, "key_prior": key_prior,
                               "names": {k: [names[i] for i in v] for k, v in index.items()}})
 

@@ -122,6 +122,7 @@ class SequenceClassificationTask(Task):
             train=pipes["train"], val=pipes["val"], test=pipes["test"],
             n_features=int(arrays["train"][0].shape[2]), n_outputs=len(classes),
             seq_len=length, masked=True, n_train=len(arrays["train"][0]), arrays=arrays,
+            lengths={k: np.array([len(s) for s in v[0]], np.int64) for k, v in splits.items()},
             datasets=[info],
             meta={"classes": classes, "lengths": {k: [len(s) for s in v[0]]
                                                    for k, v in splits.items()}},
