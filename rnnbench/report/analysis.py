@@ -93,6 +93,10 @@ class Row:
     curves: dict[int, list[float]] = field(default_factory=dict)
     grad_flow: dict[str, float] = field(default_factory=dict)
     profiles: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
+    # the profile of the weights the test metrics come from (restored by early
+    # stopping), mean over runs, and the epochs those weights are from
+    final_profile: tuple[list[float], list[float]] | None = None
+    final_epochs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -480,6 +484,19 @@ def _fill_row(row: Row, key: str, options: ReportOptions, history: History) -> N
         lags = items[0][0]
         same = [g for lg, g in items if lg == lags]
         row.profiles[epoch] = (lags, [_mean(col) for col in zip(*same)])
+    finals = []
+    for r in row.used:
+        obj = history.gradient_flow(r.run_id)
+        final = obj.get("final") if isinstance(obj, dict) else None
+        if isinstance(final, dict) and isinstance(final.get("g"), list):
+            parsed = parse_gradient_flow({"epochs": [final]})
+            if parsed:
+                finals.append(parsed[0])
+    if finals:
+        lags = finals[0][1]
+        same = [g for _, lg, g in finals if lg == lags]
+        row.final_profile = (lags, [_mean(col) for col in zip(*same)])
+        row.final_epochs = sorted({e for e, _, _ in finals})
 
 
 def _interval(values: list[float], confidence: float) -> stats.Interval:

@@ -103,6 +103,13 @@ def gradient_flow(section: TaskSection) -> bytes | None:
                     colour = cmap(i / max(1, len(epochs) - 1))
                     ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color=colour,
                             linewidth=1.2, label=f"epoch {epoch}")
+                if row.final_profile is not None:
+                    lags, g = row.final_profile
+                    pairs = [(lag, v) for lag, v in zip(lags, g) if v > 0 and math.isfinite(v)]
+                    if pairs:
+                        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color="black",
+                                linestyle=":", linewidth=1.4, label="weights tested (epoch "
+                                + ", ".join(str(e) for e in row.final_epochs) + ")")
                 ax.set_yscale("log")
                 ax.set_xlabel("lag k (steps before the final step)")
                 if len(epochs) <= 6:

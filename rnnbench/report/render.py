@@ -284,14 +284,20 @@ def _section(doc: Document, s: TaskSection, analysis: Analysis, unique: Any) -> 
     png = figures.gradient_flow(s)
     if png:
         doc.add(Figure(unique(f"{key}-gradient-flow", "figure"), png,
-                       f"{s.title}: gradient norm g(k) at lag k per evaluated epoch, mean over runs"))
+                       f"{s.title}: gradient norm g(k) at lag k per evaluated epoch, mean over "
+                       f"runs; dotted: the weights the test metrics come from"))
         doc.add(Table(unique(f"{key}-gradient-flow-profiles"), ["cell", "epoch", "lag", "g"], [],
                       ["row", "epoch", "lag", "g_mean"],
                       [[r.label, e, raw(lag), raw(g)] for r in s.rows
-                       for e, (lags, gs) in r.profiles.items() for lag, g in zip(lags, gs)]))
+                       for e, (lags, gs) in r.profiles.items() for lag, g in zip(lags, gs)]
+                      + [[r.label, "tested", raw(lag), raw(g)] for r in s.rows
+                         if r.final_profile for lag, g in zip(*r.final_profile)]))
     if flow_keys:
-        doc.add(Para("Gradient-flow summaries at the last evaluated epoch (`grad_flow/*`, "
-                     "mean over runs):"))
+        doc.add(Para("Gradient-flow summaries (`grad_flow/*`, mean over runs) of the weights "
+                     "the test metrics come from: those early stopping restored, from epoch "
+                     "`weights_epoch` (runs from before that was recorded: the last "
+                     "evaluated epoch). Each lag averages the sequences that have a real "
+                     "step there; on padded tasks the largest lags rest on few sequences."))
         doc.add(Table(unique(f"{key}-gradient-flow"), ["cell"] + flow_keys,
                       [[r.label] + [fmt(r.grad_flow.get(k)) for k in flow_keys] for r in s.rows],
                       ["row"] + flow_keys,
