@@ -59,7 +59,12 @@ def make_recurrent_layer(
     }
     if s.impl == "custom":
         return CustomRecurrent(
-            s.name, units, forget_bias=s.forget_bias, chrono_init=s.chrono_init, **common
+            s.name,
+            units,
+            forget_bias=s.forget_bias,
+            chrono_init=s.chrono_init,
+            gradient=s.gradient,
+            **common,
         )
     if s.name == "rnn":
         return keras.layers.SimpleRNN(units, **common)
