@@ -16,9 +16,10 @@ over all steps at once: `dU = H_prevᵀ·dA` on `(T·B)`-row matrices, the peeph
 `bh2` gradients one reduction. The input kernel and bias get theirs by autodiff of the
 projection from `dA` (again one `(T·B)`-row product).
 
-Masking follows `keras.layers.RNN`: at a masked step the states carry over and the output
-repeats the previous output (zeros before the first valid step, or zeros at every
-masked step with `zero_output_for_mask=True`).
+Masking follows `keras.layers.RNN` on each backend: at a masked step the states carry
+over, and the output is zeros with `zero_output_for_mask=True`, else the previous output
+(TensorFlow: zeros before the first valid step; JAX: the previous `h`, so the initial
+state before the first valid step).
 
 `run` wraps the two loops in `tf.custom_gradient` on TensorFlow and `jax.custom_vjp` on
 JAX. The numbers equal autodiff of the same forward pass to float round-off
@@ -382,6 +383,9 @@ class _Plan:
         self.dropout = dropout
         self.batch = batch
         self.n_states = len(kernel.state_widths)
+        # Keras's JAX loop repeats the previous h at a masked step, its TensorFlow loop
+        # the previous output (zeros before the first valid step).
+        self.output_is_state = masked and not zero_output and keras.backend.backend() == "jax"
 
 
 def _forward(plan, zx, states0, w, mask, dm):
@@ -399,7 +403,10 @@ def _forward(plan, zx, states0, w, mask, dm):
         if plan.masked:
             m = x[1]
             new = [ops.where(m, a, b) for a, b in zip(new, states)]
-            y = ops.where(m, h_new, ops.zeros_like(h_new) if plan.zero_output else y)
+            if plan.output_is_state:
+                y = new[0]
+            else:
+                y = ops.where(m, h_new, ops.zeros_like(h_new) if plan.zero_output else y)
         else:
             y = h_new
         ys = [*states, *res] + ([y] if plan.return_sequences else [])
@@ -433,16 +440,20 @@ def _backward(plan, residuals, w, mask, dm, d_outputs, d_final):
         m = rest.pop(0) if plan.masked else None
         dy = dy_carry + rest[0] if plan.return_sequences else dy_carry
         d_new = [d_states[0] + dy, *d_states[1:]]
-        if m is not None:
-            d_new = [ops.where(m, d, ops.zeros_like(d)) for d in d_new]
-        da, d_prev = k.back(d_new, states, res, w, dm)
-        if m is not None:
-            d_prev = [p + ops.where(m, ops.zeros_like(d), d) for p, d in zip(d_prev, d_states)]
-            dy_next = (
-                ops.zeros_like(dy) if plan.zero_output else ops.where(m, ops.zeros_like(dy), dy)
-            )
+        dy_next = ops.zeros_like(dy)
+        if m is None:
+            da, d_prev = k.back(d_new, states, res, w, dm)
         else:
-            dy_next = ops.zeros_like(dy)
+            da, d_prev = k.back([ops.where(m, d, ops.zeros_like(d)) for d in d_new], states,
+                                res, w, dm)
+            # what a masked step passes through unchanged to the step before
+            if plan.output_is_state:
+                through = d_new  # the output is the carried h itself
+            else:
+                through = d_states
+                if not plan.zero_output:
+                    dy_next = ops.where(m, dy_next, dy)
+            d_prev = [p + ops.where(m, ops.zeros_like(d), d) for p, d in zip(d_prev, through)]
         return [*d_prev, dy_next], [da]
 
     xs = list(residuals) + ([mask] if plan.masked else [])
