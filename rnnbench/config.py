@@ -90,6 +90,13 @@ class CellConfig:
     def __post_init__(self) -> None:
         check_choice("cell.impl", self.impl, CELL_IMPLS)
         check_choice("cell.gradient", self.gradient, CELL_GRADIENTS)
+        if self.gradient == "bptt":  # refused here, before the backend is loaded
+            from rnnbench.cells.registry import CELLS
+            from rnnbench.cells.settings import bptt_on_builtin_message
+
+            spec = CELLS.get(self.name)
+            if self.impl == "builtin" or (self.impl == "auto" and spec and spec.has_builtin):
+                raise ConfigError(bptt_on_builtin_message(self.name))
         check_fraction("cell.dropout", self.dropout)
         check_fraction("cell.recurrent_dropout", self.recurrent_dropout)
         if self.chrono_init is not None:

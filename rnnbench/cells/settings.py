@@ -90,6 +90,16 @@ def _allowed(names) -> str:
     return ", ".join(names) if names else "none"
 
 
+def bptt_on_builtin_message(name: str) -> str:
+    """The error for `cell.gradient=bptt` on a Keras built-in layer."""
+    return (
+        f"cell.gradient=bptt needs rnnbench's own layer, but cell {name!r} runs as the "
+        "Keras built-in layer (cell.impl resolved to builtin), whose gradient is Keras's "
+        "autodiff; options for it: cell.gradient=auto or autodiff, or keep "
+        "cell.gradient=bptt with cell.impl=custom"
+    )
+
+
 def validate_cell_config(cell_cfg: Any) -> CellSettings:
     """Checks the `cell` config node and returns it as `CellSettings`.
 
@@ -178,12 +188,7 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
             f"cell.gradient={gradient!r} is not allowed; allowed: {_allowed(GRADIENTS)}"
         )
     if gradient == "bptt" and impl == "builtin":
-        raise ConfigError(
-            f"cell.gradient=bptt needs rnnbench's own layer, but cell {name!r} runs as the "
-            "Keras built-in layer (cell.impl resolved to builtin), whose gradient is "
-            "Keras's autodiff; options for it: cell.gradient=auto or autodiff, or keep "
-            "cell.gradient=bptt with cell.impl=custom"
-        )
+        raise ConfigError(bptt_on_builtin_message(name))
 
     return CellSettings(
         name=name,
