@@ -80,7 +80,7 @@ class _ElmanKernel:
 
     def back(self, d_new, states, res, w, dm):
         da = d_new[0] * _tanh_grad(res[0])
-        dh = _apply_dm(ops.matmul(da, ops.transpose(w["recurrent_kernel"])), dm)
+        dh = _apply_dm(ops.matmul(da, w["recurrent_kernel.T"]), dm)
         return da, [dh]
 
     def weight_grads(self, states, res, da, w, dm):
@@ -124,12 +124,12 @@ class _GRUKernel:
         if self.reset_after:
             da_r = da_g * res[3] * _sig_grad(r)
             d_rec = ops.concatenate([da_z, da_r, da_g * r], axis=-1)
-            dh_rec = ops.matmul(d_rec, ops.transpose(w["recurrent_kernel"]))
+            dh_rec = ops.matmul(d_rec, w["recurrent_kernel.T"])
         else:
-            d_rh = ops.matmul(da_g, ops.transpose(w["recurrent_kernel_h"]))
+            d_rh = ops.matmul(da_g, w["recurrent_kernel_h.T"])
             da_r = d_rh * _apply_dm(h, dm) * _sig_grad(r)
             d_zr = ops.concatenate([da_z, da_r], axis=-1)
-            dh_rec = ops.matmul(d_zr, ops.transpose(w["recurrent_kernel_zr"])) + d_rh * r
+            dh_rec = ops.matmul(d_zr, w["recurrent_kernel_zr.T"]) + d_rh * r
         da = ops.concatenate([da_z, da_r, da_g], axis=-1)
         return da, [dh_new * z + _apply_dm(dh_rec, dm)]
 
@@ -259,11 +259,11 @@ class _LSTMKernel:
             if self.peepholes:
                 dc = dc + da["input"] * w["peephole_input"]
         da_all = ops.concatenate([da[b] for b in self.blocks], axis=-1)
-        dh_prev = _apply_dm(ops.matmul(da_all, ops.transpose(w["recurrent_kernel"])), dm)
+        dh_prev = _apply_dm(ops.matmul(da_all, w["recurrent_kernel.T"]), dm)
         d_prev = [dh_prev, dc]
         if self.fgr:
             d_ifo = ops.concatenate([da["input"], da["forget"], da["output"]], axis=-1)
-            d_prev.append(ops.matmul(d_ifo, ops.transpose(w["gate_recurrent_kernel"])))
+            d_prev.append(ops.matmul(d_ifo, w["gate_recurrent_kernel.T"]))
         return da_all, d_prev
 
     def weight_grads(self, states, res, da, w, dm):
@@ -305,7 +305,7 @@ class _JANETKernel:
         da_s = dh * (h * _sig_grad(f) - g * _sig_grad(f2))
         da_c = dh * (1.0 - f2) * _tanh_grad(g)
         da = ops.concatenate([da_s, da_c], axis=-1)
-        dh_rec = ops.matmul(da, ops.transpose(w["recurrent_kernel"]))
+        dh_rec = ops.matmul(da, w["recurrent_kernel.T"])
         return da, [dh * f + _apply_dm(dh_rec, dm)]
 
     def weight_grads(self, states, res, da, w, dm):
@@ -462,6 +462,8 @@ def _backward(plan, residuals, w, mask, dm, d_outputs, d_final):
         dy0 = ops.zeros_like(d_final[0])
     else:
         dy0 = d_outputs
+    # the transposed matrices the reverse loop multiplies by, made once before it
+    w = {**w, **{f"{name}.T": ops.transpose(v) for name, v in w.items() if len(v.shape) == 2}}
     carry, (da,) = _scan(body, [*d_final, dy0], xs, [k.da_width], plan.batch, reverse=True)
     d_init = carry[:ns]
     d_w = k.weight_grads(residuals[:ns], residuals[ns:], da, w, dm)
