@@ -340,3 +340,22 @@ def test_no_warning_when_bptt_runs():
         warnings.simplefilter("error")
         layer(np.zeros((B, T, D)))
     assert layer.gradient_ran == "bptt"
+
+
+@pytest.mark.slow
+def test_training_is_unchanged_and_the_run_records_which_gradient_ran(tmp_path):
+    """A real (tiny) co2 run with the peephole cell, once per gradient: the same losses
+    and test metrics to float32 round-off, and the `gradient` tag says which one ran."""
+    from test_tasks_smoke import tiny_task_run
+
+    db = tmp_path / "mlflow.db"
+    for gradient in ("autodiff", "bptt"):
+        tiny_task_run("co2", {"csv": "", "wavs": ""}, db, "cell=peephole", f"cell.gradient={gradient}",
+                      "train.epochs=2")
+    runs = {r.data.tags["gradient"]: r for r in store_runs(tmp_path, f"sqlite:///{db}")}
+    assert set(runs) == {"autodiff", "bptt"}
+    a, b = runs["autodiff"].data.metrics, runs["bptt"].data.metrics
+    compared = [k for k in a if k.startswith(("loss", "val_loss", "test_"))]
+    assert "loss" in compared and any(k.startswith("test_") for k in compared)
+    for key in compared:
+        assert abs(b[key] - a[key]) <= 1e-4 * max(abs(a[key]), 1e-3), (key, a[key], b[key])
