@@ -359,3 +359,31 @@ def test_training_is_unchanged_and_the_run_records_which_gradient_ran(tmp_path):
     assert "loss" in compared and any(k.startswith("test_") for k in compared)
     for key in compared:
         assert abs(b[key] - a[key]) <= 1e-4 * max(abs(a[key]), 1e-3), (key, a[key], b[key])
+
+
+def test_stateful_and_bidirectional_layers_get_the_same_gradients():
+    """Two batches through a stateful layer (the second starts from the first's final
+    states) and a Bidirectional one (its backward copy runs go_backwards)."""
+    rng = np.random.default_rng(9)
+    x1, x2 = rng.normal(size=(B, T, D)), rng.normal(size=(B, T, D))
+    results = {}
+    for gradient in ("autodiff", "bptt"):
+        keras.utils.set_random_seed(0)
+        cfg = {"name": "cifg", "impl": "custom", "gradient": gradient}
+        stateful = make_recurrent_layer(cfg, N, return_sequences=True, stateful=True)
+        bi = keras.layers.Bidirectional(make_recurrent_layer(cfg, N, return_sequences=False))
+        inputs = keras.Input(batch_shape=(B, T, D))  # float32: the layers' default policy
+        model = keras.Model(inputs, bi(stateful(inputs)))
+        model.set_weights([rng.uniform(-0.6, 0.6, w.shape) for w in model.get_weights()]
+                          if gradient == "autodiff" else results["autodiff"][0])
+        weights = model.get_weights()
+        grads = []
+        for x in (x1, x2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(tf.constant(x, tf.float32)) ** 2)
+            grads += tape.gradient(loss, model.trainable_weights)
+        results[gradient] = (weights, grads)
+        assert {stateful.gradient_ran, bi.forward_layer.gradient_ran,
+                bi.backward_layer.gradient_ran} == {gradient}
+    for a, b in zip(results["autodiff"][1], results["bptt"][1]):
+        assert rel_err(b, a) <= TOL
