@@ -375,12 +375,11 @@ def _scan(body, carry, xs, res_widths, batch, reverse=False):
 class _Plan:
     """Static settings of one call: the kernel and the loop options."""
 
-    def __init__(self, kernel, masked, return_sequences, zero_output, dropout, batch):
+    def __init__(self, kernel, masked, return_sequences, zero_output, batch):
         self.kernel = kernel
         self.masked = masked
         self.return_sequences = return_sequences
         self.zero_output = zero_output
-        self.dropout = dropout
         self.batch = batch
         self.n_states = len(kernel.state_widths)
         # Keras's JAX loop repeats the previous h at a masked step, its TensorFlow loop
@@ -511,7 +510,6 @@ def run(cell, projected, initial_state, mask, *, go_backwards, return_sequences,
         masked=m is not None,
         return_sequences=return_sequences,
         zero_output=zero_output_for_mask,
-        dropout=recurrent_mask is not None,
         batch=projected.shape[0],
     )
     dm = None if recurrent_mask is None else ops.cast(recurrent_mask, dtype)
