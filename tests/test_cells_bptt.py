@@ -100,13 +100,25 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("cell", ALL_CELLS)
-def test_bptt_equals_autodiff(cell):
+# Masking is handled by the loop, the same code for every cell: two cells suffice.
+ZERO_OUTPUT_CASES = {
+    "zero-output-sequences": dict(return_sequences=True, mask=True, zero_output_for_mask=True),
+    "zero-output-last": dict(return_sequences=False, mask=True, zero_output_for_mask=True),
+}
+
+
+@pytest.mark.parametrize(
+    "cell, cases",
+    [(cell, CASES) for cell in ALL_CELLS]
+    + [(cell, ZERO_OUTPUT_CASES) for cell in ("gru_v1", "peephole")],
+    ids=ALL_CELLS + ["gru_v1-zero-output", "peephole-zero-output"],
+)
+def test_bptt_equals_autodiff(cell, cases):
     rng = np.random.default_rng(zlib.crc32(cell.encode()))
     x = rng.normal(size=(B, T, D))
     init = [rng.normal(size=(B, w)) * 0.5 for w in state_widths(cell)]
     weights = None
-    for name, case in CASES.items():
+    for name, case in cases.items():
         case = dict(case)
         mask = MASK if case.pop("mask", False) else None
         training = case.pop("training", False)
