@@ -2,12 +2,15 @@
 
     python benchmarks/cells.py [--steps N] [--rounds R] [--cells lstm peephole ...]
                                [--xla on|off|both] [--builtins rnn gru gru_v1]
+                               [--gradients bptt autodiff] [--time T] [--n N]
 
 Each model is `Input(T, d) -> recurrent layer (n units) -> Dense(classes, softmax)`,
 trained with Adam on one fixed random batch (B=64, T=100, d=64, n=256, 10 classes by
 default). Every cell runs in rnnbench's own implementation (`impl=custom`); the
 reference row is `keras.layers.LSTM`, compiled the same way (XLA on: every model is
-compiled with `jit_compile=True`; off: `jit_compile=False`).
+compiled with `jit_compile=True`; off: `jit_compile=False`). Each custom cell runs once
+per `--gradients` entry: `bptt` (the hand-written backward pass through time,
+`cell.gradient=bptt`) and `autodiff` (autodiff of the loop).
 
 Timing: the models are built and compiled first, then timed in turns (round-robin,
 `--rounds` turns of `--steps` training steps each, the ceilings too) so that load from
@@ -27,7 +30,17 @@ weight):
 The matmul ceiling of a cell is the GFLOP/s of one XLA-compiled function that does
 exactly those products with the same shapes and nothing else: the input kernel as one
 `(B·T) × d` product plus its two gradient-shaped products, and a T-step loop doing, for
-each other weight, `y = a @ W`, `a' = y @ Wᵀ` and `G += aᵀ @ y`.
+each other weight, `y = a @ W`, `a' = y @ Wᵀ` and `G += aᵀ @ y`. The batched ceiling
+does the same, except that the loop only keeps `a` and `y` of every step and each
+weight gradient is ONE `(B·T)`-row product after the loop, `G = Aᵀ @ Y`: the limit a
+backward pass that batches its weight gradients (as `cell.gradient=bptt` does) can
+reach.
+
+After the table, the script prints the targets of issue 17 side by side (XLA on, the
+`bptt` rows): every gated custom cell ≥ 1.0× Keras's LSTM in wall and CPU time, the
+custom LSTM ≥ 1.25× and ≥ 0.85× the batched ceiling, with the load average of the
+machine before and after the timing (the figures mean little when it is far above the
+number of cores).
 """
 
 from __future__ import annotations
@@ -55,6 +68,13 @@ def parse_args(argv):
         help="also time these Keras built-in layers",
     )
     p.add_argument("--xla", choices=["on", "off", "both"], default="both")
+    p.add_argument(
+        "--gradients",
+        nargs="+",
+        default=["bptt", "autodiff"],
+        choices=["bptt", "autodiff"],
+        help="gradient(s) of the custom cells (cell.gradient)",
+    )
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--time", type=int, default=100)
     p.add_argument("--d", type=int, default=64)
@@ -115,6 +135,54 @@ def ceiling_function(weights, batch, steps):
     return run
 
 
+def batched_ceiling_function(weights, batch, steps):
+    """Like `ceiling_function`, but each weight gradient is one product after the loop."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    (_, (d, k)), recurrent = weights[0], weights[1:]
+    kernel = tf.constant(rng.normal(size=(d, k)).astype("float32") * 0.05)
+    xs = tf.constant(rng.normal(size=(batch * steps, d)).astype("float32"))
+    mats = [tf.constant(rng.normal(size=s).astype("float32") * 0.05) for _, s in recurrent]
+    a0 = [tf.constant(rng.normal(size=(batch, s[0])).astype("float32")) for _, s in recurrent]
+
+    @tf.function(jit_compile=True)
+    def products():
+        z = xs @ kernel
+        grads = [tf.matmul(xs, z, transpose_a=True), tf.matmul(z, kernel, transpose_b=True)]
+
+        def body(t, acts, kept_a, kept_y):
+            new_acts, new_a, new_y = [], [], []
+            for a, w, ta_a, ta_y in zip(acts, mats, kept_a, kept_y):
+                y = a @ w
+                new_acts.append(tf.matmul(y, w, transpose_b=True) * 0.01)
+                new_a.append(ta_a.write(t, a))
+                new_y.append(ta_y.write(t, y))
+            return t + 1, new_acts, new_a, new_y
+
+        kept_a = [tf.TensorArray(tf.float32, size=steps) for _ in mats]
+        kept_y = [tf.TensorArray(tf.float32, size=steps) for _ in mats]
+        _, acts, kept_a, kept_y = tf.while_loop(
+            lambda t, *_: t < steps, body, (0, a0, kept_a, kept_y), maximum_iterations=steps
+        )
+        accs = [
+            tf.matmul(
+                tf.reshape(ta_a.stack(), (-1, w.shape[0])),
+                tf.reshape(ta_y.stack(), (-1, w.shape[1])),
+                transpose_a=True,
+            )
+            for ta_a, ta_y, w in zip(kept_a, kept_y, mats)
+        ]
+        return [tf.reduce_sum(v) for v in grads + acts + accs]
+
+    def run():
+        [v.numpy() for v in products()]
+
+    run()
+    return run
+
+
 def build_model(layer, args, jit):
     import keras
 
@@ -123,6 +191,40 @@ def build_model(layer, args, jit):
     model = keras.Model(inputs, outputs)
     model.compile("adam", "sparse_categorical_crossentropy", jit_compile=jit)
     return model
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def targets(table, args, load_before, load_after):
+    """The issue's targets, side by side, from the XLA-on `bptt` rows of `table`."""
+    rows = {(r["cell"], r["impl"], r["gradient"]): r for r in table if r["xla"] == "on"}
+    lines = [
+        f"targets (XLA on, B={args.batch} T={args.time} d={args.d} n={args.n}; "
+        f"load average before {load_before}, after {load_after}, {os.cpu_count()} CPUs):",
+        "| target | cell | wall | CPU time | met |",
+        "|---|---|---|---|---|",
+    ]
+
+    def line(target, r, wall, cpu, goal):
+        cpu_text = "—" if cpu is None else f"{cpu:.2f}"
+        met = wall >= goal and (cpu is None or cpu >= goal)
+        lines.append(
+            f"| {target} | {r['cell']} | {wall:.2f} | {cpu_text} | {'yes' if met else 'NO'} |"
+        )
+
+    for (cell, impl, gradient), r in rows.items():
+        if impl == "custom" and gradient == "bptt" and cell != "rnn":
+            line("≥ 1.0× keras LSTM", r, r["x_ref"], r["x_ref_cpu"], 1.0)
+    lstm = rows.get(("lstm", "custom", "bptt"))
+    if lstm is not None:
+        line("≥ 1.25× keras LSTM", lstm, lstm["x_ref"], lstm["x_ref_cpu"], 1.25)
+        line("≥ 0.85× batched ceiling", lstm, lstm["x_batched"], None, 0.85)
+    return "\n".join(lines) if len(lines) > 3 else ""
 
 
 def main(argv=None) -> int:
@@ -138,29 +240,34 @@ def main(argv=None) -> int:
     y = rng.integers(0, args.classes, size=(args.batch,))
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.xla]
 
-    rows = [("lstm", "builtin")] + [(b, "builtin") for b in args.builtins]
-    rows += [(c, "custom") for c in args.cells]
+    rows = [("lstm", "builtin", "autodiff")] + [(b, "builtin", "autodiff") for b in args.builtins]
+    rows += [(c, "custom", g) for c in args.cells for g in args.gradients]
+    load_before = load_average()
     print(
         f"B={args.batch} T={args.time} d={args.d} n={args.n}, {args.rounds} turns of "
         f"{args.steps} steps, best turn; GFLOP/s from the cell's matrix products (×3 for "
-        "training)",
+        f"training); load average {load_before} on {os.cpu_count()} CPUs",
         flush=True,
     )
     table = []
-    ceilings = {}  # weight shapes -> [run, best seconds]
+    ceilings = {}  # (kind, weight shapes) -> [run, best seconds]
     for jit in modes:
         models = {}
-        for cell, impl in rows:
+        for cell, impl, gradient in rows:
             layer = make_recurrent_layer(
-                {"name": cell, "impl": impl}, args.n, return_sequences=False, name=f"rec_{cell}"
+                {"name": cell, "impl": impl, "gradient": gradient},
+                args.n,
+                return_sequences=False,
+                name=f"rec_{cell}",
             )
             model = build_model(layer, args, jit)
             model.train_on_batch(x, y)  # compiles
             weights = matmul_weights(layer)
             shapes = tuple(s for _, s in weights)
-            if shapes not in ceilings:
-                ceilings[shapes] = [ceiling_function(weights, args.batch, args.time), float("inf")]
-            models[(cell, impl)] = (model, weights, describe_layer(layer))
+            for kind, make in (("loop", ceiling_function), ("batched", batched_ceiling_function)):
+                if (kind, shapes) not in ceilings:
+                    ceilings[(kind, shapes)] = [make(weights, args.batch, args.time), float("inf")]
+            models[(cell, impl, gradient)] = (model, weights, describe_layer(layer))
         best = {key: float("inf") for key in models}
         best_cpu = dict(best)
         keys = list(models)
@@ -178,49 +285,63 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 entry[0]()
                 entry[1] = min(entry[1], time.perf_counter() - start)
-        ref = ("lstm", "builtin")
+        ref = ("lstm", "builtin", "autodiff")
         ref_gflop = train_gflop(models[ref][1], args.batch, args.time)
         for key, (model, weights, info) in models.items():
             gflop = train_gflop(weights, args.batch, args.time)
-            ceiling = gflop / ceilings[tuple(s for _, s in weights)][1]
+            shapes = tuple(s for _, s in weights)
+            ceiling = gflop / ceilings[("loop", shapes)][1]
+            batched = gflop / ceilings[("batched", shapes)][1]
             gflops = gflop / best[key]
-            cpu_ratio = (gflop / best_cpu[key]) / (ref_gflop / best_cpu[ref])
             table.append(
-                (
-                    key[0],
-                    key[1],
-                    "on" if jit else "off",
-                    1 / best[key],
-                    gflops,
-                    gflops / (ref_gflop / best[ref]),
-                    gflops / ceiling,
-                    ceiling,
-                    best_cpu[key] * 1e3,
-                    cpu_ratio,
-                    info["params"],
-                )
+                {
+                    "cell": key[0],
+                    "impl": key[1],
+                    "gradient": key[2],
+                    "xla": "on" if jit else "off",
+                    "steps_s": 1 / best[key],
+                    "gflops": gflops,
+                    "x_ref": gflops / (ref_gflop / best[ref]),
+                    "x_ceiling": gflops / ceiling,
+                    "x_batched": gflops / batched,
+                    "ceiling": ceiling,
+                    "batched": batched,
+                    "cpu_ms": best_cpu[key] * 1e3,
+                    "x_ref_cpu": (gflop / best_cpu[key]) / (ref_gflop / best_cpu[ref]),
+                    "params": info["params"],
+                }
             )
+    load_after = load_average()
 
     header = (
         "cell",
         "impl",
+        "gradient",
         "xla",
         "steps/s",
         "GFLOP/s",
         "×keras LSTM",
-        "×ceiling",
-        "ceiling GFLOP/s",
-        "CPU ms/step",
         "×keras LSTM (CPU time)",
+        "×ceiling",
+        "×batched ceiling",
+        "ceiling GFLOP/s",
+        "batched ceiling GFLOP/s",
+        "CPU ms/step",
         "params",
     )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for cell, impl, xla, sps, gf, ref, ceil, ceiling, cpu_ms, cpu_ref, params in table:
+    for r in table:
         print(
-            f"| {cell} | {impl} | {xla} | {sps:.2f} | {gf:.1f} | {ref:.2f} | {ceil:.2f} "
-            f"| {ceiling:.1f} | {cpu_ms:.0f} | {cpu_ref:.2f} | {params} |"
+            f"| {r['cell']} | {r['impl']} | {r['gradient']} | {r['xla']} | {r['steps_s']:.2f} "
+            f"| {r['gflops']:.1f} | {r['x_ref']:.2f} | {r['x_ref_cpu']:.2f} "
+            f"| {r['x_ceiling']:.2f} | {r['x_batched']:.2f} | {r['ceiling']:.1f} "
+            f"| {r['batched']:.1f} | {r['cpu_ms']:.0f} | {r['params']} |"
         )
+    summary = targets(table, args, load_before, load_after)
+    if summary:
+        print()
+        print(summary)
     return 0
 
 

@@ -23,6 +23,7 @@ from rnnbench.tasks.configs import TASK_SCHEMAS
 
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
 CELL_IMPLS = ("auto", "builtin", "custom")
+CELL_GRADIENTS = ("auto", "autodiff", "bptt")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 XLA_MODES = ("auto", "on", "off")
 DEVICES = ("cpu", "gpu")
@@ -69,6 +70,9 @@ class CellConfig:
     ``forget_bias`` (None: the cell's default) and ``chrono_init`` (T_max) apply to
     cells with a forget gate. ``dropout``/``recurrent_dropout`` act on the cell's input
     and recurrent connections. ``bidirectional`` is allowed only on non-causal tasks.
+    ``gradient``: ``bptt`` is the project's hand-written backward pass through time
+    (own layers only), ``autodiff`` the backend's; ``auto`` is ``bptt`` for the
+    project's own layers and ``autodiff`` for Keras's.
     """
 
     name: str = MISSING
@@ -81,9 +85,18 @@ class CellConfig:
     kernel_initializer: str = "glorot_uniform"
     recurrent_initializer: str = "orthogonal"
     bias_initializer: str = "zeros"
+    gradient: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice("cell.impl", self.impl, CELL_IMPLS)
+        check_choice("cell.gradient", self.gradient, CELL_GRADIENTS)
+        if self.gradient == "bptt":  # refused here, before the backend is loaded
+            from rnnbench.cells.registry import CELLS
+            from rnnbench.cells.settings import bptt_on_builtin_message
+
+            spec = CELLS.get(self.name)
+            if self.impl == "builtin" or (self.impl == "auto" and spec and spec.has_builtin):
+                raise ConfigError(bptt_on_builtin_message(self.name))
         check_fraction("cell.dropout", self.dropout)
         check_fraction("cell.recurrent_dropout", self.recurrent_dropout)
         if self.chrono_init is not None:

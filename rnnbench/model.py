@@ -61,6 +61,7 @@ def describe_model(model: keras.Model) -> dict[str, Any]:
     impls = sorted({d["impl"] for d in layers.values()})
     return {
         "impl": ",".join(impls),
+        "gradient": ",".join(sorted({d["gradient"] for d in layers.values()})),
         "cudnn_eligible": all(d["cudnn_eligible"] for d in layers.values()),
         "layers": layers,
         "params_count": int(model.count_params()),

@@ -137,6 +137,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     tags = {
         "task": task.name, "task_family": task.family, "cell": cfg.cell.name,
         "impl": what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
+        "gradient": what["gradient"],
         "seed": cfg.seed, "hardware": cfg.hardware.name, "config_hash": chash,
         "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": git_commit(),
         "primary_metric": task.primary_metric, "primary_mode": task.primary_mode,

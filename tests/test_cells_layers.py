@@ -353,6 +353,7 @@ def test_builtin_layers_and_description():
         "cudnn_eligible": True,
         "params": None,
         "bidirectional": False,
+        "gradient": "autodiff",
     }
     bi = keras.layers.Bidirectional(
         make_recurrent_layer(cfg("gru", "builtin"), 4, return_sequences=False)

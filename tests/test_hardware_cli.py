@@ -202,6 +202,7 @@ def test_a_whole_run_on_jax_with_a_custom_cell(tmp_path):
     assert run.info.status == "FINISHED"
     assert tags["backend"] == "jax" and tags["jax_version"]
     assert tags["impl"] == "custom" and tags["cudnn.rnn_0"] == "false"
+    assert tags["gradient"] == "bptt"  # jax.custom_vjp
     assert tags["xla"] == "on"  # jax.jit
     assert tags["device"].startswith("cpu") and tags["device_type"] == "cpu"
     assert run.data.metrics["test_mse"] > 0

@@ -41,11 +41,18 @@ and reset parts of Keras's recurrent bias fold into `bias` (`custom_twin` does i
 
 Every cell's `call` takes the *projected* input of one step (`x @ kernel + bias`), not
 `x`: the cells are meant to be run by `CustomRecurrent`.
+
+Gradient: with `gradient="bptt"` (and `"auto"`) the loop runs with rnnbench's
+hand-written backward pass through time (`rnnbench.cells.bptt`), which computes every
+weight gradient as one product over all steps; `"autodiff"` differentiates Keras's loop.
+Where the hand-written gradient does not apply (`unroll=True`, a backend other than
+TensorFlow or JAX) the layer warns and uses autodiff: the numbers are the same.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import keras
 from keras import ops
@@ -53,6 +60,9 @@ from keras import ops
 from rnnbench.cells.initializers import GateBias
 
 _register = keras.saving.register_keras_serializable(package="rnnbench")
+
+#: Values of `CustomRecurrent(gradient=...)` (the same as `cell.gradient`).
+GRADIENTS = ("auto", "autodiff", "bptt")
 
 #: What each LSTM-family cell changes in `peephole` (or, for lstm/np, the plain LSTM).
 LSTM_VARIANTS = {
@@ -625,6 +635,10 @@ class CustomRecurrent(keras.layers.RNN):
             Keras).
         stateful: whether the final states of a batch are the initial states of the
             next one.
+        gradient: `"bptt"` (rnnbench's hand-written backward pass through time),
+            `"autodiff"` (the backend's autodiff of the loop) or `"auto"` (bptt where
+            it applies). Defaults to `"auto"`. `gradient_ran` says which one the last
+            call used.
         **kwargs: other `keras.layers.RNN` arguments (`unroll`, `name`, `dtype`...).
 
     Example:
@@ -650,8 +664,11 @@ class CustomRecurrent(keras.layers.RNN):
         return_state=False,
         go_backwards=False,
         stateful=False,
+        gradient="auto",
         **kwargs,
     ):
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}: {gradient!r}")
         cell_obj = make_cell(
             cell,
             units,
@@ -677,16 +694,55 @@ class CustomRecurrent(keras.layers.RNN):
         self.cell_name = cell
         self.forget_bias = forget_bias
         self.chrono_init = chrono_init
+        self.gradient = gradient
+        self.gradient_ran = None
+        self._fallback_warned = False
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
     @property
     def units(self):
         return self.cell.units
 
+    def gradient_plan(self) -> tuple[str, str | None]:
+        """`(gradient, reason)`: the gradient the next call uses, and why bptt was not
+        possible when it was asked for (`gradient="bptt"` or `"auto"`) but cannot run."""
+        from rnnbench.cells import bptt
+
+        if self.gradient == "autodiff":
+            return "autodiff", None
+        backend = keras.backend.backend()
+        if backend not in bptt.BACKENDS:
+            return "autodiff", f"the {backend} backend (bptt runs on {', '.join(bptt.BACKENDS)})"
+        if self.unroll:
+            return "autodiff", "unroll=True (bptt runs the loop itself)"
+        return "bptt", None
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
+        from rnnbench.cells import bptt
+
         projected = self.cell.project(sequences, training=training)
         first = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
+        gradient, reason = self.gradient_plan()
+        if reason is not None and not self._fallback_warned:
+            self._fallback_warned = True
+            warnings.warn(
+                f"layer {self.name!r}: cell.gradient={self.gradient} is not supported with "
+                f"{reason}; this layer uses autodiff instead (same numbers, slower training)",
+                stacklevel=2,
+            )
+        self.gradient_ran = gradient
         with self.cell.looping(first, training=training):
+            if gradient == "bptt":
+                return bptt.run(
+                    self.cell,
+                    projected,
+                    initial_state,
+                    mask,
+                    go_backwards=self.go_backwards,
+                    return_sequences=self.return_sequences,
+                    zero_output_for_mask=self.zero_output_for_mask,
+                    recurrent_mask=self.cell.recurrent_mask,
+                )
             return super().inner_loop(projected, initial_state, mask, training=training)
 
     def trace(self, inputs, mask=None):
@@ -732,6 +788,7 @@ class CustomRecurrent(keras.layers.RNN):
             recurrent_initializer=cell["recurrent_initializer"],
             bias_initializer=cell["bias_initializer"],
             seed=cell["seed"],
+            gradient=self.gradient,
         )
         return config
 

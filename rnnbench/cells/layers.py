@@ -59,7 +59,12 @@ def make_recurrent_layer(
     }
     if s.impl == "custom":
         return CustomRecurrent(
-            s.name, units, forget_bias=s.forget_bias, chrono_init=s.chrono_init, **common
+            s.name,
+            units,
+            forget_bias=s.forget_bias,
+            chrono_init=s.chrono_init,
+            gradient=s.gradient,
+            **common,
         )
     if s.name == "rnn":
         return keras.layers.SimpleRNN(units, **common)
@@ -120,8 +125,9 @@ def describe_layer(layer) -> dict:
     Returns:
         A dict with `impl` (`"builtin"` or `"custom"`), `cell` (cell name),
         `cudnn_eligible` (see `cudnn_eligible`), `params` (`count_params()`, of the
-        wrapper for a bidirectional layer; None while the layer is not built) and
-        `bidirectional`.
+        wrapper for a bidirectional layer; None while the layer is not built),
+        `bidirectional` and `gradient` (`"bptt"` or `"autodiff"`: what the layer's last
+        call ran, or will run if it was never called).
     """
     if isinstance(layer, keras.layers.Bidirectional):
         info = describe_layer(layer.forward_layer)
@@ -129,8 +135,10 @@ def describe_layer(layer) -> dict:
         info["params"] = layer.count_params() if layer.built else None
         info["bidirectional"] = True
         return info
+    gradient = "autodiff"
     if isinstance(layer, CustomRecurrent):
         impl, cell = "custom", layer.cell_name
+        gradient = layer.gradient_ran or layer.gradient_plan()[0]
     else:
         impl, cell = "builtin", _builtin_cell_name(layer)
         if cell is None:
@@ -141,6 +149,7 @@ def describe_layer(layer) -> dict:
         "cudnn_eligible": cudnn_eligible(layer),
         "params": layer.count_params() if layer.built else None,
         "bidirectional": False,
+        "gradient": gradient,
     }
 
 

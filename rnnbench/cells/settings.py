@@ -18,6 +18,12 @@ from rnnbench.errors import ConfigError
 
 IMPLS = ("builtin", "custom", "auto")
 
+#: Values of `cell.gradient`: how the gradient of the recurrent loop is computed.
+#: `bptt` is rnnbench's hand-written backward pass through time (`rnnbench.cells.bptt`),
+#: `autodiff` the backend's automatic differentiation of the loop; `auto` is `bptt`
+#: for rnnbench's own layers and `autodiff` for Keras's built-in ones.
+GRADIENTS = ("auto", "autodiff", "bptt")
+
 #: Initialiser names accepted for `kernel_initializer`, `recurrent_initializer` and
 #: `bias_initializer` (Keras names, all of which need no argument).
 INITIALIZERS = (
@@ -52,6 +58,8 @@ class CellSettings:
         kernel_initializer: initialiser name of the input kernels.
         recurrent_initializer: initialiser name of the recurrent kernels.
         bias_initializer: initialiser name of the biases.
+        gradient: `"auto"`, `"autodiff"` or `"bptt"` (see `GRADIENTS`); `"bptt"` only
+            with `impl="custom"`.
     """
 
     name: str
@@ -63,6 +71,7 @@ class CellSettings:
     kernel_initializer: str = "glorot_uniform"
     recurrent_initializer: str = "orthogonal"
     bias_initializer: str = "zeros"
+    gradient: str = "auto"
 
 
 def _field(cfg: Any, key: str, default: Any) -> Any:
@@ -81,13 +90,23 @@ def _allowed(names) -> str:
     return ", ".join(names) if names else "none"
 
 
+def bptt_on_builtin_message(name: str) -> str:
+    """The error for `cell.gradient=bptt` on a Keras built-in layer."""
+    return (
+        f"cell.gradient=bptt needs rnnbench's own layer, but cell {name!r} runs as the "
+        "Keras built-in layer (cell.impl resolved to builtin), whose gradient is Keras's "
+        "autodiff; options for it: cell.gradient=auto or autodiff, or keep "
+        "cell.gradient=bptt with cell.impl=custom"
+    )
+
+
 def validate_cell_config(cell_cfg: Any) -> CellSettings:
     """Checks the `cell` config node and returns it as `CellSettings`.
 
     Args:
         cell_cfg: the `cell` config node, with fields `name`, `impl`, `forget_bias`,
             `chrono_init`, `dropout`, `recurrent_dropout`, `kernel_initializer`,
-            `recurrent_initializer`, `bias_initializer` (missing ones take their
+            `recurrent_initializer`, `bias_initializer`, `gradient` (missing ones take their
             defaults; `bidirectional` is the model builder's and is not read here).
 
     Returns:
@@ -95,7 +114,8 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
 
     Raises:
         ConfigError: unknown cell, option the cell does not have, `impl=builtin` for a
-            cell Keras has no layer for, dropout out of [0, 1), unknown initialiser.
+            cell Keras has no layer for, dropout out of [0, 1), unknown initialiser,
+            `gradient=bptt` on a Keras built-in layer.
     """
     name = _field(cell_cfg, "name", None)
     if not isinstance(name, str) or name not in CELLS:
@@ -162,9 +182,18 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
             )
         inits[key] = value
 
+    gradient = _field(cell_cfg, "gradient", "auto")
+    if gradient not in GRADIENTS:
+        raise ConfigError(
+            f"cell.gradient={gradient!r} is not allowed; allowed: {_allowed(GRADIENTS)}"
+        )
+    if gradient == "bptt" and impl == "builtin":
+        raise ConfigError(bptt_on_builtin_message(name))
+
     return CellSettings(
         name=name,
         impl=impl,
+        gradient=gradient,
         forget_bias=forget_bias,
         chrono_init=chrono_init,
         **rates,

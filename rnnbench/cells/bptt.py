@@ -1,0 +1,573 @@
+"""A hand-written backward pass through time for rnnbench's own layers (`cell.gradient`).
+
+Autodiff through the time loop computes each weight gradient as a sum of small per-step
+products (`G += aᵀ·y` inside the reverse loop). Here the step of every cell is split into
+
+- its linear parts: the input projection `X·W + b` (done for all steps before the loop
+  by `SpecCell.project`, outside this module) and the recurrent product `h·U`;
+- its element-wise part, which turns the pre-activations and the previous state into
+  the new state (`h'`, and `c'` and the previous gates of `fgr`).
+
+The forward loop keeps the states entering each step and the gate activations. The
+reverse loop computes, per step, the gradient with respect to the pre-activations
+(`dA`, derived by hand for each cell below) and the gradient of the previous state
+(through the element-wise part and `dA·Uᵀ`). Every weight gradient is then ONE product
+over all steps at once: `dU = H_prevᵀ·dA` on `(T·B)`-row matrices, the peephole and
+`bh2` gradients one reduction. The input kernel and bias get theirs by autodiff of the
+projection from `dA` (again one `(T·B)`-row product).
+
+Masking follows `keras.layers.RNN` on each backend: at a masked step the states carry
+over, and the output is zeros with `zero_output_for_mask=True`, else the previous output
+(TensorFlow: zeros before the first valid step; JAX: the previous `h`, so the initial
+state before the first valid step).
+
+`run` wraps the two loops in `tf.custom_gradient` on TensorFlow and `jax.custom_vjp` on
+JAX. The numbers equal autodiff of the same forward pass to float round-off
+(`tests/test_cells_bptt.py` checks every cell in float64 against both autodiff and a
+NumPy reference).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+#: Backends that run the hand-written gradient; others fall back to autodiff.
+BACKENDS = ("tensorflow", "jax")
+
+
+def _sig_grad(s):
+    return s * (1.0 - s)
+
+
+def _tanh_grad(t):
+    return 1.0 - t * t
+
+
+def _flat(a):
+    """`(T, B, w) -> (T·B, w)`."""
+    return ops.reshape(a, (-1, ops.shape(a)[-1]))
+
+
+def _outer_sum(a, b):
+    """`Σ_t a_tᵀ·b_t` as one product on `(T·B)`-row matrices."""
+    return ops.matmul(ops.transpose(_flat(a)), _flat(b))
+
+
+def _apply_dm(h, dm):
+    return h if dm is None else h * dm
+
+
+# ------------------------------------------------------------------- cells
+# Each kernel knows one cell's step: `step` (forward, returns what the backward pass
+# needs), `back` (the per-step gradient: dA and the previous state's gradient) and
+# `weight_grads` (the batched weight gradients from the stacked per-step values).
+# Weights are given as a dict of tensors named as the cell's variables.
+
+
+class _ElmanKernel:
+    """`h' = tanh(A)`, `A = zx + hm·U`."""
+
+    def __init__(self, cell):
+        self.n = cell.units
+        self.state_widths = [self.n]
+        self.res_widths = [self.n]  # h'
+        self.da_width = self.n
+
+    def step(self, zx, states, w, dm):
+        h_new = ops.tanh(zx + ops.matmul(_apply_dm(states[0], dm), w["recurrent_kernel"]))
+        return [h_new], h_new, [h_new]
+
+    def back(self, d_new, states, res, w, dm):
+        da = d_new[0] * _tanh_grad(res[0])
+        dh = _apply_dm(ops.matmul(da, w["recurrent_kernel.T"]), dm)
+        return da, [dh]
+
+    def weight_grads(self, states, res, da, w, dm):
+        return {"recurrent_kernel": _outer_sum(_apply_dm(states[0], dm), da)}
+
+
+class _GRUKernel:
+    """`gru` (reset after) and `gru_v1` (reset before), blocks `z, r, h`."""
+
+    def __init__(self, cell):
+        self.n = cell.units
+        self.reset_after = cell.reset_after
+        self.state_widths = [self.n]
+        # z, r, g, and for reset-after q = Uh·h + bh2
+        self.res_widths = [self.n] * (4 if self.reset_after else 3)
+        self.da_width = 3 * self.n
+
+    def step(self, zx, states, w, dm):
+        n, h = self.n, states[0]
+        hm = _apply_dm(h, dm)
+        if self.reset_after:
+            rec = ops.matmul(hm, w["recurrent_kernel"])
+            a_zr = zx[:, : 2 * n] + rec[:, : 2 * n]
+            z, r = ops.sigmoid(a_zr[:, :n]), ops.sigmoid(a_zr[:, n:])
+            q = rec[:, 2 * n :] + w["recurrent_bias"]
+            g = ops.tanh(zx[:, 2 * n :] + r * q)
+            res = [z, r, g, q]
+        else:
+            a_zr = zx[:, : 2 * n] + ops.matmul(hm, w["recurrent_kernel_zr"])
+            z, r = ops.sigmoid(a_zr[:, :n]), ops.sigmoid(a_zr[:, n:])
+            g = ops.tanh(zx[:, 2 * n :] + ops.matmul(r * hm, w["recurrent_kernel_h"]))
+            res = [z, r, g]
+        h_new = z * h + (1.0 - z) * g
+        return [h_new], h_new, res
+
+    def back(self, d_new, states, res, w, dm):
+        dh_new, h = d_new[0], states[0]
+        z, r, g = res[0], res[1], res[2]
+        da_g = dh_new * (1.0 - z) * _tanh_grad(g)
+        da_z = dh_new * (h - g) * _sig_grad(z)
+        if self.reset_after:
+            da_r = da_g * res[3] * _sig_grad(r)
+            d_rec = ops.concatenate([da_z, da_r, da_g * r], axis=-1)
+            dh_rec = ops.matmul(d_rec, w["recurrent_kernel.T"])
+        else:
+            d_rh = ops.matmul(da_g, w["recurrent_kernel_h.T"])
+            da_r = d_rh * _apply_dm(h, dm) * _sig_grad(r)
+            d_zr = ops.concatenate([da_z, da_r], axis=-1)
+            dh_rec = ops.matmul(d_zr, w["recurrent_kernel_zr.T"]) + d_rh * r
+        da = ops.concatenate([da_z, da_r, da_g], axis=-1)
+        return da, [dh_new * z + _apply_dm(dh_rec, dm)]
+
+    def weight_grads(self, states, res, da, w, dm):
+        n = self.n
+        hm = _apply_dm(states[0], dm)
+        r = res[1]
+        if self.reset_after:
+            dq = da[..., 2 * n :] * r
+            d_rec = ops.concatenate([da[..., : 2 * n], dq], axis=-1)
+            return {
+                "recurrent_kernel": _outer_sum(hm, d_rec),
+                "recurrent_bias": ops.sum(_flat(dq), axis=0),
+            }
+        return {
+            "recurrent_kernel_zr": _outer_sum(hm, da[..., : 2 * n]),
+            "recurrent_kernel_h": _outer_sum(r * hm, da[..., 2 * n :]),
+        }
+
+
+class _LSTMKernel:
+    """The LSTM family (`LSTMVariantCell`): every option of `lstm`, `peephole` and the
+    Greff et al. variants, blocks in the cell's order (`input, forget, cell, output`
+    minus the removed ones)."""
+
+    def __init__(self, cell):
+        n = self.n = cell.units
+        self.blocks = cell.blocks
+        self.input_gate = cell.input_gate
+        self.forget = cell.forget_gate  # learned, none, coupled
+        self.output_gate = cell.output_gate
+        self.peepholes = cell.peepholes
+        self.tanh_in = cell.input_activation == "tanh"
+        self.tanh_out = cell.output_activation == "tanh"
+        self.fgr = cell.gate_recurrence
+        self.state_widths = [n, n] + ([3 * n] if self.fgr else [])
+        # residuals: the gates that exist, g, c', s (= tanh(c') or c')
+        self.res_names = [
+            *(["i"] if self.input_gate else []),
+            *(["f"] if self.forget == "learned" else []),
+            *(["o"] if self.output_gate else []),
+            "g",
+            "c_new",
+            "s",
+        ]
+        self.res_widths = [n] * len(self.res_names)
+        self.da_width = len(self.blocks) * n
+
+    def _split(self, a):
+        n = self.n
+        return {b: a[..., k * n : (k + 1) * n] for k, b in enumerate(self.blocks)}
+
+    def step(self, zx, states, w, dm):
+        h, c = states[0], states[1]
+        pre = self._split(zx + ops.matmul(_apply_dm(h, dm), w["recurrent_kernel"]))
+        if self.fgr:
+            gr = ops.matmul(states[2], w["gate_recurrent_kernel"])
+            n = self.n
+            pre["input"] = pre["input"] + gr[:, :n]
+            pre["forget"] = pre["forget"] + gr[:, n : 2 * n]
+            pre["output"] = pre["output"] + gr[:, 2 * n :]
+        p = {g: w.get(f"peephole_{g}") for g in ("input", "forget", "output")}
+        res = {}
+        i = f = o = None
+        if self.input_gate:
+            a_i = pre["input"] if p["input"] is None else pre["input"] + p["input"] * c
+            i = res["i"] = ops.sigmoid(a_i)
+        if self.forget == "learned":
+            a_f = pre["forget"] if p["forget"] is None else pre["forget"] + p["forget"] * c
+            f = res["f"] = ops.sigmoid(a_f)
+        elif self.forget == "coupled":
+            f = 1.0 - i
+        g = res["g"] = ops.tanh(pre["cell"]) if self.tanh_in else pre["cell"]
+        c_new = res["c_new"] = (c if f is None else f * c) + (g if i is None else i * g)
+        if self.output_gate:
+            a_o = pre["output"] if p["output"] is None else pre["output"] + p["output"] * c_new
+            o = res["o"] = ops.sigmoid(a_o)
+        s = res["s"] = ops.tanh(c_new) if self.tanh_out else c_new
+        h_new = s if o is None else o * s
+        new = [h_new, c_new]
+        if self.fgr:
+            new.append(ops.concatenate([i, f, o], axis=-1))
+        return new, h_new, [res[k] for k in self.res_names]
+
+    def back(self, d_new, states, res, w, dm):
+        n = self.n
+        r = dict(zip(self.res_names, res))
+        c = states[1]
+        dh, dc_new = d_new[0], d_new[1]
+        dgates = {}
+        if self.fgr:
+            dgates = {"i": d_new[2][:, :n], "f": d_new[2][:, n : 2 * n], "o": d_new[2][:, 2 * n :]}
+        o, s = r.get("o"), r["s"]
+        ds = dh if o is None else dh * o
+        dc_new = dc_new + (ds * _tanh_grad(s) if self.tanh_out else ds)
+        da = {}
+        if self.output_gate:
+            do = dh * s
+            if "o" in dgates:
+                do = do + dgates["o"]
+            da["output"] = do * _sig_grad(o)
+            if self.peepholes:
+                dc_new = dc_new + da["output"] * w["peephole_output"]
+        i, g = r.get("i"), r["g"]
+        dg = dc_new if i is None else dc_new * i
+        da["cell"] = dg * _tanh_grad(g) if self.tanh_in else dg
+        if self.forget == "learned":
+            f = r["f"]
+            dc = dc_new * f
+            df = dc_new * c
+            if "f" in dgates:
+                df = df + dgates["f"]
+            da["forget"] = df * _sig_grad(f)
+            if self.peepholes:
+                dc = dc + da["forget"] * w["peephole_forget"]
+        elif self.forget == "coupled":
+            dc = dc_new * (1.0 - i)
+        else:
+            dc = dc_new
+        if self.input_gate:
+            di = dc_new * g
+            if self.forget == "coupled":
+                di = di - dc_new * c  # f = 1 - i
+            if "i" in dgates:
+                di = di + dgates["i"]
+            da["input"] = di * _sig_grad(i)
+            if self.peepholes:
+                dc = dc + da["input"] * w["peephole_input"]
+        da_all = ops.concatenate([da[b] for b in self.blocks], axis=-1)
+        dh_prev = _apply_dm(ops.matmul(da_all, w["recurrent_kernel.T"]), dm)
+        d_prev = [dh_prev, dc]
+        if self.fgr:
+            d_ifo = ops.concatenate([da["input"], da["forget"], da["output"]], axis=-1)
+            d_prev.append(ops.matmul(d_ifo, w["gate_recurrent_kernel.T"]))
+        return da_all, d_prev
+
+    def weight_grads(self, states, res, da, w, dm):
+        grads = {"recurrent_kernel": _outer_sum(_apply_dm(states[0], dm), da)}
+        blocks = self._split(da)
+        if self.peepholes:
+            c_new = res[self.res_names.index("c_new")]
+            for gate in ("input", "forget", "output"):
+                if gate in blocks:
+                    operand = c_new if gate == "output" else states[1]
+                    grads[f"peephole_{gate}"] = ops.sum(_flat(blocks[gate] * operand), axis=0)
+        if self.fgr:
+            d_ifo = ops.concatenate([blocks["input"], blocks["forget"], blocks["output"]], -1)
+            grads["gate_recurrent_kernel"] = _outer_sum(states[2], d_ifo)
+        return grads
+
+
+class _JANETKernel:
+    """`h' = σ(s)⊙h + (1 − σ(s − β))⊙tanh(a_c)`, blocks `f, c`."""
+
+    def __init__(self, cell):
+        self.n = cell.units
+        self.beta = cell.beta
+        self.state_widths = [self.n]
+        self.res_widths = [self.n] * 3  # f, σ(s − β), g
+        self.da_width = 2 * self.n
+
+    def step(self, zx, states, w, dm):
+        n, h = self.n, states[0]
+        a = zx + ops.matmul(_apply_dm(h, dm), w["recurrent_kernel"])
+        s = a[:, :n]
+        f, f2, g = ops.sigmoid(s), ops.sigmoid(s - self.beta), ops.tanh(a[:, n:])
+        h_new = f * h + (1.0 - f2) * g
+        return [h_new], h_new, [f, f2, g]
+
+    def back(self, d_new, states, res, w, dm):
+        dh, h = d_new[0], states[0]
+        f, f2, g = res
+        da_s = dh * (h * _sig_grad(f) - g * _sig_grad(f2))
+        da_c = dh * (1.0 - f2) * _tanh_grad(g)
+        da = ops.concatenate([da_s, da_c], axis=-1)
+        dh_rec = ops.matmul(da, w["recurrent_kernel.T"])
+        return da, [dh * f + _apply_dm(dh_rec, dm)]
+
+    def weight_grads(self, states, res, da, w, dm):
+        return {"recurrent_kernel": _outer_sum(_apply_dm(states[0], dm), da)}
+
+
+def kernel_for(cell):
+    """The gradient kernel of a built `SpecCell`."""
+    from rnnbench.cells import custom
+
+    if isinstance(cell, custom.ElmanCell):
+        return _ElmanKernel(cell)
+    if isinstance(cell, custom.GRUVariantCell):
+        return _GRUKernel(cell)
+    if isinstance(cell, custom.LSTMVariantCell):
+        return _LSTMKernel(cell)
+    if isinstance(cell, custom.JANETCell):
+        return _JANETKernel(cell)
+    raise TypeError(f"no hand-written gradient for {type(cell).__name__}")
+
+
+# ------------------------------------------------------------------- loops
+def _scan(body, carry, xs, res_widths, batch, reverse=False):
+    """`(carry, ys) = scan(body, carry, xs)` over the leading (time) axis of `xs`.
+
+    `carry`, `xs` and the `ys` that `body` returns are flat lists; every `ys` entry is a
+    `(B, width)` tensor of the carry's dtype, `res_widths` giving the widths.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def jbody(c, x):
+            c, y = body(list(c), list(x))
+            return c, y
+
+        carry, ys = jax.lax.scan(jbody, carry, xs, reverse=reverse)
+        return list(carry), list(ys)
+
+    import tensorflow as tf
+
+    steps = tf.shape(xs[0])[0]
+    dtype = carry[0].dtype
+    in_tas = [
+        tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x) for x in xs
+    ]
+    out_tas = [
+        tf.TensorArray(dtype, size=steps, element_shape=tf.TensorShape([batch, width]))
+        for width in res_widths
+    ]
+
+    def cond(t, *_):
+        return t >= 0 if reverse else t < steps
+
+    def loop(t, carry, out_tas):
+        new_carry, ys = body(list(carry), [ta.read(t) for ta in in_tas])
+        out_tas = [ta.write(t, y) for ta, y in zip(out_tas, ys)]
+        return (t - 1 if reverse else t + 1), new_carry, out_tas
+
+    start = steps - 1 if reverse else tf.constant(0)
+    _, carry, out_tas = tf.while_loop(
+        cond, loop, (start, list(carry), out_tas), maximum_iterations=steps
+    )
+    return list(carry), [ta.stack() for ta in out_tas]
+
+
+class _Plan:
+    """Static settings of one call: the kernel and the loop options."""
+
+    def __init__(self, kernel, masked, return_sequences, zero_output, batch):
+        self.kernel = kernel
+        self.masked = masked
+        self.return_sequences = return_sequences
+        self.zero_output = zero_output
+        self.batch = batch
+        self.n_states = len(kernel.state_widths)
+        # Keras's JAX loop repeats the previous h at a masked step, its TensorFlow loop
+        # the previous output (zeros before the first valid step).
+        self.output_is_state = masked and not zero_output and keras.backend.backend() == "jax"
+
+
+def _forward(plan, zx, states0, w, mask, dm):
+    """Forward loop. Returns `(outputs, final_states, residuals)`.
+
+    `zx`: `(T, B, k·n)`; `mask`: `(T, B, 1)` bool or None. `outputs` is `(T, B, n)`
+    with `return_sequences`, else the last output `(B, n)`. `residuals` are stacked
+    `(T, B, ·)` tensors: the states entering each step, then the kernel's residuals.
+    """
+    k, ns = plan.kernel, plan.n_states
+
+    def body(carry, x):
+        states, y = carry[:ns], carry[ns]
+        new, h_new, res = k.step(x[0], states, w, dm)
+        if plan.masked:
+            m = x[1]
+            new = [ops.where(m, a, b) for a, b in zip(new, states)]
+            if plan.output_is_state:
+                y = new[0]
+            else:
+                y = ops.where(m, h_new, ops.zeros_like(h_new) if plan.zero_output else y)
+        else:
+            y = h_new
+        ys = [*states, *res] + ([y] if plan.return_sequences else [])
+        return [*new, y], ys
+
+    xs = [zx] + ([mask] if plan.masked else [])
+    widths = list(k.state_widths) + list(k.res_widths)
+    widths += [k.n] if plan.return_sequences else []
+    y0 = ops.zeros_like(states0[0])
+    carry, ys = _scan(body, [*states0, y0], xs, widths, plan.batch)
+    final, last = carry[:ns], carry[ns]
+    if plan.return_sequences:
+        outputs, residuals = ys[-1], ys[:-1]
+    else:
+        outputs, residuals = last, ys
+    return outputs, final, residuals
+
+
+def _backward(plan, residuals, w, mask, dm, d_outputs, d_final):
+    """Reverse loop and batched weight gradients.
+
+    Returns `(d_zx (T, B, k·n), d_initial_states, d_weights)`.
+    """
+    k, ns = plan.kernel, plan.n_states
+    n_res = len(k.res_widths)
+
+    def body(carry, x):
+        d_states, dy_carry = carry[:ns], carry[ns]
+        states, res = x[:ns], x[ns : ns + n_res]
+        rest = x[ns + n_res :]
+        m = rest.pop(0) if plan.masked else None
+        dy = dy_carry + rest[0] if plan.return_sequences else dy_carry
+        d_new = [d_states[0] + dy, *d_states[1:]]
+        dy_next = ops.zeros_like(dy)
+        if m is None:
+            da, d_prev = k.back(d_new, states, res, w, dm)
+        else:
+            da, d_prev = k.back([ops.where(m, d, ops.zeros_like(d)) for d in d_new], states,
+                                res, w, dm)
+            # what a masked step passes through unchanged to the step before
+            if plan.output_is_state:
+                through = d_new  # the output is the carried h itself
+            else:
+                through = d_states
+                if not plan.zero_output:
+                    dy_next = ops.where(m, dy_next, dy)
+            d_prev = [p + ops.where(m, ops.zeros_like(d), d) for p, d in zip(d_prev, through)]
+        return [*d_prev, dy_next], [da]
+
+    xs = list(residuals) + ([mask] if plan.masked else [])
+    if plan.return_sequences:
+        xs.append(d_outputs)
+        dy0 = ops.zeros_like(d_final[0])
+    else:
+        dy0 = d_outputs
+    # the transposed matrices the reverse loop multiplies by, made once before it
+    w = {**w, **{f"{name}.T": ops.transpose(v) for name, v in w.items() if len(v.shape) == 2}}
+    carry, (da,) = _scan(body, [*d_final, dy0], xs, [k.da_width], plan.batch, reverse=True)
+    d_init = carry[:ns]
+    d_w = k.weight_grads(residuals[:ns], residuals[ns:], da, w, dm)
+    return da, d_init, d_w
+
+
+def _zeros_if_none(d, like):
+    return ops.zeros_like(like) if d is None else d
+
+
+def run(cell, projected, initial_state, mask, *, go_backwards, return_sequences,
+        zero_output_for_mask=False, recurrent_mask=None):
+    """The recurrent loop of a `CustomRecurrent` with the hand-written gradient.
+
+    Same contract as `keras.layers.RNN.inner_loop`'s `backend.rnn` call.
+
+    Args:
+        cell: the built `SpecCell`.
+        projected: `(B, T, k·n)`, the output of `cell.project`.
+        initial_state: list of the initial states.
+        mask: `(B, T)` boolean mask, or None.
+        go_backwards: whether to run the sequence backwards (outputs in the order of
+            processing, as Keras does).
+        return_sequences: whether every step's output is needed.
+        zero_output_for_mask: Keras's option of the same name.
+        recurrent_mask: the recurrent dropout mask `(B, n)` of this call, or None.
+
+    Returns:
+        `(last_output, outputs, final_states)` as `keras.src.backend.rnn` returns them.
+    """
+    states0 = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+    dtype = projected.dtype
+    zx = ops.transpose(projected, (1, 0, 2))  # time-major; cancels project's transpose
+    m = None
+    if mask is not None:
+        m = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)
+    if go_backwards:
+        zx = ops.flip(zx, axis=0)
+        if m is not None:
+            m = ops.flip(m, axis=0)
+    weights = cell.read_step_weights()
+    names = sorted(weights)
+    plan = _Plan(
+        kernel_for(cell),
+        masked=m is not None,
+        return_sequences=return_sequences,
+        zero_output=zero_output_for_mask,
+        batch=projected.shape[0],
+    )
+    dm = None if recurrent_mask is None else ops.cast(recurrent_mask, dtype)
+    states0 = [ops.cast(s, dtype) for s in states0]
+    if keras.backend.backend() == "jax":
+        outputs, final = _run_jax(plan, zx, states0, weights, m, dm)
+    else:
+        outputs, final = _run_tf(plan, zx, states0, [weights[k] for k in names], names, m, dm)
+    if return_sequences:
+        outputs = ops.transpose(outputs, (1, 0, 2))
+        last = outputs[:, -1]
+    else:
+        last = outputs
+        outputs = ops.expand_dims(outputs, 1)
+    return last, outputs, list(final)
+
+
+def _run_tf(plan, zx, states0, weight_list, names, mask, dm):
+    import tensorflow as tf
+
+    ns = plan.n_states
+
+    @tf.custom_gradient
+    def loop(zx, *args):
+        states0, w = list(args[:ns]), dict(zip(names, args[ns:]))
+        outputs, final, residuals = _forward(plan, zx, states0, w, mask, dm)
+
+        def grad(*dys):
+            d_out = _zeros_if_none(dys[0], outputs)
+            d_final = [_zeros_if_none(d, s) for d, s in zip(dys[1:], final)]
+            d_zx, d_init, d_w = _backward(plan, residuals, w, mask, dm, d_out, d_final)
+            return (d_zx, *d_init, *[d_w[k] for k in names])
+
+        return (outputs, *final), grad
+
+    result = loop(zx, *states0, *weight_list)
+    return result[0], list(result[1:])
+
+
+def _run_jax(plan, zx, states0, weights, mask, dm):
+    import jax
+
+    @jax.custom_vjp
+    def loop(zx, states0, w, mask, dm):
+        outputs, final, _ = _forward(plan, zx, list(states0), w, mask, dm)
+        return outputs, tuple(final)
+
+    def loop_fwd(zx, states0, w, mask, dm):
+        outputs, final, residuals = _forward(plan, zx, list(states0), w, mask, dm)
+        return (outputs, tuple(final)), (residuals, w, mask, dm)
+
+    def loop_bwd(saved, cotangents):
+        residuals, w, mask, dm = saved
+        d_out, d_final = cotangents
+        d_zx, d_init, d_w = _backward(plan, residuals, w, mask, dm, d_out, list(d_final))
+        # no gradient for the mask and the dropout mask (None: zero cotangent)
+        return (d_zx, tuple(d_init), d_w, None, None)
+
+    loop.defvjp(loop_fwd, loop_bwd)
+    outputs, final = loop(zx, tuple(states0), weights, mask, dm)
+    return outputs, list(final)
