@@ -20,7 +20,17 @@ from rnnbench import interrupt
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _conf_dir() -> str:
+    """The Hydra configs: ``rnnbench/conf`` in an installed wheel, ``conf/`` at the top
+    of a source checkout (editable install or PYTHONPATH)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return str(packaged if (packaged / "config.yaml").is_file() else here.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
 _failed_jobs: list[str] = []
 
 
