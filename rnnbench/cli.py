@@ -11,12 +11,13 @@ composed config, before Keras is imported.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from rnnbench import interrupt
+from rnnbench import interrupt, jobs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -31,7 +32,6 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
-_failed_jobs: list[str] = []
 
 
 def _print_error(message: str) -> None:
@@ -56,7 +56,18 @@ def hydra_context(app: str = "rnnbench") -> dict[str, Any]:
         "sweep_name": f"{hc.sweep.dir} ({', '.join(keys)})" if multirun else None,
         "sweep_job": hc.job.num if multirun else None,
         "multirun": multirun,
+        "sweeper_direction": sweeper_direction(hc),
     }
+
+
+def sweeper_direction(hc: Any) -> str | None:
+    """The direction of a sweeper that has one (Optuna's ``hydra.sweeper.direction``)."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(hc.sweeper, "direction", default=None)
+    if value is not None and not OmegaConf.is_config(value) and hasattr(value, "name"):
+        value = value.name  # Optuna's Direction enum
+    return value if isinstance(value, str) else None  # a list: several objectives
 
 
 def print_summary(cfg: Any, result: Any) -> None:
@@ -80,32 +91,49 @@ def print_summary(cfg: Any, result: Any) -> None:
     print(line, flush=True)
 
 
-def run_job(cfg: Any) -> Any:
-    """The body of ``rnnbench``: check the config, then train one run."""
-    from rnnbench import config, hardware
+def run_job(cfg: Any) -> float:
+    """The body of ``rnnbench``: check the config, then train one run. Returns the run's
+    objective (``objective.*``: one float, as Hydra's sweepers need; NaN when it failed)."""
+    with jobs.console_to(jobs.log_file()):
+        return _run_job(cfg)
+
+
+def _run_job(cfg: Any) -> float:
+    from rnnbench import config, conventions, hardware
     from rnnbench.errors import RnnbenchError, RunFailed
 
     hc = hydra_context()
     try:
+        conventions.apply_environment(cfg, hc["overrides"])
         obj = config.to_object(cfg)
         hardware.select_backend(obj.backend.name)
         from rnnbench.train import RunContext, run
 
         ctx = RunContext(overrides=hc["overrides"], sweep_id=hc["sweep_id"],
-                         command=hc["command"],
+                         command=hc["command"], sweeper_direction=hc["sweeper_direction"],
                          tags={"sweep_name": hc["sweep_name"], "sweep_job": hc["sweep_job"]})
         result = run(obj, ctx)
     except RnnbenchError as exc:
         _print_error(str(exc))
         if hc["multirun"] and isinstance(exc, RunFailed):
-            _failed_jobs.append(hc["command"])
-            return None  # the other jobs of the multirun go on
+            jobs.job_done("failed", _failed_run_id(str(exc)), str(exc), hc["command"])
+            return math.nan  # the other jobs of the multirun go on; a sweeper skips NaN
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _print_error("interrupted: the MLflow run was closed as KILLED.")
         sys.exit(130)
     print_summary(obj, result)
-    return {"run_id": result.run_id, "status": result.status, **result.test_metrics}
+    jobs.job_done("skipped" if result.skipped else "finished", result.run_id, result.message,
+                  hc["command"])
+    return result.objective
+
+
+def _failed_run_id(message: str) -> str | None:
+    """The run id a RunFailed message names (``run <32 hex> FAILED``)."""
+    import re
+
+    m = re.search(r"\brun ([0-9a-f]{32})\b", message)
+    return m.group(1) if m else None
 
 
 def _enable_crash_traceback() -> None:
@@ -137,10 +165,18 @@ def main() -> None:
         sys.exit(cells_main(sys.argv[2:]))
     interrupt.install()
     _enable_crash_traceback()
-    _hydra_main(run_job, "config")
-    if _failed_jobs:
-        _print_error(f"{len(_failed_jobs)} job(s) of the multirun FAILED: "
-                     + "; ".join(_failed_jobs))
+    _run_hydra(run_job, "config", "job(s)")
+
+
+def _run_hydra(task_function: Any, config_name: str, what: str) -> None:
+    """Run the Hydra app; after a multirun, its summary (also when Hydra stopped it early)
+    and exit status 1 when a job failed."""
+    try:
+        _hydra_main(task_function, config_name)
+    finally:
+        failed = jobs.print_summary()
+    if failed:
+        _print_error(f"{failed} {what} of the multirun FAILED (listed above).")
         sys.exit(1)
 
 
@@ -150,11 +186,7 @@ def tune_main() -> None:
 
     interrupt.install()
     _enable_crash_traceback()
-    _hydra_main(tune_job, "tune")
-    if _failed_jobs:
-        _print_error(f"{len(_failed_jobs)} sweep(s) of the multirun FAILED: "
-                     + "; ".join(_failed_jobs))
-        sys.exit(1)
+    _run_hydra(tune_job, "tune", "sweep(s)")
 
 
 def report_main() -> None:

@@ -10,7 +10,6 @@ import hashlib
 import math
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rnnbench import __version__, hardware, tracking
+from rnnbench import __version__, conventions, hardware, objective, tracking
 from rnnbench.config import flatten
 from rnnbench.errors import RunFailed
 
@@ -40,6 +39,8 @@ class RunContext:
     initial_epoch: int = 0
     init_weights: str | None = None
     save_weights: str | None = None
+    # the running Hydra sweeper's direction (minimize/maximize), checked against the objective
+    sweeper_direction: str | None = None
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RunResult:
     skipped: bool = False
     message: str = ""
     history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch Keras logs
+    objective: float = math.nan  # the number a Hydra sweeper gets (rnnbench.objective)
 
 
 def config_hash(cfg: Any) -> str:
@@ -58,6 +60,7 @@ def config_hash(cfg: Any) -> str:
     node = OmegaConf.structured(cfg) if not OmegaConf.is_config(cfg) else cfg
     container = OmegaConf.to_container(node, resolve=True)
     container.pop("tracking", None)
+    container.pop("objective", None)  # what a sweeper reads, not how the run trains
     text = OmegaConf.to_yaml(OmegaConf.create(container), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -110,9 +113,14 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                 if r.data.tags.get("run_kind", "run") == ctx.run_kind]
         if done:
             run_id = done[-1].info.run_id
+            tracking.link_to_sweep(run_id, ctx.sweep_id)
             msg = f"skipped: this exact config already FINISHED as run {run_id}"
             print(msg, flush=True)
-            return RunResult(run_id, "FINISHED", skipped=True, message=msg)
+            goal = objective.resolve(cfg.objective, task, None, ctx.sweeper_direction)
+            return RunResult(run_id, "FINISHED", skipped=True, message=msg,
+                             test_metrics={k[5:]: v for k, v in done[-1].data.metrics.items()
+                                           if k.startswith("test_")},
+                             objective=objective.value_of(goal, done[-1].data.metrics))
 
     data = task.prepare(cfg.train.batch_size, cfg.seed)
     with hw.scope():
@@ -123,19 +131,26 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(ctx.init_weights)
     what = describe_model(model)
+    goal = objective.resolve(cfg.objective, task, lambda: task.evaluate(model, data,
+                                                                         cfg.objective.split),
+                             ctx.sweeper_direction)
 
+    commit = git_commit()
     tags = {
         "task": task.name, "task_family": task.family, "cell": cfg.cell.name,
         "impl": what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
         "seed": cfg.seed, "hardware": cfg.hardware.name, "config_hash": chash,
-        "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": git_commit(),
+        "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": commit,
+        tracking.SWEEPS_TAG: tracking.sweeps_tag(ctx.sweep_id) if ctx.sweep_id else None,
         "primary_metric": task.primary_metric, "primary_mode": task.primary_mode,
-        "command": ctx.command, **version_tags(),
+        "command": ctx.command, **goal.tags(), **version_tags(),
+        **conventions.system_tags(ctx.command, commit),
         **hardware.what_ran(model, hw, what, cfg.train.batch_size), **ctx.tags,
     }
     run_name = ctx.run_name or f"{task.name}-{cfg.cell.name}-s{cfg.seed}"
     with tracking.start_run(experiment, run_name, tags, ctx.parent_run_id) as mlrun:
-        mlrun.log_params({**flatten(cfg), **ctx.params})
+        mlrun.log_params({**flatten(cfg), **conventions.plain_params(cfg, task.name),
+                          **ctx.params})
         mlrun.log_metrics({"params_count": what["params_count"],
                            "recurrent_params": what["recurrent_params"]})
         mlrun.log_json(what, "model/what_ran.json")
@@ -180,17 +195,23 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         test = task.evaluate(model, data, "test")
         base = task.baselines(data)
         mlrun.log_metrics({f"test_{k}": v for k, v in test.items()})
+        final = {"test": test}
+        for split in {"val", goal.split} - {"test"}:  # exact, with the weights kept
+            final[split] = task.evaluate(model, data, split)
+            mlrun.log_metrics({objective.split_key(split, k): v
+                               for k, v in final[split].items()})
+        goal_value = objective.value_of(goal, {objective.split_key(s, k): v
+                                               for s, m in final.items() for k, v in m.items()})
+        mlrun.log_metrics({"objective": goal_value})
         mlrun.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlrun.log_metrics({"fit_time_s": fit_s, "epochs_run": len(history.epoch)})
         if ctx.save_weights:
             model.save_weights(ctx.save_weights)
         if cfg.tracking.log_model:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "model.keras"
-                model.save(path)
-                mlrun.log_artifact(path, "model")
+            tracking.log_model(mlrun, model, "model")
         run_id = mlrun.run_id
     bad = [k for k, v in test.items() if not math.isfinite(v)]
     msg = f"non-finite test metrics: {bad}" if bad else ""
     return RunResult(run_id, "FINISHED", test, base, message=msg,
-                     history={k: [float(x) for x in v] for k, v in history.history.items()})
+                     history={k: [float(x) for x in v] for k, v in history.history.items()},
+                     objective=goal_value)
