@@ -136,6 +136,47 @@ def _failed_run_id(message: str) -> str | None:
     return m.group(1) if m else None
 
 
+# Hydra plugins a command line may ask for: (config group, choice) -> (module, pip command)
+PLUGINS = {
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper",
+                                  "pip install --no-deps 'hydra-optuna-sweeper==1.3.0'"),
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher",
+                                   "pip install 'hydra-joblib-launcher>=1.2,<1.3'"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher",
+                                           "pip install 'hydra-submitit-launcher>=1.2,<1.3'"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher",
+                                           "pip install 'hydra-submitit-launcher>=1.2,<1.3'"),
+}
+# experiments that switch to a plugin themselves
+EXPERIMENT_PLUGINS = {"optuna": ("hydra/sweeper", "optuna")}
+
+
+def check_plugins(argv: list[str]) -> None:
+    """Refuse, with the install command, a Hydra plugin that is not installed (Hydra's own
+    message lists the other choices but not what to install)."""
+    import importlib.util
+
+    wanted = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key.startswith("override "):
+            key = key[len("override "):]
+        if (key, value) in PLUGINS:
+            wanted.append((f"{key}={value}", PLUGINS[(key, value)]))
+        elif key == "experiment" and value in EXPERIMENT_PLUGINS:
+            wanted.append((f"experiment={value}", PLUGINS[EXPERIMENT_PLUGINS[value]]))
+    for what, (module, install) in wanted:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            _print_error(f"{what} needs a Hydra plugin that is not installed here "
+                         f"({sys.executable}). Install it with: {install}")
+            sys.exit(2)
+
+
 def _enable_crash_traceback() -> None:
     """On a crash in native code (TensorFlow, XLA), print every thread's Python stack to
     stderr before the process dies, so the report of it says where it happened.
@@ -163,6 +204,7 @@ def main() -> None:
         from rnnbench.cells.listing import main as cells_main
 
         sys.exit(cells_main(sys.argv[2:]))
+    check_plugins(sys.argv[1:])
     interrupt.install()
     _enable_crash_traceback()
     _run_hydra(run_job, "config", "job(s)")
@@ -184,6 +226,7 @@ def tune_main() -> None:
     """``rnnbench-tune``: a keras-tuner sweep sharing rnnbench's config."""
     from rnnbench.tuning.app import tune_job
 
+    check_plugins(sys.argv[1:])
     interrupt.install()
     _enable_crash_traceback()
     _run_hydra(tune_job, "tune", "sweep(s)")

@@ -7,9 +7,11 @@ before the MLflow run opens, so a bad input leaves nothing half-done in the stor
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import platform
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,13 +181,18 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                                 verbose=cfg.train.verbose, shuffle=False,
                                 initial_epoch=ctx.initial_epoch)
         fit_s = time.perf_counter() - t0
-        callbacks.log_learning_curves(mlrun, history.history, task.name, cfg.cell.name)
+        units = task.metric_units(data)
+        if units:  # factor and unit of the per-epoch metrics, for figures (the report's too)
+            mlrun.set_tags({"metric_units": json.dumps(units, sort_keys=True)})
+        callbacks.log_learning_curves(mlrun, history.history, task.name, cfg.cell.name, units)
 
         if guard.failure is not None:
             f = guard.failure
             reason = (f"non-finite {f['what']} at epoch {f['epoch']} step {f['step']}")
             mlrun.set_tags({"failure_reason": reason, "failure_what": f["what"],
                             "failure_epoch": f["epoch"], "failure_step": f["step"]})
+            if cfg.tracking.tensorboard:
+                _tensorboard(cfg, experiment, run_name, mlrun)
             mlrun.end("FAILED")
             raise RunFailed(
                 f"run {mlrun.run_id} FAILED: {reason}. Try a smaller optimizer.lr "
@@ -208,10 +215,24 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         if ctx.save_weights:
             model.save_weights(ctx.save_weights)
         if cfg.tracking.log_model:
-            tracking.log_model(mlrun, model, "model")
+            with tempfile.TemporaryDirectory() as tmp:  # the bare Keras file, as always
+                path = Path(tmp) / "model.keras"
+                model.save(path)
+                mlrun.log_artifact(path, "model")
+            tracking.log_model(mlrun, model, "model")  # and an MLflow model: runs:/<id>/model
+        if cfg.tracking.tensorboard:
+            _tensorboard(cfg, experiment, run_name, mlrun)
         run_id = mlrun.run_id
     bad = [k for k, v in test.items() if not math.isfinite(v)]
     msg = f"non-finite test metrics: {bad}" if bad else ""
     return RunResult(run_id, "FINISHED", test, base, message=msg,
                      history={k: [float(x) for x in v] for k, v in history.history.items()},
                      objective=goal_value)
+
+
+def _tensorboard(cfg: Any, experiment: str, run_name: str, mlrun: Any) -> None:
+    from rnnbench import tensorboard_log
+
+    folder = tensorboard_log.logdir(cfg.tracking.uri, experiment, run_name, mlrun.run_id)
+    tensorboard_log.export(mlrun, folder)
+    print(f"TensorBoard logs: tensorboard --logdir {folder.parent.parent}", flush=True)
