@@ -65,6 +65,12 @@ class _Tee:
             self._log.write(self._line + "\n")
         self._line, self._log = "", None
 
+    def close(self) -> None:
+        """Never closes the console: a logging handler made while the job ran holds this
+        stream, and absl's closes a stream that is no longer ``sys.stderr`` when Hydra
+        sets up the next job's logging."""
+        self.end()
+
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
         return getattr(self._stream, name)
 
