@@ -183,7 +183,8 @@ def print_summary() -> int:
     for j in jobs:
         what = " ".join(j.get("overrides") or [])
         run = f"run {j['run_id']}" if j.get("run_id") else "no run"
-        note = f": {j['message']}" if j.get("message") and j["status"] != "finished" else ""
+        note = {"failed": f": {j.get('message') or 'no reason given'}",
+                "skipped": " (reused: this config FINISHED before)"}.get(j["status"], "")
         print(f"  #{j.get('job')} {j['status']:<8} {run}  {what}{note}")
     print(line, flush=True)
     return counts["failed"]
