@@ -8,6 +8,7 @@ One multirun of two real jobs (lstm and janet on co2, debug=smoke) serves most t
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -82,13 +83,21 @@ def test_params_are_filtered_by_plain_names(multirun):
 
 
 def test_job_returns_the_validation_objective(multirun):
-    _, _, runs = multirun
+    cwd, _, runs = multirun
+    client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
     for run in runs.values():
         m, tags = run.data.metrics, run.data.tags
         assert tags["objective"] == "final_val_mse"
         assert tags["objective_direction"] == "minimize"
         assert math.isfinite(m["objective"]) and m["objective"] == m["final_val_mse"]
         assert m["final_val_mse"] != m["test_mse"]
+        # the per-epoch loss is on normalised values; its factor puts it in ppm²: the
+        # epoch whose weights the run kept has val_loss x factor = the exact val MSE
+        factor, unit = json.loads(tags["metric_units"])["loss"]
+        assert unit == "ppm²" and factor > 1
+        val = [h.value for h in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert any(v * factor == pytest.approx(m["final_val_mse"], rel=1e-4) for v in val), (
+            [v * factor for v in val], m["final_val_mse"])
 
 
 def test_custom_cell_model_loads_with_pyfunc_in_a_fresh_process(multirun):
