@@ -28,7 +28,8 @@ def _schema(tensors: list) -> Schema:
     named = len(tensors) > 1
     specs = []
     for t in tensors:
-        shape = tuple(-1 if d is None else int(d) for d in t.shape)
+        # the batch dimension is -1 even for a stateful model built for one batch size
+        shape = (-1, *(-1 if d is None else int(d) for d in t.shape[1:]))
         name = getattr(t, "name", None) if named else None
         specs.append(TensorSpec(np.dtype(str(t.dtype)), shape, name))
     return Schema(specs)

@@ -192,7 +192,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
             mlrun.set_tags({"failure_reason": reason, "failure_what": f["what"],
                             "failure_epoch": f["epoch"], "failure_step": f["step"]})
             if cfg.tracking.tensorboard:
-                _tensorboard(cfg, experiment, run_name, mlrun)
+                _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment,
+                            run_name, mlrun)
             mlrun.end("FAILED")
             raise RunFailed(
                 f"run {mlrun.run_id} FAILED: {reason}. Try a smaller optimizer.lr "
@@ -219,9 +220,10 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                 path = Path(tmp) / "model.keras"
                 model.save(path)
                 mlrun.log_artifact(path, "model")
-            tracking.log_model(mlrun, model, "model")  # and an MLflow model: runs:/<id>/model
+            _keep_going(mlrun, "MLflow model", tracking.log_model, mlrun, model, "model")
         if cfg.tracking.tensorboard:
-            _tensorboard(cfg, experiment, run_name, mlrun)
+            _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment, run_name,
+                        mlrun)
         run_id = mlrun.run_id
     bad = [k for k, v in test.items() if not math.isfinite(v)]
     msg = f"non-finite test metrics: {bad}" if bad else ""
@@ -236,3 +238,14 @@ def _tensorboard(cfg: Any, experiment: str, run_name: str, mlrun: Any) -> None:
     folder = tensorboard_log.logdir(cfg.tracking.uri, experiment, run_name, mlrun.run_id)
     tensorboard_log.export(mlrun, folder)
     print(f"TensorBoard logs: tensorboard --logdir {folder.parent.parent}", flush=True)
+
+
+def _keep_going(mlrun: Any, what: str, fn: Any, *args: Any) -> None:
+    """Run an extra of a finished run (its MLflow model, TensorBoard logs); a failure there
+    is reported and tagged but does not lose the run (``model/model.keras`` is logged)."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        print(f"rnnbench: warning: the run's {what} could not be written: {reason}", flush=True)
+        mlrun.set_tags({f"not_logged.{what.split()[0].lower()}": reason})
