@@ -70,8 +70,13 @@ def system_tags(command: str, commit: str | None) -> dict[str, str]:
     return tags
 
 
+# plain names that repeat a dotted key (reports compare runs by the dotted keys)
+PLAIN_PARAMS = ("task", "cell", "units", "layers", "optimizer", "lr", "batch_size",
+                "hardware", "backend")
+
+
 def plain_params(cfg: Any, task_name: str) -> dict[str, Any]:
-    """The choices people filter runs by, under plain names."""
+    """The choices people filter runs by, under plain names (``PLAIN_PARAMS``)."""
     return {"task": task_name, "cell": cfg.cell.name, "units": cfg.model.units, "layers": cfg.model.layers,
             "optimizer": cfg.optimizer.name, "lr": cfg.optimizer.lr,
             "batch_size": cfg.train.batch_size, "hardware": cfg.hardware.name,

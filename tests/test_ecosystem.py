@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +221,13 @@ def test_optuna_sweeper_gets_one_float_per_job(tmp_path):
     best = min(runs, key=lambda r: r.data.metrics["objective"])
     assert result["best_params"]["model.units"] == int(best.data.params["model.units"])
     assert "2 job(s): 2 finished" in proc.stdout
+    # the report tells the trials apart by the config's keys, once (not by their aliases)
+    from rnnbench.report.cli import main as report_main
+
+    assert report_main(["--tracking-uri", f"sqlite:///{store}", "--experiment", "optuna",
+                        "--out", str(tmp_path / "report")]) == 0
+    rows = (tmp_path / "report" / "tables" / "co2-results.csv").read_text()
+    assert "optimizer.lr=" in rows and not re.search(r"[ ,·]lr=|[ ,·]units=", rows), rows
 
 
 def test_unknown_objective_metric_is_refused_before_training(tmp_path):
