@@ -5,7 +5,8 @@ and its signature, taken from the model's own input and output shapes (a length 
 varies is -1). Its ``python_function`` flavour names this module as its loader, which
 registers rnnbench's custom cells before Keras reads the file: so
 ``mlflow.pyfunc.load_model("runs:/<run id>/model")`` works in any process where rnnbench
-is installed, without importing it first.
+is installed, without importing it first (the custom loss of ``chorales`` is registered
+too).
 """
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ def save_model(model: Any, path: str, mlflow_model: Model | None = None, **kwarg
 
 def _load_pyfunc(path: str) -> Any:
     """pyfunc's entry point: register rnnbench's Keras objects, then MLflow's own loader."""
+    import importlib
+
     import rnnbench
 
     rnnbench.register_keras_objects()
+    importlib.import_module("rnnbench.tasks.music")  # the chorales' loss, for compile
     return keras_load._load_pyfunc(path)
 
 
