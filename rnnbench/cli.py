@@ -93,7 +93,8 @@ def print_summary(cfg: Any, result: Any) -> None:
 
 def run_job(cfg: Any) -> float:
     """The body of ``rnnbench``: check the config, then train one run. Returns the run's
-    objective (``objective.*``: one float, as Hydra's sweepers need; NaN when it failed)."""
+    objective (``objective.*``: one float, as Hydra's sweepers need; when the run FAILED,
+    the worst value: +inf when minimising, -inf when maximising)."""
     with jobs.console_to(jobs.log_file()):
         return _run_job(cfg)
 
@@ -117,7 +118,9 @@ def _run_job(cfg: Any) -> float:
         _print_error(str(exc))
         if hc["multirun"] and isinstance(exc, RunFailed):
             jobs.job_done("failed", _failed_run_id(str(exc)), str(exc), hc["command"])
-            return math.nan  # the other jobs of the multirun go on; a sweeper skips NaN
+            # the other jobs go on; a sweeper gets the worst value (Optuna refuses NaN)
+            direction = hc["sweeper_direction"] or cfg.objective.direction or "minimize"
+            return math.inf if direction == "minimize" else -math.inf
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _print_error("interrupted: the MLflow run was closed as KILLED.")

@@ -184,50 +184,44 @@ def test_each_job_console_goes_to_its_log_file_and_the_multirun_ends_with_a_summ
         assert f"finished run {run.info.run_id}" in proc.stdout
 
 
-def test_failed_job_under_submitit_local_fails_the_multirun_with_a_summary(tmp_path):
-    """Two jobs in their own processes (submitit's local launcher): one diverges."""
-    proc = run_cli(["-m", "hydra/launcher=submitit_local", "optimizer.lr=0.001,1e30",
-                    "optimizer.clipnorm=null", "debug=smoke", "hardware.xla=off",
-                    "diagnostics.enabled=false", "tracking.log_model=false",
-                    "train.verbose=0"], tmp_path, timeout=600)
+def test_optuna_sweeper_over_submitit_jobs_with_one_failing(tmp_path):
+    """Hydra's Optuna sweeper (grid over two learning rates) launching its trials in their
+    own processes (submitit's local launcher); one trial diverges. The store comes from
+    MLFLOW_TRACKING_URI (the command line does not name one)."""
+    store = tmp_path / "env.db"
+    proc = run_cli(["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid",
+                    "hydra.sweeper.n_trials=2", "hydra/launcher=submitit_local",
+                    "optimizer.lr=choice(0.001,1e30)", "optimizer.clipnorm=null",
+                    "debug=smoke", "hardware.xla=off", "diagnostics.enabled=false",
+                    "tracking.log_model=false", "train.verbose=0"], tmp_path, timeout=600,
+                   env=cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{store}"))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = {r.data.params["lr"]: r for r in store_runs(tmp_path)}
+    assert not (tmp_path / "mlflow.db").exists()
+    runs = {r.data.params["lr"]: r for r in store_runs(tmp_path, f"sqlite:///{store}")}
     assert {k: r.info.status for k, r in runs.items()} == {"0.001": "FINISHED",
                                                            "1e+30": "FAILED"}
+    # every job returned one float: the sweep ran to its end and chose the finished trial
+    result = yaml.safe_load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
+                            .read_text())
+    good = runs["0.001"].data.metrics
+    assert result["best_value"] == pytest.approx(good["objective"])
+    assert good["objective"] == good["final_val_mse"]
+    assert result["best_params"] == {"optimizer.lr": 0.001}
+    # the summary: finished and failed, with run ids; exit 1, no traceback
     out = proc.stdout
     assert "2 job(s): 1 finished, 1 failed, 0 skipped" in out
     assert f"finished run {runs['0.001'].info.run_id}" in out
     assert f"failed   run {runs['1e+30'].info.run_id}" in out
     assert "1 job(s) of the multirun FAILED" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_optuna_sweeper_gets_one_float_per_job(tmp_path):
-    """The Optuna experiment, two trials; the store comes from MLFLOW_TRACKING_URI (the
-    command line does not name one)."""
-    store = tmp_path / "env.db"
-    proc = run_cli(["-m", "experiment=optuna", "hydra.sweeper.n_trials=2",
-                    "debug=smoke", "hardware.xla=off", "diagnostics.enabled=false",
-                    "tracking.log_model=false", "train.verbose=0"], tmp_path, timeout=600,
-                   env=cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{store}"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert not (tmp_path / "mlflow.db").exists()
-    runs = store_runs(tmp_path, f"sqlite:///{store}")
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-    result = yaml.safe_load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
-                            .read_text())
-    values = sorted(r.data.metrics["objective"] for r in runs)
-    assert result["best_value"] == pytest.approx(values[0])
-    best = min(runs, key=lambda r: r.data.metrics["objective"])
-    assert result["best_params"]["model.units"] == int(best.data.params["model.units"])
-    assert "2 job(s): 2 finished" in proc.stdout
     # the report tells the trials apart by the config's keys, once (not by their aliases)
     from rnnbench.report.cli import main as report_main
 
-    assert report_main(["--tracking-uri", f"sqlite:///{store}", "--experiment", "optuna",
-                        "--out", str(tmp_path / "report")]) == 0
-    rows = (tmp_path / "report" / "tables" / "co2-results.csv").read_text()
-    assert "optimizer.lr=" in rows and not re.search(r"[ ,·]lr=|[ ,·]units=", rows), rows
+    assert report_main(["--tracking-uri", f"sqlite:///{store}", "--out",
+                        str(tmp_path / "report")]) == 0
+    listed = (tmp_path / "report" / "tables" / "runs.csv").read_text()
+    assert all(r.info.run_id in listed for r in runs.values())
+    assert not re.search(r"[ ,·]lr=", (tmp_path / "report" / "report.md").read_text())
 
 
 def test_unknown_objective_metric_is_refused_before_training(tmp_path):
@@ -241,11 +235,17 @@ def test_unknown_objective_metric_is_refused_before_training(tmp_path):
     assert store_runs(tmp_path) == []
 
 
-def test_slurm_launcher_config_composes(tmp_path):
+def test_slurm_launcher_and_the_optuna_experiment_compose(tmp_path):
     proc = run_cli(["hydra/launcher=submitit_slurm", "--cfg", "hydra"], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher") and "partition" in launcher
+    proc = run_cli(["experiment=optuna", "cell=gru", "--cfg", "hydra"], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweeper = yaml.safe_load(proc.stdout)["hydra"]["sweeper"]
+    assert sweeper["_target_"].endswith("OptunaSweeper") and sweeper["direction"] == "minimize"
+    assert set(sweeper["params"]) == {"optimizer.lr", "model.units"}
+    assert sweeper["study_name"] == "rnnbench-${task.name}-${cell.name}"
 
 
 def test_a_missing_hydra_plugin_names_its_install_command(tmp_path):
