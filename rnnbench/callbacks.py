@@ -122,28 +122,48 @@ class EpochLogger(keras.callbacks.Callback):
         self.run.log_metrics(metrics, step=epoch + 1)
 
 
-def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, cell: str) -> None:
-    """Save the learning curves (one panel per metric, train and val) as a PNG and CSV."""
+def learning_curves_figure(history: dict[str, list[float]], task: str, cell: str,
+                           units: dict[str, tuple[float, str]] | None = None) -> Any:
+    """The learning curves, one panel per metric (train and val), epochs as integers; a
+    metric listed in ``units`` (``{name: (factor, unit)}``) is drawn times its factor,
+    in its unit. None when there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
     if not names:
-        return
+        return None
+    units = units or {}
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
+        factor, unit = units.get(name, (1.0, ""))
         epochs = range(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], marker="o", label="train")
+        ax.plot(epochs, [v * factor for v in history[name]], marker="o", label="train")
         if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], marker="o", label="val")
+            ax.plot(epochs, [v * factor for v in history[f"val_{name}"]], marker="o",
+                    label="val")
         ax.set_xlabel("epoch")
-        ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{name} ({unit})" if unit else name)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"{task} · {cell}")
     fig.tight_layout()
+    return fig
+
+
+def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, cell: str,
+                        units: dict[str, tuple[float, str]] | None = None) -> None:
+    """Save the learning curves (one panel per metric, train and val) as a PNG, and the
+    history as CSV (as Keras logged it: normalised where the task normalises)."""
+    import matplotlib.pyplot as plt
+
+    fig = learning_curves_figure(history, task, cell, units)
+    if fig is None:
+        return
     run.log_figure(fig, "plots/learning_curves.png")
     plt.close(fig)
 

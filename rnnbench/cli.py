@@ -11,17 +11,27 @@ composed config, before Keras is imported.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from rnnbench import interrupt
+from rnnbench import interrupt, jobs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-_failed_jobs: list[str] = []
+
+
+def _conf_dir() -> str:
+    """The Hydra configs: ``rnnbench/conf`` in an installed wheel, ``conf/`` at the top
+    of a source checkout (editable install or PYTHONPATH)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return str(packaged if (packaged / "config.yaml").is_file() else here.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 def _print_error(message: str) -> None:
@@ -46,7 +56,18 @@ def hydra_context(app: str = "rnnbench") -> dict[str, Any]:
         "sweep_name": f"{hc.sweep.dir} ({', '.join(keys)})" if multirun else None,
         "sweep_job": hc.job.num if multirun else None,
         "multirun": multirun,
+        "sweeper_direction": sweeper_direction(hc),
     }
+
+
+def sweeper_direction(hc: Any) -> str | None:
+    """The direction of a sweeper that has one (Optuna's ``hydra.sweeper.direction``)."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(hc.sweeper, "direction", default=None)
+    if value is not None and not OmegaConf.is_config(value) and hasattr(value, "name"):
+        value = value.name  # Optuna's Direction enum
+    return value if isinstance(value, str) else None  # a list: several objectives
 
 
 def print_summary(cfg: Any, result: Any) -> None:
@@ -70,32 +91,93 @@ def print_summary(cfg: Any, result: Any) -> None:
     print(line, flush=True)
 
 
-def run_job(cfg: Any) -> Any:
-    """The body of ``rnnbench``: check the config, then train one run."""
-    from rnnbench import config, hardware
+def run_job(cfg: Any) -> float:
+    """The body of ``rnnbench``: check the config, then train one run. Returns the run's
+    objective (``objective.*``: one float, as Hydra's sweepers need; when the run FAILED,
+    the worst value: +inf when minimising, -inf when maximising)."""
+    with jobs.console_to(jobs.log_file()):
+        return _run_job(cfg)
+
+
+def _run_job(cfg: Any) -> float:
+    from rnnbench import config, conventions, hardware
     from rnnbench.errors import RnnbenchError, RunFailed
 
     hc = hydra_context()
     try:
+        conventions.apply_environment(cfg, hc["overrides"])
         obj = config.to_object(cfg)
         hardware.select_backend(obj.backend.name)
         from rnnbench.train import RunContext, run
 
         ctx = RunContext(overrides=hc["overrides"], sweep_id=hc["sweep_id"],
-                         command=hc["command"],
+                         command=hc["command"], sweeper_direction=hc["sweeper_direction"],
                          tags={"sweep_name": hc["sweep_name"], "sweep_job": hc["sweep_job"]})
         result = run(obj, ctx)
     except RnnbenchError as exc:
         _print_error(str(exc))
         if hc["multirun"] and isinstance(exc, RunFailed):
-            _failed_jobs.append(hc["command"])
-            return None  # the other jobs of the multirun go on
+            jobs.job_done("failed", _failed_run_id(str(exc)), str(exc), hc["command"])
+            # the other jobs go on; a sweeper gets the worst value (Optuna refuses NaN)
+            direction = hc["sweeper_direction"] or cfg.objective.direction or "minimize"
+            return math.inf if direction == "minimize" else -math.inf
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _print_error("interrupted: the MLflow run was closed as KILLED.")
         sys.exit(130)
     print_summary(obj, result)
-    return {"run_id": result.run_id, "status": result.status, **result.test_metrics}
+    jobs.job_done("skipped" if result.skipped else "finished", result.run_id, result.message,
+                  hc["command"])
+    return result.objective
+
+
+def _failed_run_id(message: str) -> str | None:
+    """The run id a RunFailed message names (``run <32 hex> FAILED``)."""
+    import re
+
+    m = re.search(r"\brun ([0-9a-f]{32})\b", message)
+    return m.group(1) if m else None
+
+
+# Hydra plugins a command line may ask for: (config group, choice) -> (module, pip command)
+PLUGINS = {
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper",
+                                  "pip install --no-deps 'hydra-optuna-sweeper==1.3.0'"),
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher",
+                                   "pip install 'hydra-joblib-launcher>=1.2,<1.3'"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher",
+                                           "pip install 'hydra-submitit-launcher>=1.2,<1.3'"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher",
+                                           "pip install 'hydra-submitit-launcher>=1.2,<1.3'"),
+}
+# experiments that switch to a plugin themselves
+EXPERIMENT_PLUGINS = {"optuna": ("hydra/sweeper", "optuna")}
+
+
+def check_plugins(argv: list[str]) -> None:
+    """Refuse, with the install command, a Hydra plugin that is not installed (Hydra's own
+    message lists the other choices but not what to install)."""
+    import importlib.util
+
+    wanted = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key.startswith("override "):
+            key = key[len("override "):]
+        if (key, value) in PLUGINS:
+            wanted.append((f"{key}={value}", PLUGINS[(key, value)]))
+        elif key == "experiment" and value in EXPERIMENT_PLUGINS:
+            wanted.append((f"experiment={value}", PLUGINS[EXPERIMENT_PLUGINS[value]]))
+    for what, (module, install) in wanted:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            _print_error(f"{what} needs a Hydra plugin that is not installed here "
+                         f"({sys.executable}). Install it with: {install}")
+            sys.exit(2)
 
 
 def _enable_crash_traceback() -> None:
@@ -125,12 +207,21 @@ def main() -> None:
         from rnnbench.cells.listing import main as cells_main
 
         sys.exit(cells_main(sys.argv[2:]))
+    check_plugins(sys.argv[1:])
     interrupt.install()
     _enable_crash_traceback()
-    _hydra_main(run_job, "config")
-    if _failed_jobs:
-        _print_error(f"{len(_failed_jobs)} job(s) of the multirun FAILED: "
-                     + "; ".join(_failed_jobs))
+    _run_hydra(run_job, "config", "job(s)")
+
+
+def _run_hydra(task_function: Any, config_name: str, what: str) -> None:
+    """Run the Hydra app; after a multirun, its summary (also when Hydra stopped it early)
+    and exit status 1 when a job failed."""
+    try:
+        _hydra_main(task_function, config_name)
+    finally:
+        failed = jobs.print_summary()
+    if failed:
+        _print_error(f"{failed} {what} of the multirun FAILED (listed above).")
         sys.exit(1)
 
 
@@ -138,13 +229,10 @@ def tune_main() -> None:
     """``rnnbench-tune``: a keras-tuner sweep sharing rnnbench's config."""
     from rnnbench.tuning.app import tune_job
 
+    check_plugins(sys.argv[1:])
     interrupt.install()
     _enable_crash_traceback()
-    _hydra_main(tune_job, "tune")
-    if _failed_jobs:
-        _print_error(f"{len(_failed_jobs)} sweep(s) of the multirun FAILED: "
-                     + "; ".join(_failed_jobs))
-        sys.exit(1)
+    _run_hydra(tune_job, "tune", "sweep(s)")
 
 
 def report_main() -> None:

@@ -30,6 +30,8 @@ DEVICES = ("cpu", "gpu")
 FALLBACKS = ("fail", "cpu")
 STRATEGIES = ("none", "mirrored")
 BACKENDS = ("tensorflow", "jax", "torch")
+SPLITS = ("val", "test", "train")
+DIRECTIONS = ("minimize", "maximize")
 
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -199,10 +201,32 @@ class TrackingConfig:
     log_model: bool = True
     timeout_s: float = 15.0
     skip_finished: bool = True
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         check(bool(self.uri), "tracking.uri", self.uri, "a tracking URI")
         check(self.timeout_s > 0, "tracking.timeout_s", self.timeout_s, "a number > 0")
+
+
+@dataclass
+class ObjectiveConfig:
+    """The one number a run returns to a Hydra sweeper (Optuna, Nevergrad, Ax, ...):
+    the exact ``metric`` of the task (null: its primary metric) on ``split`` (``val`` by
+    default: sweeping on the test split leaks it), better when lower (``minimize``) or
+    higher (``maximize``; null: the metric's own direction). Logged as the metric
+    ``objective``."""
+
+    metric: Optional[str] = None
+    split: str = "val"
+    direction: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        check_choice("objective.split", self.split, SPLITS)
+        if self.direction is not None:
+            check_choice("objective.direction", self.direction, DIRECTIONS)
+        if self.metric is not None:
+            check(bool(self.metric.strip()), "objective.metric", self.metric,
+                  "null or a metric name such as mse or accuracy")
 
 
 @dataclass
@@ -238,6 +262,7 @@ class RunConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, "seed", self.seed, "an integer >= 0")

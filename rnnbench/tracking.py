@@ -106,19 +106,26 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+# MLflow 3 opens an experiment without this tag in its GenAI view (traces); this value
+# opens it on the runs list (the value MLflow itself sets for model training)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 @retry_locked
 def ensure_experiment(name: str) -> str:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
         except MlflowException:
             exp = client.get_experiment_by_name(name)  # created by a parallel job
             if exp is None:
                 raise
     elif exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    if EXPERIMENT_KIND[0] not in exp.tags:  # made by an older rnnbench, or by hand
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id
 
 
@@ -217,8 +224,13 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = Run(_create_run(experiment_id, run_name, all_tags), experiment_id)
+    monitor = start_system_metrics(run.run_id)
     try:
-        yield run
+        try:
+            yield run
+        finally:
+            if monitor is not None:
+                monitor.finish()
     except KeyboardInterrupt:
         run.set_tags({"failure_reason": "interrupted (Ctrl-C or SIGTERM)"})
         run.end("KILLED")
@@ -419,3 +431,57 @@ def log_metric_steps(run: Run, rows: list[tuple[int, dict[str, float]]]) -> None
              for k, v in metrics.items() if v is not None]
     for i in range(0, len(items), 500):
         run.client.log_batch(run.run_id, metrics=items[i:i + 500])
+
+
+# ---- MLflow's own conventions: system metrics, models, sweeps ---------------------------
+
+def start_system_metrics(run_id: str) -> Any | None:
+    """MLflow's system metrics monitor (CPU, memory, disk, network, GPU under
+    ``system/``) for the run, when ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is true (or
+    ``mlflow.enable_system_metrics_logging()`` was called). MLflow starts it only for
+    runs of ``mlflow.start_run``; rnnbench's runs are made by the client."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+
+    if not MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get():
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("psutil") is None:
+        raise TrackingError("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING is set but psutil is not "
+                            "installed: pip install psutil, or unset the variable.")
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id)
+    monitor.start()
+    return monitor
+
+
+@retry_locked
+def log_model(run: Run, model: Any, name: str = "model") -> None:
+    """Log a Keras model to ``run`` as an MLflow model (Keras flavour, pyfunc, signature);
+    it loads with ``mlflow.pyfunc.load_model("runs:/<run id>/<name>")``."""
+    from rnnbench import mlflow_model
+
+    mlflow_model.log_model(run.run_id, run.experiment_id, model, name)
+
+
+SWEEPS_TAG = "sweep_ids"  # every sweep a run belongs to: ";<id>;<id>;"
+
+
+def sweeps_tag(sweep_id: str, existing: str | None = None) -> str:
+    """The ``sweep_ids`` tag value with ``sweep_id`` added."""
+    ids = [s for s in (existing or "").split(";") if s]
+    if sweep_id not in ids:
+        ids.append(sweep_id)
+    return ";" + ";".join(ids) + ";"
+
+
+@retry_locked
+def link_to_sweep(run_id: str, sweep_id: str) -> None:
+    """Count a FINISHED run that a later sweep reused (``skip_finished``) in that sweep too:
+    its ``sweep_ids`` tag gets the new sweep's id (``sweep_id`` keeps the first)."""
+    client = mlflow.MlflowClient()
+    tags = client.get_run(run_id).data.tags
+    value = sweeps_tag(sweep_id, tags.get(SWEEPS_TAG) or tags.get("sweep_id"))
+    if value != tags.get(SWEEPS_TAG):
+        client.set_tag(run_id, SWEEPS_TAG, value)

@@ -7,6 +7,7 @@ before the MLflow run opens, so a bad input leaves nothing half-done in the stor
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import platform
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rnnbench import __version__, hardware, tracking
+from rnnbench import __version__, conventions, hardware, objective, tracking
 from rnnbench.config import flatten
 from rnnbench.errors import RunFailed
 
@@ -40,6 +41,8 @@ class RunContext:
     initial_epoch: int = 0
     init_weights: str | None = None
     save_weights: str | None = None
+    # the running Hydra sweeper's direction (minimize/maximize), checked against the objective
+    sweeper_direction: str | None = None
 
 
 @dataclass
@@ -51,11 +54,12 @@ class RunResult:
     skipped: bool = False
     message: str = ""
     history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch Keras logs
+    objective: float = math.nan  # the number a Hydra sweeper gets (rnnbench.objective)
 
 
-# settings that cannot change a run's numbers: where the record goes, and how much the
-# console shows
-NOT_RESULT_KEYS = (("tracking",), ("train", "verbose"))
+# settings that cannot change a run's numbers: where the record goes, how much the
+# console shows, and which metric a Hydra sweeper reads
+NOT_RESULT_KEYS = (("tracking",), ("train", "verbose"), ("objective",))
 
 
 def config_hash(cfg: Any) -> str:
@@ -120,9 +124,14 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                 if r.data.tags.get("run_kind", "run") == ctx.run_kind]
         if done:
             run_id = done[-1].info.run_id
+            tracking.link_to_sweep(run_id, ctx.sweep_id)
             msg = f"skipped: this exact config already FINISHED as run {run_id}"
             print(msg, flush=True)
-            return RunResult(run_id, "FINISHED", skipped=True, message=msg)
+            goal = objective.resolve(cfg.objective, task, None, ctx.sweeper_direction)
+            return RunResult(run_id, "FINISHED", skipped=True, message=msg,
+                             test_metrics={k[5:]: v for k, v in done[-1].data.metrics.items()
+                                           if k.startswith("test_")},
+                             objective=objective.value_of(goal, done[-1].data.metrics))
 
     data = task.prepare(cfg.train.batch_size, cfg.seed)
     with hw.scope():
@@ -133,20 +142,27 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(ctx.init_weights)
     what = describe_model(model)
+    goal = objective.resolve(cfg.objective, task, lambda: task.evaluate(model, data,
+                                                                         cfg.objective.split),
+                             ctx.sweeper_direction)
 
+    commit = git_commit()
     tags = {
         "task": task.name, "task_family": task.family, "cell": cfg.cell.name,
         "impl": what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
         "gradient": what["gradient"],
         "seed": cfg.seed, "hardware": cfg.hardware.name, "config_hash": chash,
-        "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": git_commit(),
+        "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": commit,
+        tracking.SWEEPS_TAG: tracking.sweeps_tag(ctx.sweep_id) if ctx.sweep_id else None,
         "primary_metric": task.primary_metric, "primary_mode": task.primary_mode,
-        "command": ctx.command, **version_tags(),
+        "command": ctx.command, **goal.tags(), **version_tags(),
+        **conventions.system_tags(ctx.command, commit),
         **hardware.what_ran(model, hw, what, cfg.train.batch_size), **ctx.tags,
     }
     run_name = ctx.run_name or f"{task.name}-{cfg.cell.name}-s{cfg.seed}"
     with tracking.start_run(experiment, run_name, tags, ctx.parent_run_id) as mlrun:
-        mlrun.log_params({**flatten(cfg), **ctx.params})
+        mlrun.log_params({**flatten(cfg), **conventions.plain_params(cfg, task.name),
+                          **ctx.params})
         mlrun.log_metrics({"params_count": what["params_count"],
                            "recurrent_params": what["recurrent_params"]})
         mlrun.log_json(what, "model/what_ran.json")
@@ -176,13 +192,19 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                                 verbose=cfg.train.verbose, shuffle=False,
                                 initial_epoch=ctx.initial_epoch)
         fit_s = time.perf_counter() - t0
-        callbacks.log_learning_curves(mlrun, history.history, task.name, cfg.cell.name)
+        units = task.metric_units(data)
+        if units:  # factor and unit of the per-epoch metrics, for figures (the report's too)
+            mlrun.set_tags({"metric_units": json.dumps(units, sort_keys=True)})
+        callbacks.log_learning_curves(mlrun, history.history, task.name, cfg.cell.name, units)
 
         if guard.failure is not None:
             f = guard.failure
             reason = (f"non-finite {f['what']} at epoch {f['epoch']} step {f['step']}")
             mlrun.set_tags({"failure_reason": reason, "failure_what": f["what"],
                             "failure_epoch": f["epoch"], "failure_step": f["step"]})
+            if cfg.tracking.tensorboard:
+                _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment,
+                            run_name, mlrun)
             mlrun.end("FAILED")
             raise RunFailed(
                 f"run {mlrun.run_id} FAILED: {reason}. Try a smaller optimizer.lr "
@@ -192,17 +214,49 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         test = task.evaluate(model, data, "test")
         base = task.baselines(data)
         mlrun.log_metrics({f"test_{k}": v for k, v in test.items()})
+        final = {"test": test}
+        for split in {"val", goal.split} - {"test"}:  # exact, with the weights kept
+            final[split] = task.evaluate(model, data, split)
+            mlrun.log_metrics({objective.split_key(split, k): v
+                               for k, v in final[split].items()})
+        goal_value = objective.value_of(goal, {objective.split_key(s, k): v
+                                               for s, m in final.items() for k, v in m.items()})
+        mlrun.log_metrics({"objective": goal_value})
         mlrun.log_metrics({f"baseline_{k}": v for k, v in base.items()})
         mlrun.log_metrics({"fit_time_s": fit_s, "epochs_run": len(history.epoch)})
         if ctx.save_weights:
             model.save_weights(ctx.save_weights)
         if cfg.tracking.log_model:
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp:  # the bare Keras file, as always
                 path = Path(tmp) / "model.keras"
                 model.save(path)
                 mlrun.log_artifact(path, "model")
+            _keep_going(mlrun, "MLflow model", tracking.log_model, mlrun, model, "model")
+        if cfg.tracking.tensorboard:
+            _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment, run_name,
+                        mlrun)
         run_id = mlrun.run_id
     bad = [k for k, v in test.items() if not math.isfinite(v)]
     msg = f"non-finite test metrics: {bad}" if bad else ""
     return RunResult(run_id, "FINISHED", test, base, message=msg,
-                     history={k: [float(x) for x in v] for k, v in history.history.items()})
+                     history={k: [float(x) for x in v] for k, v in history.history.items()},
+                     objective=goal_value)
+
+
+def _tensorboard(cfg: Any, experiment: str, run_name: str, mlrun: Any) -> None:
+    from rnnbench import tensorboard_log
+
+    folder = tensorboard_log.logdir(cfg.tracking.uri, experiment, run_name, mlrun.run_id)
+    tensorboard_log.export(mlrun, folder)
+    print(f"TensorBoard logs: tensorboard --logdir {folder.parent.parent}", flush=True)
+
+
+def _keep_going(mlrun: Any, what: str, fn: Any, *args: Any) -> None:
+    """Run an extra of a finished run (its MLflow model, TensorBoard logs); a failure there
+    is reported and tagged but does not lose the run (``model/model.keras`` is logged)."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        print(f"rnnbench: warning: the run's {what} could not be written: {reason}", flush=True)
+        mlrun.set_tags({f"not_logged.{what.split()[0].lower()}": reason})

@@ -21,6 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)  # the user's view: no stack traces
+    # rnnbench honours MLflow's variables, and mlflow.set_tracking_uri() in this process
+    # (an earlier test) sets MLFLOW_TRACKING_URI: a test that wants one passes it in extra
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
     env.update({"PYTHONUNBUFFERED": "1", **extra})
     return env
 

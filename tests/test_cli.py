@@ -55,13 +55,15 @@ def test_smoke_run_leaves_a_complete_finished_record(smoke_run):
         assert key in metrics, key
     assert metrics["test_mse"] > 0 and metrics["params_count"] > 0
 
+    # MLflow looks the run's logged model ("model", an MLflow model) up in the process's
+    # tracking URI when it lists "model/": point it at this store first
+    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     arts |= {a.path for d in ("config", "model", "plots")
              for a in client.list_artifacts(run.info.run_id, d)}
     for path in ("config/config.yaml", "config/overrides.yaml", "model/model.keras",
-                 "plots/learning_curves.png", "history.csv"):
+                 "model/MLmodel", "plots/learning_curves.png", "history.csv"):
         assert path in arts, (path, arts)
-    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
     overrides = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config/overrides.yaml")
     assert "debug=smoke" in overrides and "seed=3" in overrides
     config_yaml = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config/config.yaml")

@@ -211,6 +211,7 @@ def test_a_whole_run_on_jax_with_a_custom_cell(tmp_path):
     assert any(k.startswith("grad_flow/") for k in run.data.metrics)
     import mlflow
 
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # for the logged model
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     names = [f.path for f in client.list_artifacts(run.info.run_id, "model")]
     assert "model/model.keras" in names

@@ -4,6 +4,7 @@ lose nothing, every job carries the multirun's sweep tags, and re-running the mu
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import mlflow
 import pytest
 
 from conftest import cli_env, run_cli, store_runs
+from rnnbench.report.cli import main as report_main
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +48,26 @@ def test_parallel_multirun_on_sqlite_then_rerun_skips_finished_jobs(tmp_path):
     assert sorted((r.data.tags["cell"], r.data.tags["seed"]) for r in new) == [
         ("gru", "1"), ("rnn", "1")]
     assert len({r.data.tags["sweep_id"] for r in runs2}) == 2
+    assert "2 job(s): 2 finished, 0 failed, 0 skipped" in first.stdout
+    assert "4 job(s): 2 finished, 0 failed, 2 skipped" in again.stdout
+
+    # the second multirun's report, asked for as Hydra prints the folder: the two runs it
+    # reused count in it (n=2 per cell), and the first multirun's report keeps its own two
+    second = Path(new[0].data.tags["sweep_id"])
+    for sweep, expect in ((second, runs2), (Path(runs[0].data.tags["sweep_id"]), runs)):
+        out = tmp_path / "report" / sweep.name
+        rel = str(sweep.relative_to(tmp_path))  # multirun/<date>/<time>
+        assert report_main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                            "--sweep", rel, "--out", str(out)]) == 0
+        with (out / "tables" / "runs.csv").open() as fh:
+            listed = {row["run_id"] for row in csv.DictReader(fh)}
+        assert listed == {r.info.run_id for r in expect}, rel
+        with (out / "tables" / "co2-results.csv").open() as fh:
+            n = {row["cell"]: row["n"] for row in csv.DictReader(fh)}
+        assert n == ({"gru": "2", "rnn": "2"} if sweep == second else {"gru": "1", "rnn": "1"})
+    reused = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
+        runs[0].info.run_id).data.tags["sweep_ids"]
+    assert reused == f";{runs[0].data.tags['sweep_id']};{second};"
 
 
 WRITER = textwrap.dedent("""

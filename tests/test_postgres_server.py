@@ -162,8 +162,9 @@ def test_multirun_logs_through_mlflow_server_on_postgres(mlflow_server):
         assert metrics["test_mse"] > 0 and "val_loss" in metrics
         # artifacts go through the server (--serve-artifacts) into --artifacts-destination
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        mlflow.set_tracking_uri(url)  # MLflow looks the logged model "model" up there
         names = [f.path for f in client.list_artifacts(run.info.run_id, "model")]
-        assert "model/model.keras" in names
+        assert "model/model.keras" in names and "model/MLmodel" in names
         stored = list(mlflow_server["artifacts"].rglob(f"{run.info.run_id}/artifacts/model/model.keras"))
         assert len(stored) == 1 and stored[0].stat().st_size > 1000
 

@@ -20,6 +20,7 @@ def test_settings_that_cannot_change_a_result_leave_the_hash_alone():
     assert hashed("train.verbose=0") == base
     assert hashed("tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=x",
                   "tracking.log_model=false") == base
+    assert hashed("objective.metric=mae") == base  # what a sweeper reads, not the run
 
 
 def test_settings_that_change_a_result_change_the_hash():

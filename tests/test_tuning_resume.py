@@ -78,7 +78,9 @@ def test_kill_mid_trial_then_resume_gives_exact_counts(tmp_path):
     finished_before = [r for r in before.values() if r.data.tags.get("trial_id") == "0"]
     assert [r.info.status for r in finished_before] == ["FINISHED"]
 
-    proc2 = run_cli(args, tmp_path, module="tune_main", timeout=400)
+    # resumed with a key that does not change the search: the same sweep, a new command
+    resume = [*args, "tuner.max_consecutive_failed_trials=4"]
+    proc2 = run_cli(resume, tmp_path, module="tune_main", timeout=400)
     assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
     assert "resuming sweep" in proc2.stdout and "1 trial(s) already done" in proc2.stdout
     assert "trial 1 of 3 started" not in proc2.stdout  # the finished trial did not run again
@@ -88,6 +90,8 @@ def test_kill_mid_trial_then_resume_gives_exact_counts(tmp_path):
     sweeps = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
     trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
     assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    # what reproduces the sweep now is the command that resumed it
+    assert sweeps[0].data.tags["command"].endswith("tuner.max_consecutive_failed_trials=4")
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweeps[0].info.run_id}
     by_trial: dict[str, list] = {}
     for r in trials:

@@ -93,9 +93,9 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
     ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(
         lambda v, _: str(epochs[int(v)]) if 0 <= int(v) < len(epochs) and v == int(v) else ""))
-    ax.set_xlabel("lag k (steps before the last real step)")
+    ax.set_xlabel("lag $k$ (steps before the last real step)")
     ax.set_ylabel("epoch (0 = before training)")
-    ax.set_title("gradient norm ‖∂L_T/∂x_{T−k}‖")
+    ax.set_title(r"gradient norm $g(k) = \|\partial L_T / \partial x_{T-k}\|$")
     fig.colorbar(mesh, ax=ax, label="g (log scale)")
 
     for idx, style in ((0, "-"), (len(rows) - 1, "--")):
@@ -108,8 +108,8 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
         e, p, _ = final
         ok = np.isfinite(p.g) & (p.g > 0)
         ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], ":", label=f"final (epoch {e} weights)")
-    ax2.set_xlabel("lag k")
-    ax2.set_ylabel("g(k)")
+    ax2.set_xlabel("lag $k$")
+    ax2.set_ylabel("$g(k)$")
     ax2.set_title("profile")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend()

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from rnnbench.errors import ConfigError
+from rnnbench.conventions import PLAIN_PARAMS
 from rnnbench.report import stats
 from rnnbench.report.collect import History, RunRecord, Selection
 
 IGNORED_PARAMS = {"seed", "train.verbose", "tracking.uri", "tracking.name",
                   "tracking.experiment", "tracking.timeout_s", "tracking.log_model",
-                  "tracking.skip_finished"}
+                  "tracking.skip_finished", "tracking.tensorboard", "objective.metric",
+                  "objective.split", "objective.direction", "hardware.threads",
+                  *PLAIN_PARAMS}
 MAX_WORDS = ("acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "bleu")
 TRIAL_FRACTION = 0.1
 ALPHA = 0.05

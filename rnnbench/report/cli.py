@@ -7,6 +7,7 @@ and optuna are imported only once the arguments are parsed, and only where neede
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -37,11 +38,12 @@ examples:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rnnbench-report", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
+    p.add_argument("--tracking-uri", default=None,
                    help="the MLflow store: sqlite:///path.db or http://host:port "
-                        "(default: %(default)s)")
+                        "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--experiment", action="append", default=None, metavar="NAME",
-                   help="an MLflow experiment to read (repeatable; default: all)")
+                   help="an MLflow experiment to read (repeatable; default: "
+                        "$MLFLOW_EXPERIMENT_NAME, else all)")
     p.add_argument("--filter", default="", metavar="MLFLOW_FILTER",
                    help="an MLflow search filter, e.g. \"tags.cell = 'lstm'\"")
     p.add_argument("--sweep", default=None, metavar="ID",
@@ -190,6 +192,11 @@ def print_summary(out: Path, result: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``rnnbench-report`` with ``argv``; return the exit status (2: a user error)."""
     args = parser().parse_args(argv)
+    # MLflow's variables, as for rnnbench itself: the command line first
+    args.tracking_uri = (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+                         or "sqlite:///mlflow.db")
+    if args.experiment is None and os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip():
+        args.experiment = [os.environ["MLFLOW_EXPERIMENT_NAME"].strip()]
     try:
         out, result = run(args)
     except RnnbenchError as exc:

@@ -138,8 +138,9 @@ def select(uri: str, experiments: Iterable[str] | None, filter_string: str = "",
     found: dict[str, Any] = {}
     parents: set[str] = set()
     if sweep:
+        sweep = sweep.rstrip("/") or sweep
         q = _quoted("--sweep", sweep)
-        for run in tracking.find_runs(exps, _and(filter_string, f"tags.sweep_id = {q}")):
+        for run in _hydra_sweep_runs(exps, filter_string, sweep):
             found[run.info.run_id] = run
         if RUN_ID.match(sweep):
             parent = tracking.get_run(sweep)
@@ -178,6 +179,43 @@ def select(uri: str, experiments: Iterable[str] | None, filter_string: str = "",
         if parent is not None:
             sweep_parents[pid] = _record(parent, names)
     return Selection(records, described, sweep_parents)
+
+
+def _hydra_sweep_runs(exps: list[str] | None, filter_string: str, sweep: str) -> list:
+    """The runs of a Hydra multirun: ``sweep`` is its folder, absolute (the ``sweep_id``
+    tag) or as Hydra prints it (``multirun/2026-01-31/12-00-00``, relative to where it
+    ran). A run reused by a later multirun (``skip_finished``) counts in both: its
+    ``sweep_ids`` tag lists every multirun it belongs to."""
+    from rnnbench import tracking
+
+    def runs_of(sweep_id: str) -> dict[str, Any]:
+        q = _quoted("--sweep", sweep_id)
+        out = {}
+        for query in (f"tags.sweep_id = {q}", f"tags.sweep_ids LIKE '%;{sweep_id};%'"):
+            for run in tracking.find_runs(exps, _and(filter_string, query)):
+                out[run.info.run_id] = run
+        return out
+
+    _quoted("--sweep", sweep)
+    found = runs_of(sweep)
+    if found or RUN_ID.match(sweep) or Path(sweep).is_absolute():
+        return list(found.values())
+    found = runs_of(str(Path(sweep).resolve()))  # relative to this folder
+    if found:
+        return list(found.values())
+    # relative to the folder the multirun ran in, wherever that was: the ids that end so
+    found = {}
+    for query in (f"tags.sweep_id LIKE '%/{sweep}'", f"tags.sweep_ids LIKE '%/{sweep};%'"):
+        for run in tracking.find_runs(exps, _and(filter_string, query)):
+            found[run.info.run_id] = run
+    ids = {s for r in found.values()
+           for s in [r.data.tags.get("sweep_id", "")] + r.data.tags.get("sweep_ids", "").split(";")
+           if s.endswith("/" + sweep)}
+    if len(ids) > 1:
+        raise ConfigError(f"--sweep {sweep} matches {len(ids)} multiruns: "
+                          f"{', '.join(sorted(ids))}. Pass the whole path of one.")
+    return [r for r in found.values() if r.data.tags.get("sweep_id") in ids
+            or any(f";{s};" in r.data.tags.get("sweep_ids", "") for s in ids)]
 
 
 def describe_selection(uri: str, experiments: list[str] | None, filter_string: str,

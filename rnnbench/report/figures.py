@@ -8,6 +8,7 @@ same data gives the same bytes.
 from __future__ import annotations
 
 import io
+import json
 import math
 from typing import Any
 
@@ -43,6 +44,20 @@ def _style() -> Any:
     return matplotlib.rc_context(rc)
 
 
+def loss_units(rows: list) -> tuple[float, str]:
+    """``(factor, unit)`` that put the rows' per-epoch loss in the data's units, from the
+    runs' ``metric_units`` tag (a task that trains on normalised values sets it); ``(1, "")``
+    when the runs have none or do not agree."""
+    tags = {r.tags.get("metric_units") for row in rows for r in row.used}
+    if len(tags) != 1 or None in tags:
+        return 1.0, ""
+    try:
+        factor, unit = json.loads(tags.pop())["loss"]
+        return float(factor), str(unit)
+    except (ValueError, KeyError, TypeError):
+        return 1.0, ""
+
+
 def learning_curves(section: TaskSection) -> bytes | None:
     """Validation loss per epoch, mean over the rows' runs, one line per row; a band
     from the lowest to the highest run."""
@@ -52,20 +67,21 @@ def learning_curves(section: TaskSection) -> bytes | None:
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
+    factor, unit = loss_units(rows)
     with _style():
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         for row in rows:
             epochs = list(row.curves)
-            means = [math.fsum(v) / len(v) for v in row.curves.values()]
+            means = [factor * math.fsum(v) / len(v) for v in row.curves.values()]
             line, = ax.plot(epochs, means, marker="o", markersize=3,
                             label=f"{row.label} (n={len(row.used)})")
             if any(len(v) > 1 for v in row.curves.values()):
-                ax.fill_between(epochs, [min(v) for v in row.curves.values()],
-                                [max(v) for v in row.curves.values()],
+                ax.fill_between(epochs, [factor * min(v) for v in row.curves.values()],
+                                [factor * max(v) for v in row.curves.values()],
                                 color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("val_loss")
+        ax.set_ylabel(f"val_loss ({unit})" if unit else "val_loss")
         if all(v > 0 for row in rows for vs in row.curves.values() for v in vs):
             lows = min(min(vs) for row in rows for vs in row.curves.values())
             highs = max(max(vs) for row in rows for vs in row.curves.values())

@@ -563,7 +563,10 @@ def html_page(doc: Document) -> str:
                 body = "".join("<tr>" + "".join(f"<td>{_inline_html(str(c))}</td>" for c in row)
                                + "</tr>" for row in b.rows)
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            out.append(f'<p class="csv">Data: <a href="tables/{b.name}.csv">'
+            # the data travels inside the page: a report.html shared alone keeps it
+            data = base64.b64encode(csv_text(b).encode("utf-8")).decode("ascii")
+            out.append(f'<p class="csv">Data: <a download="{b.name}.csv" '
+                       f'href="data:text/csv;charset=utf-8;base64,{data}">'
                        f"tables/{b.name}.csv</a></p>")
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"

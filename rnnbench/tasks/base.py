@@ -107,6 +107,12 @@ class Task:
         """Keras callbacks the task needs during ``fit`` (e.g. resetting carried states)."""
         return []
 
+    def metric_units(self, data: TaskData) -> dict[str, tuple[float, str]]:
+        """For a task that trains on normalised values: ``{metric: (factor, unit)}``, so
+        that a per-epoch metric times ``factor`` is in the data's own ``unit``. Empty when
+        the per-epoch metrics are already in their units."""
+        return {}
+
     def probe_batch(self, data: TaskData, size: int, seed: int):
         """A fixed batch ``(x, y, lengths)`` from the validation split for the
         diagnostics; ``lengths`` (the real length of each example) is None when the

@@ -55,6 +55,7 @@ class SeriesTask(Task):
     causal = True
     primary_metric = "mse"
     primary_mode = "min"
+    unit = "series units"  # of the values, for figures
 
     def load_series(self) -> tuple[np.ndarray, DatasetInfo]:
         raise NotImplementedError
@@ -143,6 +144,13 @@ class SeriesTask(Task):
     def compile_metrics(self) -> list:
         return ["mae"]
 
+    def metric_units(self, data: TaskData) -> dict[str, tuple[float, str]]:
+        # the model sees (value - base) / scale: errors scale by `scale`, MSE by its square
+        scale = float(data.meta["scale"])
+        square = f"{self.unit}²" if " " not in self.unit else f"({self.unit})²"
+        return {"loss": (scale ** 2, square), "mse": (scale ** 2, square),
+                "mae": (scale, self.unit)}
+
     def _to_units(self, pred: np.ndarray, data: TaskData, split: str) -> np.ndarray:
         return pred.astype(np.float64) * data.meta["scale"] + data.meta["bases"][split]
 
@@ -164,6 +172,7 @@ class Co2Task(SeriesTask):
     The 59 missing weeks are filled by linear interpolation."""
 
     name = "co2"
+    unit = "ppm"
 
     def load_series(self) -> tuple[np.ndarray, DatasetInfo]:
         from statsmodels.datasets import co2

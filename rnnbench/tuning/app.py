@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnbench import config, hardware, tracking
+from rnnbench import config, conventions, hardware, tracking
 from rnnbench.errors import RnnbenchError, RunFailed
 
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -145,6 +145,7 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
             "budget.max_trials": total, "budget.max_epochs": t.max_epochs,
             "budget.executions_per_trial": t.executions_per_trial,
             "distributed": role, **version_tags(),
+            **conventions.system_tags(command, git_commit()),
         }
         params = {k: v for k, v in config.flatten(cfg).items()
                   if not k.startswith("search_space.")}
@@ -233,18 +234,28 @@ def print_result(cfg: Any, result: SweepResult) -> None:
 
 
 def tune_job(cfg: Any) -> Any:
-    """The body of ``rnnbench-tune`` (a Hydra task function)."""
-    from rnnbench.cli import _failed_jobs, _print_error, hydra_context
+    """The body of ``rnnbench-tune`` (a Hydra task function); its console also goes to the
+    job's log file."""
+    from rnnbench import jobs
+
+    with jobs.console_to(jobs.log_file()):
+        return _tune_job(cfg)
+
+
+def _tune_job(cfg: Any) -> Any:
+    from rnnbench import jobs
+    from rnnbench.cli import _print_error, hydra_context
 
     hc = hydra_context("rnnbench-tune")
     try:
+        conventions.apply_environment(cfg, hc["overrides"])
         obj = config.to_object(cfg)
         hardware.select_backend(obj.backend.name)
         result = run_sweep(obj, hc["overrides"], hc["command"])
     except RnnbenchError as exc:
         _print_error(str(exc))
         if hc["multirun"] and isinstance(exc, RunFailed):
-            _failed_jobs.append(hc["command"])
+            jobs.job_done("failed", None, str(exc), hc["command"])
             return None  # the other sweeps of the multirun go on
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -252,6 +263,7 @@ def tune_job(cfg: Any) -> Any:
                      "same command again to resume the search.")
         sys.exit(130)
     print_result(obj, result)
+    jobs.job_done("finished", result.parent_run_id, "", hc["command"])
     best = result.best or {}
     return json.loads(json.dumps({"sweep_id": result.sweep_id, "run_id": result.parent_run_id,
                                   "best_trial": best.get("trial_id"),

@@ -66,7 +66,9 @@ class SweepRecord:
         run id and whether it was reopened."""
         if resume and previous is not None:
             run = tracking.reopen_run(previous)
-            run.set_tags({k: v for k, v in tags.items() if k.startswith("budget.")})
+            # the command that resumed it reproduces the sweep now (a larger budget, say)
+            run.set_tags({k: v for k, v in tags.items()
+                          if k.startswith(("budget.", "mlflow.source.")) or k == "command"})
             self.parent_run_id = previous
             return previous, True
         if previous is not None:

@@ -1,0 +1,190 @@
+"""Hydra jobs: their console copied to the job's log file, and the end-of-multirun summary.
+
+Each job of a multirun, whatever launcher runs it (basic, joblib, submitit local or
+Slurm: the job may run in another process or on another machine), leaves a small record
+``rnnbench-job.json`` in its own output folder: status (finished, failed, skipped), run
+id, command, message. :class:`MultirunSummary`, a Hydra callback registered in
+``conf/config.yaml``, reads them when the multirun ends and prints what finished, what
+failed and what was skipped, with their MLflow run ids; the command then exits 1 when a
+job failed. A job folder without a record is a job whose process died.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+from hydra.experimental.callback import Callback
+
+RECORD = "rnnbench-job.json"
+_current: dict[str, Any] = {}  # this process's job: what the task function said
+_multirun: dict[str, Any] = {}  # the main process's multirun: sweep dir, start, outcome
+
+
+def job_done(status: str, run_id: str | None = None, message: str = "",
+             command: str = "") -> None:
+    """Remember how this process's job ended (written out by :meth:`on_job_end`)."""
+    _current.update(status=status, run_id=run_id, message=message, command=command)
+
+
+class _Tee:
+    """A text stream that also writes to a log file, as lines (a progress bar's ``\\r``
+    rewrites and ``\\b`` erasures are applied, not copied)."""
+
+    def __init__(self, stream: TextIO, log: TextIO) -> None:
+        self._stream, self._log, self._line = stream, log, ""
+
+    def write(self, text: str) -> int:
+        n = self._stream.write(text)
+        if self._log is None:  # the job ended; a logging handler may still hold this
+            return n
+        for ch in text:
+            if ch == "\n":
+                self._log.write(self._line + "\n")
+                self._line = ""
+            elif ch == "\r":
+                self._line = ""
+            elif ch == "\b":
+                self._line = self._line[:-1]
+            else:
+                self._line += ch
+        self._log.flush()
+        return n
+
+    def flush(self) -> None:
+        self._stream.flush()
+        if self._log is not None:
+            self._log.flush()
+
+    def end(self) -> None:
+        if self._line and self._log is not None:
+            self._log.write(self._line + "\n")
+        self._line, self._log = "", None
+
+    def close(self) -> None:
+        """Never closes the console: a logging handler made while the job ran holds this
+        stream, and absl's closes a stream that is no longer ``sys.stderr`` when Hydra
+        sets up the next job's logging."""
+        self.end()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def console_to(log_path: Path | None) -> Iterator[None]:
+    """Copy stdout and stderr to ``log_path`` (appended: Hydra's own logging writes there
+    too) while the block runs."""
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8", errors="replace") as log:
+        out, err = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+            out.end()
+            err.end()
+
+
+def log_file() -> Path | None:
+    """The running Hydra job's log file (``<output dir>/<job name>.log``)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        return Path(hc.runtime.output_dir) / f"{hc.job.name}.log"
+    except Exception:  # not inside a Hydra job
+        return None
+
+
+class MultirunSummary(Callback):
+    """Writes each job's record; prints the multirun's summary at its end."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _multirun.clear()
+        _multirun.update(dir=Path(str(config.hydra.sweep.dir)).resolve(),
+                         start=time.time() - 1.0, printed=False)
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        _current.clear()
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return
+        record = {"job": hc.job.num, "overrides": list(hc.overrides.task),
+                  "status": _current.get("status"), "run_id": _current.get("run_id"),
+                  "message": _current.get("message", ""), "command": _current.get("command"),
+                  "ended": time.time()}
+        if job_return.status == JobStatus.FAILED:
+            exc = job_return._return_value
+            record["status"] = "failed"
+            record["message"] = record["message"] or f"{type(exc).__name__}: {exc}"
+        elif record["status"] is None:  # ended without telling (a SystemExit, say)
+            record["status"] = "failed"
+            record["message"] = "the job ended without a result"
+        path = Path(hc.runtime.output_dir) / RECORD
+        path.write_text(json.dumps(record, indent=1, default=str))
+        _current.clear()
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        print_summary()
+
+
+def collect(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
+    """The records of the jobs under ``sweep_dir`` written after ``since``, and one
+    ``failed`` entry per job folder of this multirun that has none."""
+    jobs = []
+    for cfg in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
+        folder = cfg.parent.parent
+        if cfg.stat().st_mtime < since:
+            continue  # a job of an earlier multirun in the same folder
+        path = folder / RECORD
+        if path.is_file():
+            try:
+                jobs.append(json.loads(path.read_text()))
+                continue
+            except ValueError:
+                pass
+        jobs.append({"job": folder.name, "status": "failed", "run_id": None,
+                     "overrides": [], "message": f"no result in {folder}: the job's "
+                                                 "process died (killed, out of memory?)"})
+    return sorted(jobs, key=lambda j: (str(j.get("job")).isdigit() is False,
+                                       int(j["job"]) if str(j.get("job")).isdigit() else 0,
+                                       str(j.get("job"))))
+
+
+def print_summary() -> int:
+    """Print the summary of the multirun this process launched; return how many jobs
+    failed (0 when there was no multirun, or it was printed already)."""
+    if not _multirun or _multirun.get("printed"):
+        return _multirun.get("failed", 0)
+    _multirun["printed"] = True
+    jobs = collect(_multirun["dir"], _multirun["start"])
+    counts = {s: sum(j["status"] == s for j in jobs) for s in ("finished", "skipped", "failed")}
+    _multirun["failed"] = counts["failed"]
+    line = "=" * 72
+    print(line)
+    print(f"multirun {_multirun['dir']}: {len(jobs)} job(s): {counts['finished']} finished, "
+          f"{counts['failed']} failed, {counts['skipped']} skipped")
+    for j in jobs:
+        what = " ".join(j.get("overrides") or [])
+        run = f"run {j['run_id']}" if j.get("run_id") else "no run"
+        note = {"failed": f": {j.get('message') or 'no reason given'}",
+                "skipped": " (reused: this config FINISHED before)"}.get(j["status"], "")
+        print(f"  #{j.get('job')} {j['status']:<8} {run}  {what}{note}")
+    print(line, flush=True)
+    return counts["failed"]
