@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnbench import interrupt
+from rnnbench.redaction import take_secrets
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -25,7 +26,30 @@ _failed_jobs: list[str] = []
 
 
 def _print_error(message: str) -> None:
-    print(f"rnnbench: error: {message}", file=sys.stderr, flush=True)
+    from rnnbench.redaction import redact
+
+    print(f"rnnbench: error: {redact(message)}", file=sys.stderr, flush=True)
+
+
+def interrupted_message(what: str = "run") -> str:
+    """What Ctrl-C left behind: the runs it closed as KILLED, or that none was open yet."""
+    killed = interrupt.killed_runs()
+    if not killed:
+        return (f"interrupted before any MLflow {what} was opened: nothing was recorded.")
+    return (f"interrupted: MLflow run(s) {', '.join(killed)} closed as KILLED.")
+
+
+def redact_hydra_record() -> None:
+    """Hydra writes the composed config and the overrides to the job's ``.hydra/`` folder
+    (and a multirun's to ``multirun.yaml``) before the job starts: hide passwords there."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rnnbench.redaction import redact_files
+
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    redact_files(out / (hc.output_subdir or ".hydra"))
+    redact_files(Path(hc.sweep.dir), "multirun.yaml")
 
 
 def hydra_context(app: str = "rnnbench") -> dict[str, Any]:
@@ -62,9 +86,10 @@ def print_summary(cfg: Any, result: Any) -> None:
         base = result.baselines.get(key)
         extra = f"   (baseline {base:.6g})" if base is not None else ""
         print(f"  test {key:<{width}} {value:.6g}{extra}")
+    uri = tracking.redact_uri(cfg.tracking.uri)
     print(f"  MLflow run {result.run_id} in experiment "
-          f"'{cfg.tracking.experiment or cfg.task.name}' at {cfg.tracking.uri}")
-    print(f"  open it:   {tracking.ui_command(cfg.tracking.uri)}")
+          f"'{cfg.tracking.experiment or cfg.task.name}' at {uri}")
+    print(f"  open it:   {tracking.ui_command(uri)}")
     if result.message:
         print(f"  note: {result.message}")
     print(line, flush=True)
@@ -76,6 +101,7 @@ def run_job(cfg: Any) -> Any:
     from rnnbench.errors import RnnbenchError, RunFailed
 
     hc = hydra_context()
+    redact_hydra_record()
     try:
         obj = config.to_object(cfg)
         hardware.select_backend(obj.backend.name)
@@ -92,7 +118,7 @@ def run_job(cfg: Any) -> Any:
             return None  # the other jobs of the multirun go on
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _print_error("interrupted: the MLflow run was closed as KILLED.")
+        _print_error(interrupted_message())
         sys.exit(130)
     print_summary(obj, result)
     return {"run_id": result.run_id, "status": result.status, **result.test_metrics}
@@ -127,6 +153,7 @@ def main() -> None:
         sys.exit(cells_main(sys.argv[2:]))
     interrupt.install()
     _enable_crash_traceback()
+    sys.argv[1:] = take_secrets(sys.argv[1:])
     _hydra_main(run_job, "config")
     if _failed_jobs:
         _print_error(f"{len(_failed_jobs)} job(s) of the multirun FAILED: "
@@ -140,6 +167,7 @@ def tune_main() -> None:
 
     interrupt.install()
     _enable_crash_traceback()
+    sys.argv[1:] = take_secrets(sys.argv[1:])
     _hydra_main(tune_job, "tune")
     if _failed_jobs:
         _print_error(f"{len(_failed_jobs)} sweep(s) of the multirun FAILED: "

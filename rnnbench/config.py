@@ -238,8 +238,38 @@ def register_configs() -> None:
     cs.store(group="schema", name="search_space", node=tuning.SearchSpaceConfig)
 
 
+def unknown_keys(node: Any, path: str = "") -> list[tuple[str, list[str]]]:
+    """Keys of ``node`` that its schema does not have, with the keys it does have.
+    Hydra's ``+key=value`` adds a key even to a structured config, and the dataclasses
+    would silently drop it."""
+    import dataclasses
+
+    out: list[tuple[str, list[str]]] = []
+    if not isinstance(node, DictConfig):
+        return out
+    kind = OmegaConf.get_type(node)
+    known = ({f.name for f in dataclasses.fields(kind)}
+             if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None)
+    for key in node.keys():
+        name = f"{path}.{key}" if path else str(key)
+        if known is not None and key not in known:
+            out.append((name, sorted(known)))
+            continue
+        out += unknown_keys(node._get_node(key), name)
+    return out
+
+
 def to_object(cfg: DictConfig) -> Any:
     """Turn a composed config into dataclass objects, running every value check."""
+    import difflib
+
+    for name, known in unknown_keys(cfg):
+        parent, _, leaf = name.rpartition(".")
+        near = difflib.get_close_matches(leaf, known, n=1)
+        hint = f" Did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
+        raise ConfigError(
+            f"{name} is not a config key ({parent or 'the config'} has: {', '.join(known)})."
+            f"{hint} A +key override can only set a key the schema has; nothing was run.")
     try:
         return OmegaConf.to_object(cfg)
     except ConfigError:

@@ -30,7 +30,10 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from rnnbench import interrupt  # noqa: E402
 from rnnbench.errors import TrackingError  # noqa: E402
+from rnnbench.redaction import redact as redact_uri  # noqa: E402,F401
+from rnnbench.redaction import restore_password, split_credentials  # noqa: E402
 
 T = TypeVar("T")
 MAX_PARAM_LEN = 6000
@@ -79,24 +82,141 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = exc
             time.sleep(0.5)
-    raise TrackingError(
+    raise TrackingError(redact_uri(
         f"the MLflow tracking server at {uri} did not answer within {timeout_s:g} s ({last}). "
         f"Start it with `mlflow server --host 127.0.0.1 --port <port>`, or pass "
-        f"tracking.uri=<its address>, or use the local store with tracking=sqlite."
-    )
+        f"tracking.uri=<its address>, or use the local store with tracking=sqlite."))
+
+
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def check_uri(uri: str, key: str = "tracking.uri") -> None:
+    """Refuse a URI under which runs would not be kept: no scheme (MLflow would take it
+    for its deprecated file store), an unknown scheme, or an in-memory SQLite store
+    (the record would vanish when the process ends)."""
+    from rnnbench.errors import ConfigError
+
+    shown = redact_uri(uri)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in STORE_SCHEMES:
+        raise ConfigError(
+            f"{key}={shown!r} is not a tracking URI rnnbench can keep runs in. Give "
+            f"sqlite:///path/to/mlflow.db (a local file), postgresql://user@host/db, or "
+            f"http://host:port (an MLflow server).")
+    if scheme == "sqlite":
+        path = uri.split("://", 1)[1]
+        if path in ("", "/", "/:memory:") or ":memory:" in path or "mode=memory" in path:
+            raise ConfigError(
+                f"{key}={shown!r} is an in-memory SQLite store: everything logged to it "
+                f"is lost when the process ends. Give a file, e.g. sqlite:///mlflow.db.")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+def check_sqlite_file(uri: str, write: bool) -> None:
+    """Refuse, before MLflow touches it, a SQLite store it cannot use: a missing or
+    read-only folder, a read-only file, a file that is not a SQLite database. (MLflow
+    would retry a read-only folder for minutes, then print a SQLAlchemy traceback.)"""
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    shown = redact_uri(uri)
+    folder = db.resolve().parent
+    if not folder.is_dir():
+        raise TrackingError(f"tracking.uri={shown}: folder {folder} does not exist. Create "
+                            f"it, or give a store in an existing folder.")
+    if db.is_dir():
+        raise TrackingError(f"tracking.uri={shown}: {db} is a folder, not a SQLite file. "
+                            f"Give the path of the database file, e.g. {db / 'mlflow.db'}.")
+    if db.exists():
+        try:
+            with open(db, "rb") as f:
+                head = f.read(16)
+        except OSError as exc:
+            raise TrackingError(f"tracking.uri={shown}: {db} cannot be read "
+                                f"({exc.strerror}). Fix its permissions.") from None
+        if head and head != b"SQLite format 3\x00":
+            raise TrackingError(
+                f"tracking.uri={shown}: {db} is not a SQLite database (it may be damaged or "
+                f"another kind of file). Move it aside and give a new store, e.g. "
+                f"sqlite:///mlflow-new.db; runs logged to it are not readable by MLflow.")
+        if write and not os.access(db, os.W_OK):
+            raise TrackingError(f"tracking.uri={shown}: {db} is read-only, so no run can be "
+                                f"logged to it. Make it writable (chmod u+w) or give another "
+                                f"store.")
+    if write and not os.access(folder, os.W_OK | os.X_OK):
+        raise TrackingError(
+            f"tracking.uri={shown}: folder {folder} is read-only; SQLite needs to write "
+            f"the store and its journal there. Give a store in a writable folder, e.g. "
+            f"tracking.uri=sqlite:///$HOME/mlflow.db.")
+
+
+def connect_uri(uri: str) -> str:
+    """The URI MLflow connects to: an http(s) URI's ``user:password@`` moves to MLflow's
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (MLflow would take it for part of the host
+    name); a database URI gets back a password taken off the command line."""
+    bare, user, password = split_credentials(uri)
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return restore_password(bare)
+
+
+def store_error(uri: str, exc: BaseException, doing: str) -> TrackingError:
+    """A one-paragraph TrackingError for a fault of the store itself (no traceback)."""
+    reason = getattr(exc, "message", None) or str(exc)
+    reason = " ".join(reason.split())[:400]
+    return TrackingError(redact_uri(
+        f"{doing} the MLflow store {uri} failed: {type(exc).__name__}: {reason}. If it is a "
+        f"SQLite file, check that it is an intact MLflow database in a writable folder "
+        f"(or give a new one); if it is a server, check that it is up and reachable."))
+
+
+def is_store_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the store (MLflow, SQLAlchemy, SQLite, HTTP), not from
+    rnnbench itself."""
+    from rnnbench.errors import RnnbenchError
+
+    if isinstance(exc, RnnbenchError):
+        return False
+    root = type(exc).__module__.split(".", 1)[0]
+    return isinstance(exc, MlflowException) or root in ("sqlalchemy", "sqlite3", "requests",
+                                                        "urllib3")
+
+
+@contextmanager
+def store_faults(uri: str, doing: str) -> Iterator[None]:
+    """Turn a fault of the store inside the block into a one-paragraph TrackingError."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_store_fault(exc):
+            raise
+        raise store_error(uri, exc, doing) from None
 
 
 def configure(uri: str, timeout_s: float = 15.0) -> None:
-    """Point MLflow at ``uri`` after checking that it can be reached."""
-    check_reachable(uri, timeout_s)
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        if db.parent and not db.parent.exists():
-            raise TrackingError(f"tracking.uri={uri}: folder {db.parent} does not exist.")
+    """Point MLflow at ``uri`` after checking that it can be used for writing."""
+    check_uri(uri)
+    real = connect_uri(uri)
+    check_reachable(split_credentials(uri)[0], timeout_s)
+    check_sqlite_file(uri, write=True)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = os.environ.get(
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    mlflow.set_tracking_uri(uri)
-    init_sqlite_store(uri)
+    mlflow.set_tracking_uri(real)
+    try:
+        init_sqlite_store(real)
+    except TrackingError:
+        raise
+    except Exception as exc:  # SQLAlchemy / MLflow errors of a damaged store
+        raise store_error(uri, exc, "opening") from None
 
 
 def ui_command(uri: str) -> str:
@@ -133,7 +253,7 @@ class Run:
 
     @retry_locked
     def log_params(self, params: dict[str, Any]) -> None:
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        items = [Param(k, redact_uri(_param_value(v))) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
@@ -147,7 +267,7 @@ class Run:
 
     @retry_locked
     def set_tags(self, tags: dict[str, Any]) -> None:
-        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        items = [RunTag(k, redact_uri(str(v))) for k, v in tags.items() if v is not None]
         if items:
             self.client.log_batch(self.run_id, tags=items)
 
@@ -156,7 +276,7 @@ class Run:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._log_bytes(text.encode(), artifact_file)
+        self._log_bytes(redact_uri(text).encode(), artifact_file)
 
     def log_json(self, obj: Any, artifact_file: str) -> None:
         self.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), artifact_file)
@@ -213,7 +333,7 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
     """Open a run; close it FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED on
     any other exception (with the reason as a tag). Code inside may end it itself."""
     experiment_id = ensure_experiment(experiment)
-    all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+    all_tags = {k: redact_uri(str(v)) for k, v in (tags or {}).items() if v is not None}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = Run(_create_run(experiment_id, run_name, all_tags), experiment_id)
@@ -222,6 +342,7 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
     except KeyboardInterrupt:
         run.set_tags({"failure_reason": "interrupted (Ctrl-C or SIGTERM)"})
         run.end("KILLED")
+        interrupt.note_killed(run.run_id)
         raise
     except BaseException as exc:
         if run_status(run.run_id) not in ("FAILED", "KILLED"):
@@ -294,7 +415,7 @@ def close_run(run_id: str, status: str, tags: dict[str, str] | None = None) -> N
     """End a run left open by a dead process (used when a sweep resumes)."""
     client = mlflow.MlflowClient()
     for k, v in (tags or {}).items():
-        client.set_tag(run_id, k, v)
+        client.set_tag(run_id, k, redact_uri(str(v)))
     client.set_terminated(run_id, status)
 
 
@@ -308,16 +429,23 @@ def find_finished(experiment: str, config_hash: str) -> list:
 
 def open_store(uri: str, timeout_s: float = 15.0) -> None:
     """Point MLflow at an existing store for reading: a SQLite file that is not there is
-    refused (MLflow would silently create an empty one), a server must answer."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        if not db.is_file():
-            raise TrackingError(
-                f"--tracking-uri {uri}: there is no MLflow store at {db.resolve()}. Pass the "
-                f"store your runs were logged to (rnnbench writes sqlite:///mlflow.db in the "
-                f"folder it ran in), or an http:// address of an MLflow server.")
-    check_reachable(uri, timeout_s)
-    mlflow.set_tracking_uri(uri)
+    refused (MLflow would silently create an empty one), a server must answer, and a
+    damaged store is a TrackingError."""
+    check_uri(uri, "--tracking-uri")
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise TrackingError(redact_uri(
+            f"--tracking-uri {uri}: there is no MLflow store at {db.resolve()}. Pass the "
+            f"store your runs were logged to (rnnbench writes sqlite:///mlflow.db in the "
+            f"folder it ran in), or an http:// address of an MLflow server."))
+    check_sqlite_file(uri, write=False)
+    real = connect_uri(uri)
+    check_reachable(split_credentials(uri)[0], timeout_s)
+    mlflow.set_tracking_uri(real)
+    try:
+        _open_existing(real)
+    except Exception as exc:
+        raise store_error(uri, exc, "reading") from None
 
 
 @retry_locked
@@ -358,7 +486,7 @@ def open_run(experiment: str, run_name: str, tags: dict[str, Any]) -> Run:
     """Create a run that stays open across calls (a sweep's parent run); close it with
     :meth:`Run.end` or :func:`close_run`."""
     experiment_id = ensure_experiment(experiment)
-    clean = {k: str(v) for k, v in tags.items() if v is not None}
+    clean = {k: redact_uri(str(v)) for k, v in tags.items() if v is not None}
     return Run(_create_run(experiment_id, run_name, clean), experiment_id)
 
 
@@ -385,27 +513,69 @@ def child_runs(parent_run_id: str, filter_string: str = "") -> list:
     return search_runs([name], query)
 
 
-@retry_locked
 def init_sqlite_store(uri: str) -> None:
-    """Open a SQLite store under an exclusive lock on its folder. Processes that open a
-    new store at the same moment (the jobs of a parallel multirun) would otherwise all run
-    MLflow's schema migration at once, and all but one fail."""
-    if not uri.startswith("sqlite:///"):
+    """Open a SQLite store, creating it first if it is not there.
+
+    A new store is made whole before it appears under its name: MLflow's schema set-up
+    runs on a temporary file in the same folder, under an exclusive lock on the folder,
+    and the finished file is then linked to its name. Processes that open a new store at
+    the same moment (the jobs of a parallel multirun, a run and ``mlflow ui`` or a
+    script watching the file) would otherwise all run MLflow's migrations on the same
+    file, and all but one fail with ``table _alembic_tmp_... already exists``."""
+    db = sqlite_path(uri)
+    if db is None:
         return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no parallel jobs to guard against
-        return
-    folder = Path(uri[len("sqlite:///"):]).resolve().parent
+    folder = db.resolve().parent
     fd = os.open(folder, os.O_RDONLY)
     try:
         try:
+            import fcntl
+
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks (some network mounts): go on
+        except (ImportError, OSError):  # not POSIX, or a file system without locks: go on
             pass
-        mlflow.MlflowClient(uri).search_experiments(max_results=1)  # creates the tables
+        if not db.exists():
+            _create_sqlite_store(db)
+        _open_existing(uri)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _create_sqlite_store(db: Path) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tmp = db.resolve().parent / f".{db.name}.{os.getpid()}.creating"
+    tmp_uri = f"sqlite:///{tmp}"
+    try:
+        mlflow.MlflowClient(tmp_uri).search_experiments(max_results=1)  # the schema
+        engine = SqlAlchemyStore._engine_map.pop(tmp_uri, None)
+        if engine is not None:
+            engine.dispose()
+        try:
+            os.link(tmp, db)  # never replaces a store another program made meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not db.exists():
+                os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _open_existing(uri: str, attempts: int = 20) -> None:
+    """Open the store once (MLflow checks its schema). A program that does not take the
+    lock may still be creating it: wait for it rather than fail."""
+    for attempt in range(attempts):
+        try:
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+            return
+        except Exception as exc:
+            text = str(exc).lower()
+            busy = _is_locked(exc) or "already exists" in text or "out-of-date" in text \
+                or "no such table" in text
+            if not busy or attempt == attempts - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
 
 
 # ---- several steps in one write (rnnbench.diagnostics) -------------------------------------

@@ -93,7 +93,9 @@ def report_command(args: argparse.Namespace) -> str:
         parts += ["--trial-fraction", f"{args.trial_fraction:g}"]
     if args.title:
         parts += ["--title", args.title]
-    return shlex.join(parts)
+    from rnnbench.redaction import redact
+
+    return redact(shlex.join(parts))
 
 
 def run(args: argparse.Namespace) -> tuple[Path, Any]:
@@ -162,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out, result = run(args)
     except RnnbenchError as exc:
-        print(f"rnnbench-report: error: {exc}", file=sys.stderr, flush=True)
+        from rnnbench.redaction import redact
+
+        print(f"rnnbench-report: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return exc.exit_code
     print_summary(out, result)
     return 0
