@@ -11,6 +11,7 @@ This module must stay light: it is imported before the Keras backend is chosen.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -29,6 +30,8 @@ DEVICES = ("cpu", "gpu")
 FALLBACKS = ("fail", "cpu")
 STRATEGIES = ("none", "mirrored")
 BACKENDS = ("tensorflow", "jax", "torch")
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .\-+=,:()]{0,199}$")
+MAX_UNITS = 16384
 
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -55,7 +58,8 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check(self.units >= 1, "model.units", self.units, "an integer >= 1")
+        check(1 <= self.units <= MAX_UNITS, "model.units", self.units,
+              f"an integer >= 1 and <= {MAX_UNITS} (a larger layer does not fit in memory)")
         check(self.layers >= 1, "model.layers", self.layers, "an integer >= 1")
         check_fraction("model.dropout", self.dropout)
 
@@ -185,6 +189,12 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         check(bool(self.uri), "tracking.uri", self.uri, "a tracking URI")
         check(self.timeout_s > 0, "tracking.timeout_s", self.timeout_s, "a number > 0")
+        if self.experiment is not None:
+            # the name goes into folder names (a sweep's search state) and MLflow filters
+            check(bool(EXPERIMENT_NAME.match(self.experiment)) and ".." not in self.experiment,
+                  "tracking.experiment", self.experiment,
+                  "null or a name of letters, digits, spaces and _ . - + = , : ( ) (no "
+                  "quotes, no slashes, no '..', at most 200 characters)")
 
 
 @dataclass

@@ -90,6 +90,41 @@ def version_tags() -> dict[str, str]:
     return tags
 
 
+def data_extremes(data: Any, max_batches: int = 200) -> tuple[int, float]:
+    """``(non-finite values, largest magnitude)`` of the training inputs and targets."""
+    import numpy as np
+
+    bad, top = 0, 0.0
+    for x, y in data.train.take(max_batches):
+        for part in (x, y):
+            for arr in (part if isinstance(part, (tuple, list)) else (part,)):
+                a = np.asarray(arr)
+                if not np.issubdtype(a.dtype, np.number):
+                    continue
+                a = a.astype("float64")
+                finite = np.isfinite(a)
+                bad += int(a.size - finite.sum())
+                if finite.any():
+                    top = max(top, float(np.abs(a[finite]).max()))
+    return bad, top
+
+
+def nonfinite_advice(cfg: Any, data: Any) -> str:
+    """What to change after a NaN: the data when it holds non-finite or extreme values,
+    else the optimizer."""
+    bad, top = data_extremes(data)
+    optimizer = (f"a smaller optimizer.lr (now {cfg.optimizer.lr:g}) or optimizer.clipnorm "
+                 f"(now {cfg.optimizer.clipnorm})")
+    if bad or top > 1e4:
+        found = (f"{bad} non-finite value(s)" if bad else "") + (" and " if bad and top > 1e4
+                                                                  else "")
+        found += f"values as large as {top:.3g}" if top > 1e4 else ""
+        return (f"The training data holds {found}: fix or scale the data first (e.g. "
+                f"normalisation in the task config, or clean the input file); a smaller "
+                f"learning rate will not cure it. Then try {optimizer} if it still fails.")
+    return f"The data looks sane (largest value {top:.3g}); try {optimizer}."
+
+
 def run(cfg: Any, ctx: RunContext) -> RunResult:
     """Train and evaluate ``cfg`` (a :class:`rnnbench.config.RunConfig`), logging to MLflow."""
     hw = hardware.setup(cfg.hardware, cfg.backend.name, cfg.seed)
@@ -172,10 +207,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
             mlrun.set_tags({"failure_reason": reason, "failure_what": f["what"],
                             "failure_epoch": f["epoch"], "failure_step": f["step"]})
             mlrun.end("FAILED")
-            raise RunFailed(
-                f"run {mlrun.run_id} FAILED: {reason}. Try a smaller optimizer.lr "
-                f"(now {cfg.optimizer.lr:g}) or set optimizer.clipnorm."
-            )
+            raise RunFailed(f"run {mlrun.run_id} FAILED: {reason}. "
+                            + nonfinite_advice(cfg, data))
 
         test = task.evaluate(model, data, "test")
         base = task.baselines(data)

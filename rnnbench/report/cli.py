@@ -112,7 +112,10 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
     options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
                                      trial_fraction=args.trial_fraction)
-    result = analysis.analyse(selection, options, collect.History())
+    from rnnbench import tracking
+
+    with tracking.store_faults(tracking.redact_uri(args.tracking_uri), "reading"):
+        result = analysis.analyse(selection, options, collect.History())
     if not result.sections:
         raise ConfigError(
             f"the {len(selection.runs)} run(s) matching {selection.described} are not "
