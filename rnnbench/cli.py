@@ -145,12 +145,39 @@ def _hydra_main(task_function: Any, config_name: str) -> None:
         task_function)()
 
 
+def replay_main(argv: list[str]) -> int:
+    """``rnnbench replay SPOOL [--tracking-uri URI]``: log a run whose store went away."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="rnnbench replay",
+        description="Log the record of a run that was kept on disk because its MLflow store "
+                    "stopped taking writes (the run's error message names the folder).")
+    p.add_argument("spool", type=Path, help="the run's folder under rnnbench-spool/")
+    p.add_argument("--tracking-uri", default=None,
+                   help="log to this store instead of the run's own")
+    args = p.parse_args(take_secrets(argv))
+    from rnnbench import tracking
+    from rnnbench.errors import RnnbenchError
+
+    try:
+        run_id = tracking.replay(args.spool, args.tracking_uri)
+    except RnnbenchError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    print(f"rnnbench: the run's record is in the store as MLflow run {run_id}.")
+    return 0
+
+
 def main() -> None:
-    """``rnnbench``: one run or a multirun; ``rnnbench cells`` lists the cells."""
+    """``rnnbench``: one run or a multirun; ``rnnbench cells`` lists the cells;
+    ``rnnbench replay`` logs a spooled run."""
     if len(sys.argv) > 1 and sys.argv[1] == "cells":
         from rnnbench.cells.listing import main as cells_main
 
         sys.exit(cells_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "replay":
+        sys.exit(replay_main(sys.argv[2:]))
     interrupt.install()
     _enable_crash_traceback()
     sys.argv[1:] = take_secrets(sys.argv[1:])
