@@ -12,15 +12,16 @@ import platform
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
 from rnnbench import __version__, hardware, tracking
 from rnnbench.config import flatten
-from rnnbench.errors import RunFailed
+from rnnbench.errors import HardwareError, RunFailed
 
 
 @dataclass
@@ -90,6 +91,26 @@ def version_tags() -> dict[str, str]:
     return tags
 
 
+@contextmanager
+def out_of_memory(cfg: Any, doing: str) -> Iterator[None]:
+    """An allocation that fails (host or device memory) becomes a HardwareError that
+    names the sizes to lower, instead of a TensorFlow traceback."""
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)[:2000].lower()
+        if not (isinstance(exc, MemoryError) or type(exc).__name__ in (
+                "ResourceExhaustedError", "OutOfMemoryError") or "out of memory" in text
+                or "oom when allocating" in text):
+            raise
+        raise HardwareError(
+            f"out of memory while {doing} the model (model.units={cfg.model.units}, "
+            f"model.layers={cfg.model.layers}, train.batch_size={cfg.train.batch_size}, "
+            f"hardware={cfg.hardware.name}): {type(exc).__name__}. Lower model.units, "
+            f"model.layers or train.batch_size, or run on a device with more memory."
+        ) from None
+
+
 def data_extremes(data: Any, max_batches: int = 200) -> tuple[int, float]:
     """``(non-finite values, largest magnitude)`` of the training inputs and targets."""
     import numpy as np
@@ -150,7 +171,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
             return RunResult(run_id, "FINISHED", skipped=True, message=msg)
 
     data = task.prepare(cfg.train.batch_size, cfg.seed)
-    with hw.scope():
+    with out_of_memory(cfg, "building"), hw.scope():
         model = build_model(cfg, task, data)
         model.compile(optimizer=make_optimizer(cfg.optimizer, hw.lr_scale), loss=task.loss(),
                       metrics=task.compile_metrics(), jit_compile=hw.jit_compile)
@@ -193,7 +214,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         cbs += task.callbacks(data)
         train_ds = data.train.repeat() if cfg.train.steps_per_epoch else data.train
         t0 = time.perf_counter()
-        with hw.guard():
+        with out_of_memory(cfg, "training"), hw.guard():
             history = model.fit(train_ds, validation_data=data.val, epochs=cfg.train.epochs,
                                 steps_per_epoch=cfg.train.steps_per_epoch, callbacks=cbs,
                                 verbose=cfg.train.verbose, shuffle=False,
