@@ -249,7 +249,7 @@ def small_store(tmp_path_factory):
     from rnnbench import tracking
 
     tracking.configure(uri)
-    for cell in ("lstm", "gru"):
+    for cell in ("lstm", "gru", "<i>evil</i>"):
         for seed in (0, 1):
             tags = {"task": "co2", "cell": cell, "seed": seed, "run_kind": "run",
                     "primary_metric": "mse", "primary_mode": "min"}
@@ -286,6 +286,15 @@ def test_report_never_deletes_outside_its_folder(small_store, tmp_path, capsys):
     assert not (out / "tables" / "stale.csv").exists()  # one it wrote: removed
     for entry in (str(outside), "../precious.csv", "tables/linked/old.csv", "notes.txt"):
         assert f"lists '{entry}'" in err and "left alone" in err
+
+
+def test_report_escapes_html_in_run_values(small_store, tmp_path):
+    from rnnbench.report.cli import main as report_main
+
+    _, uri = small_store
+    assert report_main(["--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "&lt;i&gt;evil&lt;/i&gt;" in page and "<i>evil</i>" not in page
 
 
 def test_report_on_a_symlinked_out_folder_works_inside_the_real_folder(small_store, tmp_path):
