@@ -526,6 +526,13 @@ def replay(folder: str | Path, uri: str | None = None, timeout_s: float = 15.0) 
     except (OSError, ValueError) as exc:
         raise TrackingError(f"{folder} is not a run spooled by rnnbench ({exc}). Give the "
                             f"folder that the error message of the run named.") from None
+    if "offline_reason" not in header:  # the store took every write: nothing to add
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        raise TrackingError(f"{folder}: the store took every write of run "
+                            f"{header.get('run_id')} (the process ended without losing "
+                            f"its store): there is nothing to replay. The folder is removed.")
     target = uri or header["uri"]
     configure(target, timeout_s)
     with store_faults(target, "replaying into"):
