@@ -208,19 +208,23 @@ def test_http_credentials_work_and_the_password_appears_nowhere(server, tmp_path
     env = cli_env()
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(key, None)
-    proc = run_cli(["debug=smoke", "diagnostics.enabled=false", "seed=5",
+    # a multirun of one job: Hydra also logs the job's overrides and writes multirun.yaml
+    proc = run_cli(["-m", "debug=smoke", "diagnostics.enabled=false", "seed=5",
                     f"tracking.uri={uri}"], tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    launched = [line for line in proc.stdout.splitlines() if "#0 : " in line]
+    assert launched and f"\\:{server.port}" in launched[0]  # Hydra's "#0 : …" line
     assert PASSWORD not in proc.stdout + proc.stderr
-    assert no_secret_in_tree(tmp_path) == []  # outputs/…/.hydra/*.yaml, logs
-    assert list(tmp_path.glob("outputs/*/*/.hydra/overrides.yaml"))
+    assert no_secret_in_tree(tmp_path) == []  # .hydra/*.yaml, multirun.yaml, logs
+    assert list(tmp_path.glob("multirun/*/*/multirun.yaml"))
+    assert list(tmp_path.glob("multirun/*/*/0/.hydra/overrides.yaml"))
 
     client = server.client()
     exp = client.get_experiment_by_name("co2")
     (run,) = client.search_runs([exp.experiment_id], "tags.seed = '5'")
     assert run.info.status == "FINISHED"
-    assert run.data.tags["command"] == (f"rnnbench debug=smoke diagnostics.enabled=false "
-                                        f"seed=5 tracking.uri={server.url}")
+    command = run.data.tags["command"]  # as Hydra wrote the overrides (":" escaped)
+    assert command.startswith("rnnbench debug=smoke") and f"\\:{server.port}" in command
     assert PASSWORD not in json.dumps([run.data.params, run.data.tags])
     arts = client.download_artifacts(run.info.run_id, "config", str(tmp_path / "dl"))
     assert no_secret_in_tree(Path(arts)) == [] and (Path(arts) / "config.yaml").is_file()
