@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnbench import interrupt, jobs
+from rnnbench.redaction import take_secrets
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -35,7 +36,30 @@ CONF_DIR = _conf_dir()
 
 
 def _print_error(message: str) -> None:
-    print(f"rnnbench: error: {message}", file=sys.stderr, flush=True)
+    from rnnbench.redaction import redact
+
+    print(f"rnnbench: error: {redact(message)}", file=sys.stderr, flush=True)
+
+
+def interrupted_message(what: str = "run") -> str:
+    """What Ctrl-C left behind: the runs it closed as KILLED, or that none was open yet."""
+    killed = interrupt.killed_runs()
+    if not killed:
+        return (f"interrupted before any MLflow {what} was opened: nothing was recorded.")
+    return (f"interrupted: MLflow run(s) {', '.join(killed)} closed as KILLED.")
+
+
+def redact_hydra_record() -> None:
+    """Hydra writes the composed config and the overrides to the job's ``.hydra/`` folder
+    (and a multirun's to ``multirun.yaml``) before the job starts: hide passwords there."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rnnbench.redaction import redact_files
+
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    redact_files(out / (hc.output_subdir or ".hydra"))
+    redact_files(Path(hc.sweep.dir), "multirun.yaml")
 
 
 def hydra_context(app: str = "rnnbench") -> dict[str, Any]:
@@ -83,9 +107,10 @@ def print_summary(cfg: Any, result: Any) -> None:
         base = result.baselines.get(key)
         extra = f"   (baseline {base:.6g})" if base is not None else ""
         print(f"  test {key:<{width}} {value:.6g}{extra}")
+    uri = tracking.redact_uri(cfg.tracking.uri)
     print(f"  MLflow run {result.run_id} in experiment "
-          f"'{cfg.tracking.experiment or cfg.task.name}' at {cfg.tracking.uri}")
-    print(f"  open it:   {tracking.ui_command(cfg.tracking.uri)}")
+          f"'{cfg.tracking.experiment or cfg.task.name}' at {uri}")
+    print(f"  open it:   {tracking.ui_command(uri)}")
     if result.message:
         print(f"  note: {result.message}")
     print(line, flush=True)
@@ -104,6 +129,7 @@ def _run_job(cfg: Any) -> float:
     from rnnbench.errors import RnnbenchError, RunFailed
 
     hc = hydra_context()
+    redact_hydra_record()
     try:
         conventions.apply_environment(cfg, hc["overrides"])
         obj = config.to_object(cfg)
@@ -123,7 +149,7 @@ def _run_job(cfg: Any) -> float:
             return math.inf if direction == "minimize" else -math.inf
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _print_error("interrupted: the MLflow run was closed as KILLED.")
+        _print_error(interrupted_message())
         sys.exit(130)
     print_summary(obj, result)
     jobs.job_done("skipped" if result.skipped else "finished", result.run_id, result.message,
@@ -201,15 +227,43 @@ def _hydra_main(task_function: Any, config_name: str) -> None:
         task_function)()
 
 
+def replay_main(argv: list[str]) -> int:
+    """``rnnbench replay SPOOL [--tracking-uri URI]``: log a run whose store went away."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="rnnbench replay",
+        description="Log the record of a run that was kept on disk because its MLflow store "
+                    "stopped taking writes (the run's error message names the folder).")
+    p.add_argument("spool", type=Path, help="the run's folder under rnnbench-spool/")
+    p.add_argument("--tracking-uri", default=None,
+                   help="log to this store instead of the run's own")
+    args = p.parse_args(take_secrets(argv))
+    from rnnbench import tracking
+    from rnnbench.errors import RnnbenchError
+
+    try:
+        run_id = tracking.replay(args.spool, args.tracking_uri)
+    except RnnbenchError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    print(f"rnnbench: the run's record is in the store as MLflow run {run_id}.")
+    return 0
+
+
 def main() -> None:
-    """``rnnbench``: one run or a multirun; ``rnnbench cells`` lists the cells."""
+    """``rnnbench``: one run or a multirun; ``rnnbench cells`` lists the cells;
+    ``rnnbench replay`` logs a spooled run."""
     if len(sys.argv) > 1 and sys.argv[1] == "cells":
         from rnnbench.cells.listing import main as cells_main
 
         sys.exit(cells_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "replay":
+        sys.exit(replay_main(sys.argv[2:]))
     check_plugins(sys.argv[1:])
     interrupt.install()
     _enable_crash_traceback()
+    sys.argv[1:] = take_secrets(sys.argv[1:])
     _run_hydra(run_job, "config", "job(s)")
 
 
@@ -232,6 +286,7 @@ def tune_main() -> None:
     check_plugins(sys.argv[1:])
     interrupt.install()
     _enable_crash_traceback()
+    sys.argv[1:] = take_secrets(sys.argv[1:])
     _run_hydra(tune_job, "tune", "sweep(s)")
 
 

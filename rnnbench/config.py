@@ -11,6 +11,7 @@ This module must stay light: it is imported before the Keras backend is chosen.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -32,6 +33,8 @@ STRATEGIES = ("none", "mirrored")
 BACKENDS = ("tensorflow", "jax", "torch")
 SPLITS = ("val", "test", "train")
 DIRECTIONS = ("minimize", "maximize")
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .\-+=,:()]{0,199}$")
+MAX_UNITS = 16384
 
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -58,7 +61,8 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check(self.units >= 1, "model.units", self.units, "an integer >= 1")
+        check(1 <= self.units <= MAX_UNITS, "model.units", self.units,
+              f"an integer >= 1 and <= {MAX_UNITS} (a larger layer does not fit in memory)")
         check(self.layers >= 1, "model.layers", self.layers, "an integer >= 1")
         check_fraction("model.dropout", self.dropout)
 
@@ -206,6 +210,12 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         check(bool(self.uri), "tracking.uri", self.uri, "a tracking URI")
         check(self.timeout_s > 0, "tracking.timeout_s", self.timeout_s, "a number > 0")
+        if self.experiment is not None:
+            # the name goes into folder names (a sweep's search state) and MLflow filters
+            check(bool(EXPERIMENT_NAME.match(self.experiment)) and ".." not in self.experiment,
+                  "tracking.experiment", self.experiment,
+                  "null or a name of letters, digits, spaces and _ . - + = , : ( ) (no "
+                  "quotes, no slashes, no '..', at most 200 characters)")
 
 
 @dataclass
@@ -281,8 +291,38 @@ def register_configs() -> None:
     cs.store(group="schema", name="search_space", node=tuning.SearchSpaceConfig)
 
 
+def unknown_keys(node: Any, path: str = "") -> list[tuple[str, list[str]]]:
+    """Keys of ``node`` that its schema does not have, with the keys it does have.
+    Hydra's ``+key=value`` adds a key even to a structured config, and the dataclasses
+    would silently drop it."""
+    import dataclasses
+
+    out: list[tuple[str, list[str]]] = []
+    if not isinstance(node, DictConfig):
+        return out
+    kind = OmegaConf.get_type(node)
+    known = ({f.name for f in dataclasses.fields(kind)}
+             if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None)
+    for key in node.keys():
+        name = f"{path}.{key}" if path else str(key)
+        if known is not None and key not in known:
+            out.append((name, sorted(known)))
+            continue
+        out += unknown_keys(node._get_node(key), name)
+    return out
+
+
 def to_object(cfg: DictConfig) -> Any:
     """Turn a composed config into dataclass objects, running every value check."""
+    import difflib
+
+    for name, known in unknown_keys(cfg):
+        parent, _, leaf = name.rpartition(".")
+        near = difflib.get_close_matches(leaf, known, n=1)
+        hint = f" Did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
+        raise ConfigError(
+            f"{name} is not a config key ({parent or 'the config'} has: {', '.join(known)})."
+            f"{hint} A +key override can only set a key the schema has; nothing was run.")
     try:
         return OmegaConf.to_object(cfg)
     except ConfigError:

@@ -21,6 +21,7 @@ import signal
 from typing import Any
 
 _requested: str | None = None
+_killed: list[str] = []  # MLflow runs closed as KILLED because of a stop request
 
 
 def _handler(signum: int, frame: Any) -> None:
@@ -50,3 +51,14 @@ def reset() -> None:
     """Forget a stop request (for code that handled it and goes on, and for tests)."""
     global _requested
     _requested = None
+
+
+def note_killed(run_id: str | None) -> None:
+    """Remember that a stop request closed MLflow run ``run_id`` as KILLED."""
+    if run_id and run_id not in _killed:
+        _killed.append(run_id)
+
+
+def killed_runs() -> list[str]:
+    """The MLflow runs closed as KILLED in this process, oldest first."""
+    return list(_killed)

@@ -13,15 +13,16 @@ import platform
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
 from rnnbench import __version__, conventions, hardware, objective, tracking
 from rnnbench.config import flatten
-from rnnbench.errors import RunFailed
+from rnnbench.errors import HardwareError, RunFailed
 
 
 @dataclass
@@ -104,6 +105,61 @@ def version_tags() -> dict[str, str]:
     return tags
 
 
+@contextmanager
+def out_of_memory(cfg: Any, doing: str) -> Iterator[None]:
+    """An allocation that fails (host or device memory) becomes a HardwareError that
+    names the sizes to lower, instead of a TensorFlow traceback."""
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)[:2000].lower()
+        if not (isinstance(exc, MemoryError) or type(exc).__name__ in (
+                "ResourceExhaustedError", "OutOfMemoryError") or "out of memory" in text
+                or "oom when allocating" in text):
+            raise
+        raise HardwareError(
+            f"out of memory while {doing} the model (model.units={cfg.model.units}, "
+            f"model.layers={cfg.model.layers}, train.batch_size={cfg.train.batch_size}, "
+            f"hardware={cfg.hardware.name}): {type(exc).__name__}. Lower model.units, "
+            f"model.layers or train.batch_size, or run on a device with more memory."
+        ) from None
+
+
+def data_extremes(data: Any, max_batches: int = 200) -> tuple[int, float]:
+    """``(non-finite values, largest magnitude)`` of the training inputs and targets."""
+    import numpy as np
+
+    bad, top = 0, 0.0
+    for x, y in data.train.take(max_batches):
+        for part in (x, y):
+            for arr in (part if isinstance(part, (tuple, list)) else (part,)):
+                a = np.asarray(arr)
+                if not np.issubdtype(a.dtype, np.number):
+                    continue
+                a = a.astype("float64")
+                finite = np.isfinite(a)
+                bad += int(a.size - finite.sum())
+                if finite.any():
+                    top = max(top, float(np.abs(a[finite]).max()))
+    return bad, top
+
+
+def nonfinite_advice(cfg: Any, data: Any) -> str:
+    """What to change after a NaN: the data when it holds non-finite or extreme values,
+    else the optimizer."""
+    bad, top = data_extremes(data)
+    optimizer = (f"a smaller optimizer.lr (now {cfg.optimizer.lr:g}) or optimizer.clipnorm "
+                 f"(now {cfg.optimizer.clipnorm})")
+    if bad or top > 1e4:
+        found = (f"{bad} non-finite value(s)" if bad else "") + (" and " if bad and top > 1e4
+                                                                  else "")
+        found += f"values as large as {top:.3g}" if top > 1e4 else ""
+        return (f"The training data holds {found}: fix or scale the data first (e.g. "
+                f"normalisation in the task config, or clean the input file); a smaller "
+                f"learning rate will not cure it. Then try {optimizer} if it still fails.")
+    return f"The data looks sane (largest value {top:.3g}); try {optimizer}."
+
+
 def run(cfg: Any, ctx: RunContext) -> RunResult:
     """Train and evaluate ``cfg`` (a :class:`rnnbench.config.RunConfig`), logging to MLflow."""
     hw = hardware.setup(cfg.hardware, cfg.backend.name, cfg.seed)
@@ -134,7 +190,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                              objective=objective.value_of(goal, done[-1].data.metrics))
 
     data = task.prepare(cfg.train.batch_size, cfg.seed)
-    with hw.scope():
+    with out_of_memory(cfg, "building"), hw.scope():
         model = build_model(cfg, task, data)
         model.compile(optimizer=make_optimizer(cfg.optimizer, hw.lr_scale), loss=task.loss(),
                       metrics=task.compile_metrics(), jit_compile=hw.jit_compile)
@@ -186,7 +242,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         cbs += task.callbacks(data)
         train_ds = data.train.repeat() if cfg.train.steps_per_epoch else data.train
         t0 = time.perf_counter()
-        with hw.guard():
+        with out_of_memory(cfg, "training"), hw.guard():
             history = model.fit(train_ds, validation_data=data.val, epochs=cfg.train.epochs,
                                 steps_per_epoch=cfg.train.steps_per_epoch, callbacks=cbs,
                                 verbose=cfg.train.verbose, shuffle=False,
@@ -206,10 +262,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                 _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment,
                             run_name, mlrun)
             mlrun.end("FAILED")
-            raise RunFailed(
-                f"run {mlrun.run_id} FAILED: {reason}. Try a smaller optimizer.lr "
-                f"(now {cfg.optimizer.lr:g}) or set optimizer.clipnorm."
-            )
+            raise RunFailed(f"run {mlrun.run_id} FAILED: {reason}. "
+                            + nonfinite_advice(cfg, data))
 
         test = task.evaluate(model, data, "test")
         base = task.baselines(data)

@@ -89,6 +89,7 @@ def test_base_images_and_project_install():
 @needs_compose
 def test_compose_config_is_valid(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    env["POSTGRES_PASSWORD"] = "s3cret-Pw"
     out = subprocess.run([*_compose(), "-f", str(DOCKER / "compose.yaml"), "config",
                           "--format", "json"], capture_output=True, text=True, cwd=tmp_path,
                          env=env)
@@ -96,8 +97,18 @@ def test_compose_config_is_valid(tmp_path):
     resolved = json.loads(out.stdout)
     assert set(resolved["services"]) == {"postgres", "mlflow", "rnnbench"}
     assert Path(resolved["services"]["mlflow"]["build"]["context"]) == ROOT
-    assert "postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow" in \
+    assert "postgresql+psycopg2://mlflow:s3cret-Pw@postgres:5432/mlflow" in \
         resolved["services"]["mlflow"]["command"]
+    assert resolved["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret-Pw"
+
+
+@needs_compose
+def test_compose_refuses_to_start_without_a_postgres_password(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    out = subprocess.run([*_compose(), "-f", str(DOCKER / "compose.yaml"), "config",
+                          "--quiet"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode != 0
+    assert "POSTGRES_PASSWORD" in out.stderr and "no default password" in out.stderr
 
 
 @needs_compose
@@ -107,7 +118,8 @@ def test_compose_config_rejects_a_broken_file(tmp_path):
     broken = tmp_path / "compose.yaml"
     broken.write_text(yaml.safe_dump(data))
     out = subprocess.run([*_compose(), "-f", str(broken), "config", "--quiet"],
-                         capture_output=True, text=True, cwd=tmp_path)
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "POSTGRES_PASSWORD": "x"})
     assert out.returncode != 0 and "nosuchservice" in out.stderr
 
 

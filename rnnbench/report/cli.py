@@ -111,7 +111,9 @@ def report_command(args: argparse.Namespace) -> str:
         parts += ["--require-clean"]
     if args.title:
         parts += ["--title", args.title]
-    return shlex.join(parts)
+    from rnnbench.redaction import redact
+
+    return redact(shlex.join(parts))
 
 
 def run(args: argparse.Namespace) -> tuple[Path, Any]:
@@ -130,7 +132,10 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
         analysis.check_clean([r for r in selection.runs if r.kind != "sweep"])
     options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
                                      trial_fraction=args.trial_fraction, design=args.design)
-    result = analysis.analyse(selection, options, collect.History())
+    from rnnbench import tracking
+
+    with tracking.store_faults(tracking.redact_uri(args.tracking_uri), "reading"):
+        result = analysis.analyse(selection, options, collect.History())
     if not result.sections:
         raise ConfigError(
             f"the {len(selection.runs)} run(s) matching {selection.described} are not "
@@ -200,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out, result = run(args)
     except RnnbenchError as exc:
-        print(f"rnnbench-report: error: {exc}", file=sys.stderr, flush=True)
+        from rnnbench.redaction import redact
+
+        print(f"rnnbench-report: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return exc.exit_code
     print_summary(out, result)
     return 0

@@ -124,6 +124,15 @@ def select(uri: str, experiments: Iterable[str] | None, filter_string: str = "",
     from rnnbench import tracking
 
     tracking.open_store(uri)
+    uri = tracking.redact_uri(uri)  # shown in messages and in the report from here on
+    with tracking.store_faults(uri, "reading"):
+        return _select(uri, experiments, filter_string, sweep)
+
+
+def _select(uri: str, experiments: Iterable[str] | None, filter_string: str,
+            sweep: str | None) -> Selection:
+    from rnnbench import tracking
+
     ids = tracking.experiment_names()
     names = {v: k for k, v in ids.items()}
     exps = sorted(set(experiments)) if experiments else None

@@ -13,6 +13,7 @@ import html
 import io
 import math
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -583,10 +584,38 @@ def csv_text(table: Table) -> str:
 MANIFEST = ".rnnbench-report"
 
 
+REPORT_FILE = re.compile(r"^(report\.md|report\.html|tables/[^/]+\.csv|figures/[^/]+\.png)$")
+
+
+def _warn(message: str) -> None:
+    print(f"rnnbench-report: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _inside(out_dir: Path, name: str, writing: bool = False) -> Path | None:
+    """``out_dir / name`` when it is a report file really inside ``out_dir`` (no absolute
+    path, no ``..``, no symbolic link on the way, not outside the real folder)."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or not REPORT_FILE.match(rel.as_posix()):
+        return None
+    # when writing, a link in place of the file itself is replaced, not followed
+    for i in range(1, len(rel.parts) + (0 if writing else 1)):
+        if (out_dir / Path(*rel.parts[:i])).is_symlink():
+            return None
+    path = out_dir / rel
+    where = path.parent if writing else path
+    if not where.resolve().is_relative_to(out_dir.resolve()):
+        return None
+    return path
+
+
 def write(doc: Document, out_dir: Path) -> list[Path]:
     """Write ``report.md``, ``report.html``, ``tables/*.csv`` and ``figures/*.png`` under
     ``out_dir``. Files that an earlier report wrote there and this one does not are removed
-    (only those: the folder's list of report files says which)."""
+    (only those: the folder's list of report files says which). An entry of that list
+    that is not a report file inside the real ``out_dir`` (an absolute path, ``..``, a
+    path through a symbolic link) is left alone with a warning."""
+    from rnnbench.errors import ConfigError
+
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, bytes] = {
         "report.md": markdown(doc).encode("utf-8"),
@@ -597,15 +626,29 @@ def write(doc: Document, out_dir: Path) -> list[Path]:
     for f in doc.figures:
         files[f"figures/{f.name}.png"] = f.png
     manifest = out_dir / MANIFEST
-    if manifest.is_file():
-        for old in manifest.read_text().splitlines():
-            path = out_dir / old
-            if old and old not in files and ".." not in Path(old).parts and path.is_file():
+    if manifest.is_symlink():
+        _warn(f"{manifest} is a symbolic link: it was replaced, its target left alone.")
+        manifest.unlink()
+    elif manifest.is_file():
+        for old in manifest.read_text(errors="replace").splitlines():
+            if not old.strip() or old in files:
+                continue
+            path = _inside(out_dir, old)
+            if path is None:
+                _warn(f"{manifest} lists {old!r}, which is not a report file inside "
+                      f"{out_dir.resolve()}: left alone.")
+            elif path.is_file():
                 path.unlink()
     written = []
     for name in sorted(files):
-        path = out_dir / name
+        path = _inside(out_dir, name, writing=True)
+        if path is None:
+            raise ConfigError(
+                f"--out {out_dir}: {out_dir / name} would be written outside the folder "
+                f"(through a symbolic link). Remove the link or give another --out.")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
         path.write_bytes(files[name])
         written.append(path)
     manifest.write_text("\n".join(sorted(files)) + "\n")

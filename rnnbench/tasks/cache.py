@@ -83,6 +83,12 @@ def bytes_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _not_writable(folder: Path, exc: OSError) -> DataError:
+    return DataError(
+        f"the data cache folder {folder} cannot be written ({exc.strerror or exc}). Make it "
+        f"writable, or set RNNBENCH_CACHE to a writable folder.")
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -90,8 +96,11 @@ def _sidecar(path: Path) -> Path:
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> str:
     """Write ``path`` through ``write(fileobj)`` into a temporary file, fsync, rename;
     then write its SHA-256 sidecar the same way. Returns the digest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise _not_writable(path.parent, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -134,8 +143,12 @@ def _discard(path: Path) -> None:
 @contextmanager
 def building(path: Path) -> Iterator[None]:
     """Hold the exclusive build lock of the cache entry ``path`` (blocks until free)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as fh:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as exc:
+        raise _not_writable(path.parent, exc) from None
+    with fh:
         if fcntl is not None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:

@@ -263,12 +263,24 @@ def read_wav(path: Path) -> tuple[int, np.ndarray]:
 
     from scipy.io import wavfile
 
+    if path.is_dir():
+        raise DataError(f"{path} is a folder where a .wav file was expected.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
             rate, data = wavfile.read(path)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable WAV file ({exc}).") from None
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+    except Exception as exc:  # SciPy's parser fails in many ways on a damaged header
+        raise DataError(f"{path} is not a valid WAV file ({type(exc).__name__}: {exc}). "
+                        f"Remove it or replace it with an intact copy.") from None
+    short = [str(w.message) for w in caught if "EOF" in str(w.message)]
+    if short:
+        raise DataError(f"{path} is truncated ({short[0]}): it would train on part of a "
+                        f"recording. Remove it or replace it with an intact copy.")
+    if rate <= 0:
+        raise DataError(f"{path} has a sample rate of {rate} Hz in its header: it is "
+                        f"damaged. Remove it or replace it with an intact copy.")
     data = np.asarray(data)
     if data.ndim == 2:
         data = data.mean(axis=1)
@@ -343,6 +355,9 @@ def mfcc(samples: np.ndarray, rate: int, cfg: Any) -> np.ndarray:
 
 def find_wavs(root: Path, layout: str) -> tuple[list[tuple[Path, str]], str]:
     """``(file, label)`` pairs under ``root`` and the layout used."""
+    if root.is_file():
+        raise DataError(f"task.path={root} is a file; task=speech_audio needs a folder of "
+                        f".wav files (e.g. task.path={root.parent}).")
     if not root.is_dir():
         raise DataError(f"task.path={root}: no such folder.")
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("_"))

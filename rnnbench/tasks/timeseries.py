@@ -295,6 +295,9 @@ class CsvSeriesTask(SeriesTask):
             raise DataError("task=timeseries_csv needs task.path=<a CSV file> and "
                             "task.column=<the column of values>.")
         path = Path(cfg.path).expanduser()
+        if path.is_dir():
+            raise DataError(f"task.path={cfg.path} is a folder; task=timeseries_csv needs a "
+                            f"CSV file, e.g. task.path={path / 'series.csv'}.")
         if not path.is_file():
             raise DataError(f"task.path={cfg.path}: no such file.")
         try:

@@ -165,7 +165,7 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
             f"objective {plan.objective} ({plan.direction}), space {plan.space.name} for "
             f"cell={cfg.cell.name}" + (f"; {done} trial(s) already done" if reopened else ""))
         hooks.say(f"search state in {project_dir}; MLflow run {record.parent_run_id} in "
-                  f"experiment '{plan.experiment}' at {cfg.tracking.uri}")
+                  f"experiment '{plan.experiment}' at {record.uri}")
 
     try:
         tuner.search()
@@ -191,6 +191,9 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
         if role != "worker":
             record.finish("KILLED", reason="interrupted (Ctrl-C or SIGTERM); run the same "
                                            "command to resume")
+            from rnnbench import interrupt
+
+            interrupt.note_killed(record.parent_run_id)
         raise
     except BaseException as exc:
         if role != "worker":
@@ -227,8 +230,9 @@ def print_result(cfg: Any, result: SweepResult) -> None:
     else:
         print("  no trial finished: there is no best trial")
     print(f"  MLflow sweep run {result.parent_run_id} in experiment "
-          f"'{cfg.tracking.experiment or cfg.task.name}' at {cfg.tracking.uri}")
-    print(f"  open it:   {tracking.ui_command(cfg.tracking.uri)}  "
+          f"'{cfg.tracking.experiment or cfg.task.name}' at "
+          f"{tracking.redact_uri(cfg.tracking.uri)}")
+    print(f"  open it:   {tracking.ui_command(tracking.redact_uri(cfg.tracking.uri))}  "
           f"(filter: tags.sweep_id = '{result.sweep_id}')")
     print(line, flush=True)
 
@@ -244,9 +248,10 @@ def tune_job(cfg: Any) -> Any:
 
 def _tune_job(cfg: Any) -> Any:
     from rnnbench import jobs
-    from rnnbench.cli import _print_error, hydra_context
+    from rnnbench.cli import _print_error, hydra_context, interrupted_message, redact_hydra_record
 
     hc = hydra_context("rnnbench-tune")
+    redact_hydra_record()
     try:
         conventions.apply_environment(cfg, hc["overrides"])
         obj = config.to_object(cfg)
@@ -259,8 +264,8 @@ def _tune_job(cfg: Any) -> Any:
             return None  # the other sweeps of the multirun go on
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _print_error("interrupted: the sweep's MLflow runs were closed as KILLED; run the "
-                     "same command again to resume the search.")
+        _print_error(interrupted_message("sweep run") + " Run the same command again to "
+                     "resume the search.")
         sys.exit(130)
     print_result(obj, result)
     jobs.job_done("finished", result.parent_run_id, "", hc["command"])

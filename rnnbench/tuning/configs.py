@@ -50,17 +50,20 @@ class DistributedConfig:
         worker_id: a worker's name, unique among the workers (null:
             ``worker-<host>-<pid>``). Restarting a worker with the same id makes it
             pick up the trial it was running.
+        wait_s: how long a worker waits for its chief to answer before it gives up.
     """
 
     role: str = "none"
     address: Optional[str] = None
     port: int = 8000
     worker_id: Optional[str] = None
+    wait_s: float = 120.0
 
     def __post_init__(self) -> None:
         check_choice("tuner.distributed.role", self.role, ROLES)
         check(1 <= self.port <= 65535, "tuner.distributed.port", self.port,
               "an integer in [1, 65535]")
+        check(self.wait_s > 0, "tuner.distributed.wait_s", self.wait_s, "a number of seconds > 0")
         if self.role == "worker" and not self.address:
             raise ConfigError(
                 "tuner.distributed.role=worker needs the chief's address: set "

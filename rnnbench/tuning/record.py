@@ -38,7 +38,7 @@ class SweepRecord:
     def __init__(self, experiment: str, sweep_id: str, uri: str, objective: str) -> None:
         self.experiment = experiment
         self.sweep_id = sweep_id
-        self.uri = uri
+        self.uri = tracking.redact_uri(uri)  # recorded and shown: never a password
         self.objective = objective
         self.parent_run_id: str | None = None
 

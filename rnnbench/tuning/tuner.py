@@ -337,6 +337,9 @@ class SweepTuner(kt.Tuner):
 
     def on_search_begin(self) -> None:
         if self.role == "worker":
+            wait_for_chief(os.environ["KERASTUNER_ORACLE_IP"],
+                           os.environ["KERASTUNER_ORACLE_PORT"],
+                           self.plan.cfg.tuner.distributed.wait_s)
             self.oracle.get_space()  # waits until the chief serves (it opened the sweep run)
             self.record.attach(timeout_s=60.0)
             print(f"[{self.plan.sweep_id}] worker {self.tuner_id} joined the chief at "
@@ -359,6 +362,26 @@ class SweepTuner(kt.Tuner):
                 print(f"[{self.plan.sweep_id}] {self.tuner_id}: trial {k} {trial.status}: "
                       f"{reason_of(trial.message)}", flush=True)
         super().on_trial_end(trial)
+
+
+def wait_for_chief(address: str, port: str, wait_s: float) -> None:
+    """Give up, with a message, when no chief answers at ``address:port`` within
+    ``wait_s`` seconds (keras-tuner's own client would wait for days)."""
+    import grpc
+
+    from rnnbench.errors import TrackingError
+
+    channel = grpc.insecure_channel(f"{address}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=wait_s)
+    except grpc.FutureTimeoutError:
+        raise TrackingError(
+            f"no sweep chief answered at {address}:{port} within {wait_s:g} s. Start the "
+            f"chief first (rnnbench-tune ... tuner.distributed.role=chief), check "
+            f"tuner.distributed.address and tuner.distributed.port, or wait longer with "
+            f"tuner.distributed.wait_s=<seconds>.") from None
+    finally:
+        channel.close()
 
 
 def serve_oracle(oracle: Any, address: str, port: int, poll_s: float = 0.5) -> None:
