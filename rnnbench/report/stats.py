@@ -178,7 +178,15 @@ def _t_power(delta: float, se: float, df: float, alpha: float) -> float:
 
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     nc = delta / se
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    upper = float(stats.nct.sf(crit, df, nc))
+    lower = float(stats.nct.cdf(-crit, df, nc))
+    # SciPy's non-central t gives NaN far in its tails (large nc); there the normal
+    # approximation is exact to many digits
+    if not math.isfinite(upper):
+        upper = float(stats.norm.sf(crit - nc))
+    if not math.isfinite(lower):
+        lower = float(stats.norm.cdf(-crit - nc))
+    return upper + lower
 
 
 def mde_paired(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
