@@ -5,7 +5,6 @@ and the MLflow tags that say what ran."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -14,19 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cli_env
+
 BIN = Path(sys.executable).parent
 FAST = ["debug=smoke", "diagnostics.enabled=false", "tracking.log_model=false"]
 
 
 def rnnbench(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    env = cli_env(PYTHONWARNINGS="default")  # no MLflow variables an earlier test left
     env.pop("KERAS_BACKEND", None)
     return subprocess.run([str(BIN / "rnnbench"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env = {k: v for k, v in cli_env().items() if k != "KERAS_BACKEND"}
     return subprocess.Popen([str(BIN / "rnnbench"), *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
