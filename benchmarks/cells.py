@@ -97,8 +97,9 @@ def train_gflop(weights, batch, steps):
     return 3 * 2 * batch * steps * sum(r * c for _, (r, c) in weights) / 1e9
 
 
-def ceiling_function(weights, batch, steps):
-    """An XLA-compiled function doing only the cell's matrix products (see above)."""
+def _operands(weights, batch, steps):
+    """The ceilings' random operands: input kernel, inputs of all steps, recurrent
+    matrices and their first activations."""
     import numpy as np
     import tensorflow as tf
 
@@ -108,6 +109,14 @@ def ceiling_function(weights, batch, steps):
     xs = tf.constant(rng.normal(size=(batch * steps, d)).astype("float32"))
     mats = [tf.constant(rng.normal(size=s).astype("float32") * 0.05) for _, s in recurrent]
     a0 = [tf.constant(rng.normal(size=(batch, s[0])).astype("float32")) for _, s in recurrent]
+    return kernel, xs, mats, a0
+
+
+def ceiling_function(weights, batch, steps):
+    """An XLA-compiled function doing only the cell's matrix products (see above)."""
+    import tensorflow as tf
+
+    kernel, xs, mats, a0 = _operands(weights, batch, steps)
 
     @tf.function(jit_compile=True)
     def products():
@@ -137,15 +146,9 @@ def ceiling_function(weights, batch, steps):
 
 def batched_ceiling_function(weights, batch, steps):
     """Like `ceiling_function`, but each weight gradient is one product after the loop."""
-    import numpy as np
     import tensorflow as tf
 
-    rng = np.random.default_rng(0)
-    (_, (d, k)), recurrent = weights[0], weights[1:]
-    kernel = tf.constant(rng.normal(size=(d, k)).astype("float32") * 0.05)
-    xs = tf.constant(rng.normal(size=(batch * steps, d)).astype("float32"))
-    mats = [tf.constant(rng.normal(size=s).astype("float32") * 0.05) for _, s in recurrent]
-    a0 = [tf.constant(rng.normal(size=(batch, s[0])).astype("float32")) for _, s in recurrent]
+    kernel, xs, mats, a0 = _operands(weights, batch, steps)
 
     @tf.function(jit_compile=True)
     def products():
