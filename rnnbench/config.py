@@ -106,8 +106,9 @@ class CellConfig:
         check_fraction("cell.dropout", self.dropout)
         check_fraction("cell.recurrent_dropout", self.recurrent_dropout)
         if self.chrono_init is not None:
-            check(self.chrono_init >= 3, "cell.chrono_init", self.chrono_init,
-                  "null or an integer T_max >= 3")
+            from rnnbench.cells.settings import check_chrono_init
+
+            check_chrono_init(self.chrono_init)
 
 
 @dataclass

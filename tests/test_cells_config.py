@@ -9,6 +9,8 @@ from omegaconf import OmegaConf
 
 from rnnbench.cells import CELLS, CellSpec, cell_names, validate_cell_config
 from rnnbench.cells.listing import main as listing_main
+from rnnbench.cells.settings import CHRONO_INIT_MIN
+from rnnbench.config import CellConfig
 from rnnbench.errors import ConfigError
 
 SPEC_CELLS = [
@@ -144,6 +146,26 @@ def test_builtin_impl_for_a_cell_keras_does_not_have():
 def test_bad_values_raise_config_error(fields, match):
     with pytest.raises(ConfigError, match=match):
         validate_cell_config(cfg(**fields))
+
+
+@pytest.mark.parametrize(
+    "value, allowed",
+    [(CHRONO_INIT_MIN - 2, False), (CHRONO_INIT_MIN - 1, False), (CHRONO_INIT_MIN, True),
+     (CHRONO_INIT_MIN + 1, True), (1000, True), (True, False), (10.5, False)],
+)
+def test_chrono_init_bound_is_the_same_in_the_schema_and_the_settings(value, allowed):
+    # u ~ Uniform(1, T_max - 1) is a single point at T_max = 2: the first useful T_max is 3.
+    assert CHRONO_INIT_MIN == 3
+    checks = {
+        "settings": lambda: validate_cell_config(cfg(name="peephole", chrono_init=value)),
+        "schema": lambda: CellConfig(name="peephole", chrono_init=value),
+    }
+    for where, check in checks.items():
+        if allowed:
+            assert check().chrono_init == value, where
+        else:
+            with pytest.raises(ConfigError, match=r"chrono_init.*T_max >= 3"):
+                check()
 
 
 def test_listing_prints_every_cell(capsys):

@@ -1,22 +1,28 @@
-"""The registry of every cell of `shared/specs/cells.md`.
+"""The registry of every cell of `shared/specs/cells.md`, and how each one is built.
 
 This module imports nothing heavy (no Keras): the CLI and the config checks read it
-before the backend is chosen. Parameter counts are written here from the spec's
-equations, independently of the layer code, so that tests can hold one against the
-other.
+before the backend is chosen. It is the one place that maps a cell name to what builds
+it: `CellSpec.builtin` names the Keras layer (`rnnbench.cells.layers` builds and
+recognises built-in layers from it) and `CellSpec.variant` the arguments of the cell's
+family class in rnnbench's own implementation (`rnnbench.cells.variants.make_cell`).
 
-Notation of the counts: `d` is the input size, `n` the number of units. A gate with
-weights costs `d*n + n*n + n` (input kernel, recurrent kernel, bias); a diagonal
-peephole costs `n`.
+Parameter counts are written here from the spec's equations, independently of the layer
+code, so that tests can hold one against the other. Notation of the counts: `d` is the
+input size, `n` the number of units. A gate with weights costs `d*n + n*n + n` (input
+kernel, recurrent kernel, bias); a diagonal peephole costs `n`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 #: Cell options a cell may accept (see `CellSpec.options`).
 CELL_OPTIONS = ("forget_bias", "chrono_init")
+
+#: Cell families; each is one cell class of rnnbench's own implementation.
+FAMILIES = ("rnn", "lstm", "gru", "janet")
 
 _LSTM_OPTIONS = frozenset({"forget_bias", "chrono_init"})
 
@@ -27,31 +33,57 @@ def _gates(d: int, n: int, k: int) -> int:
 
 
 @dataclass(frozen=True)
+class BuiltinLayer:
+    """The Keras layer that runs a cell with `impl=builtin`.
+
+    Args:
+        layer: class name in `keras.layers` (`"SimpleRNN"`, `"LSTM"`, `"GRU"`).
+        args: constructor arguments that make it this cell (`reset_after` tells `gru`
+            from `gru_v1`); a built layer whose cell has these values is this cell.
+        gate_blocks: the order of the blocks of the layer's fused bias, for cells whose
+            forget-gate options (`forget_bias`, `chrono_init`) rewrite that bias.
+    """
+
+    layer: str
+    args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    gate_blocks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CellSpec:
-    """What the spec says about one recurrent cell.
+    """What the spec says about one recurrent cell, and how each implementation builds it.
 
     Args:
         name: registry name, used as `cell.name` in configs.
         summary: the cell's step equations on one line.
-        family: `"rnn"`, `"lstm"`, `"gru"` or `"janet"`.
+        family: one of `FAMILIES`: `"rnn"`, `"lstm"`, `"gru"` or `"janet"`. rnnbench's
+            own implementation has one cell class per family.
         gates: names of the gate activations the cell computes, in the names
             `trace()` uses (`"input"`, `"forget"`, `"output"`, `"update"`,
             `"reset"`). A gate tied to another one (`cifg`: f = 1 - i) is listed.
-        has_builtin: whether Keras has a built-in layer for it (`impl=builtin`).
         options: cell options it accepts, among `forget_bias` and `chrono_init`.
         param_count: `param_count(d, n) -> int`, the number of weights the spec's
             equations need for input size `d` and `n` units.
         source: the paper (or convention) the equations come from.
+        builtin: the Keras layer for `impl=builtin`, or None where Keras has none.
+        variant: arguments of the family's cell class that make it this cell (what a
+            Greff et al. variant removes from `peephole`, `reset_after` of a GRU).
     """
 
     name: str
     summary: str
     family: str
     gates: tuple[str, ...]
-    has_builtin: bool
     options: frozenset[str]
     param_count: Callable[[int, int], int]
     source: str
+    builtin: BuiltinLayer | None = None
+    variant: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def has_builtin(self) -> bool:
+        """Whether Keras has a built-in layer for it (`impl=builtin`)."""
+        return self.builtin is not None
 
 
 _SPECS = [
@@ -60,7 +92,7 @@ _SPECS = [
         summary="h' = tanh(W x + U h + b)",
         family="rnn",
         gates=(),
-        has_builtin=True,
+        builtin=BuiltinLayer("SimpleRNN"),
         options=frozenset(),
         param_count=lambda d, n: _gates(d, n, 1),
         source="Elman 1990",
@@ -72,7 +104,8 @@ _SPECS = [
         ),
         family="lstm",
         gates=("input", "forget", "output"),
-        has_builtin=True,
+        builtin=BuiltinLayer("LSTM", gate_blocks=("input", "forget", "cell", "output")),
+        variant={"peepholes": False},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 4),
         source="Hochreiter & Schmidhuber 1997; Gers et al. 2000",
@@ -84,7 +117,8 @@ _SPECS = [
         ),
         family="gru",
         gates=("update", "reset"),
-        has_builtin=True,
+        builtin=BuiltinLayer("GRU", {"reset_after": True}),
+        variant={"reset_after": True},
         options=frozenset(),
         # Three input kernels, three recurrent kernels, bz, br, bh and bh2.
         param_count=lambda d, n: 3 * (d * n + n * n) + 4 * n,
@@ -95,7 +129,8 @@ _SPECS = [
         summary=("z,r = σ(W x + U h + b); g = tanh(Wh x + Uh (r⊙h) + bh); h' = z⊙h + (1−z)⊙g"),
         family="gru",
         gates=("update", "reset"),
-        has_builtin=True,
+        builtin=BuiltinLayer("GRU", {"reset_after": False}),
+        variant={"reset_after": False},
         options=frozenset(),
         param_count=lambda d, n: _gates(d, n, 3),
         source="Cho et al. 2014",
@@ -108,7 +143,6 @@ _SPECS = [
         ),
         family="lstm",
         gates=("input", "forget", "output"),
-        has_builtin=False,
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 4) + 3 * n,
         source="Gers & Schmidhuber 2000; vanilla LSTM of Greff et al. 2017",
@@ -118,7 +152,7 @@ _SPECS = [
         summary="peephole with no input gate: i = 1, c' = f⊙c + g",
         family="lstm",
         gates=("forget", "output"),
-        has_builtin=False,
+        variant={"input_gate": False},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 3) + 2 * n,
         source="Greff et al. 2017",
@@ -128,7 +162,7 @@ _SPECS = [
         summary="peephole with no forget gate: f = 1, c' = c + i⊙g",
         family="lstm",
         gates=("input", "output"),
-        has_builtin=False,
+        variant={"forget_gate": "none"},
         options=frozenset({"chrono_init"}),
         param_count=lambda d, n: _gates(d, n, 3) + 2 * n,
         source="Greff et al. 2017",
@@ -138,7 +172,7 @@ _SPECS = [
         summary="peephole with no output gate: o = 1, h' = tanh(c')",
         family="lstm",
         gates=("input", "forget"),
-        has_builtin=False,
+        variant={"output_gate": False},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 3) + 2 * n,
         source="Greff et al. 2017",
@@ -148,7 +182,7 @@ _SPECS = [
         summary="peephole with no input activation: g = Wc x + Uc h + bc",
         family="lstm",
         gates=("input", "forget", "output"),
-        has_builtin=False,
+        variant={"input_activation": "linear"},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 4) + 3 * n,
         source="Greff et al. 2017",
@@ -158,7 +192,7 @@ _SPECS = [
         summary="peephole with no output activation: h' = o⊙c'",
         family="lstm",
         gates=("input", "forget", "output"),
-        has_builtin=False,
+        variant={"output_activation": "linear"},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 4) + 3 * n,
         source="Greff et al. 2017",
@@ -168,7 +202,7 @@ _SPECS = [
         summary="peephole with no peepholes: exactly lstm",
         family="lstm",
         gates=("input", "forget", "output"),
-        has_builtin=False,
+        variant={"peepholes": False},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 4),
         source="Greff et al. 2017",
@@ -178,7 +212,7 @@ _SPECS = [
         summary="peephole with coupled gates: f = 1 − i, no forget-gate weights",
         family="lstm",
         gates=("input", "forget", "output"),
-        has_builtin=False,
+        variant={"forget_gate": "coupled"},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 3) + 2 * n,
         source="Greff et al. 2017",
@@ -191,7 +225,7 @@ _SPECS = [
         ),
         family="lstm",
         gates=("input", "forget", "output"),
-        has_builtin=False,
+        variant={"gate_recurrence": True},
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 4) + 3 * n + 9 * n * n,
         source="Greff et al. 2017",
@@ -204,7 +238,6 @@ _SPECS = [
         ),
         family="janet",
         gates=("forget",),
-        has_builtin=False,
         options=_LSTM_OPTIONS,
         param_count=lambda d, n: _gates(d, n, 2),
         source="van der Westhuizen & Lasenby 2018",

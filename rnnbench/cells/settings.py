@@ -44,6 +44,30 @@ INITIALIZERS = (
 )
 
 
+#: The smallest `cell.chrono_init` (T_max). The chrono initialisation draws the forget
+#: bias as `log(u)` with `u ~ Uniform(1, T_max - 1)` (Tallec & Ollivier 2018); at
+#: T_max = 2 that range is the single point 1, so every forget bias would be 0 and
+#: nothing would be drawn. 3 is the smallest T_max for which the option does what it says.
+CHRONO_INIT_MIN = 3
+
+
+def check_chrono_init(value: Any) -> int:
+    """Checks a `cell.chrono_init` that is set (not None) and returns it.
+
+    The one rule for this option: the config schema (`rnnbench.config.CellConfig`)
+    and `validate_cell_config` both call it.
+
+    Raises:
+        ConfigError: `value` is not an integer >= `CHRONO_INIT_MIN`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < CHRONO_INIT_MIN:
+        raise ConfigError(
+            f"cell.chrono_init={value!r} is not allowed: cell.chrono_init must be null or "
+            f"an integer T_max >= {CHRONO_INIT_MIN} (the longest dependency, in steps)."
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class CellSettings:
     """The checked cell config, with `impl` resolved to `"builtin"` or `"custom"`.
@@ -148,13 +172,8 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
         if not _is_number(forget_bias) or not math.isfinite(forget_bias):
             raise ConfigError(f"cell.forget_bias={forget_bias!r} must be a finite number")
         forget_bias = float(forget_bias)
-    if chrono_init is not None and (
-        isinstance(chrono_init, bool) or not isinstance(chrono_init, int) or chrono_init < 2
-    ):
-        raise ConfigError(
-            f"cell.chrono_init={chrono_init!r} must be an integer T_max >= 2 "
-            "(the longest dependency, in steps)"
-        )
+    if chrono_init is not None:
+        check_chrono_init(chrono_init)
     if forget_bias is not None and chrono_init is not None:
         raise ConfigError(
             "cell.forget_bias and cell.chrono_init both set the forget-gate bias; "
