@@ -2,7 +2,7 @@
 
 The references below are written from the spec's equations, one gate at a time, with
 separate matrices per gate (`W[g]` is d×n, `U[g]` n×n, `b[g]`, `p[g]` n). The test maps
-them onto the layer's documented fused layout (`rnnbench.cells.custom` module
+them onto the layer's documented fused layout (`rnnbench.cells.variants` module
 docstring) and compares outputs and final states over 60 steps.
 """
 

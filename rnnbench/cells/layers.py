@@ -13,9 +13,8 @@ import numpy as np
 
 from rnnbench.cells.custom import CustomRecurrent
 from rnnbench.cells.initializers import GateBias
+from rnnbench.cells.registry import CELLS
 from rnnbench.cells.settings import validate_cell_config
-
-_LSTM_BLOCKS = ("input", "forget", "cell", "output")
 
 
 def make_recurrent_layer(
@@ -66,28 +65,31 @@ def make_recurrent_layer(
             gradient=s.gradient,
             **common,
         )
-    if s.name == "rnn":
-        return keras.layers.SimpleRNN(units, **common)
-    if s.name == "lstm":
-        if s.forget_bias is not None or s.chrono_init is not None:
-            common["bias_initializer"] = GateBias(
-                _LSTM_BLOCKS,
-                base=s.bias_initializer,
-                forget_bias=s.forget_bias,
-                chrono_init=s.chrono_init,
-            )
-            return keras.layers.LSTM(units, unit_forget_bias=False, **common)
-        return keras.layers.LSTM(units, **common)
-    return keras.layers.GRU(units, reset_after=s.name == "gru", **common)
+    builtin = CELLS[s.name].builtin
+    if s.forget_bias is not None or s.chrono_init is not None:
+        # Only a cell whose built-in has a forget block (Keras's LSTM) takes these
+        # options; GateBias then makes the whole bias, so Keras's own forget-block ones
+        # (unit_forget_bias) are turned off.
+        common["bias_initializer"] = GateBias(
+            builtin.gate_blocks,
+            base=s.bias_initializer,
+            forget_bias=s.forget_bias,
+            chrono_init=s.chrono_init,
+        )
+        common["unit_forget_bias"] = False
+    return getattr(keras.layers, builtin.layer)(units, **builtin.args, **common)
 
 
 def _builtin_cell_name(layer) -> str | None:
-    if isinstance(layer, keras.layers.SimpleRNN):
-        return "rnn"
-    if isinstance(layer, keras.layers.LSTM):
-        return "lstm"
-    if isinstance(layer, keras.layers.GRU):
-        return "gru" if layer.cell.reset_after else "gru_v1"
+    """The cell a Keras built-in layer runs (see `CellSpec.builtin`), or None."""
+    for name, spec in CELLS.items():
+        builtin = spec.builtin
+        if (
+            builtin is not None
+            and isinstance(layer, getattr(keras.layers, builtin.layer))
+            and all(getattr(layer.cell, k) == v for k, v in builtin.args.items())
+        ):
+            return name
     return None
 
 
@@ -163,7 +165,7 @@ def _twin_of_builtin(layer) -> CustomRecurrent:
     twin = CustomRecurrent(
         cell_name,
         cell.units,
-        forget_bias=0.0 if cell_name == "lstm" else None,
+        forget_bias=0.0 if "forget_bias" in CELLS[cell_name].options else None,
         dropout=cell.dropout,
         recurrent_dropout=cell.recurrent_dropout,
         return_sequences=layer.return_sequences,
@@ -181,14 +183,16 @@ def _twin_of_builtin(layer) -> CustomRecurrent:
     twin.build((batch, None, kernel.shape[0]))
     recurrent = keras.ops.convert_to_numpy(cell.recurrent_kernel)
     n = cell.units
+    # Keras's reset-after GRU keeps its bias as two rows: input side, recurrent side.
+    split_bias = getattr(cell, "reset_after", False)
     if cell.use_bias:
         bias = keras.ops.convert_to_numpy(cell.bias)
     else:
-        bias = np.zeros((2, 3 * n) if cell_name == "gru" else kernel.shape[1], kernel.dtype)
+        bias = np.zeros((2, 3 * n) if split_bias else kernel.shape[1], kernel.dtype)
     tc = twin.cell
     tc.kernel.assign(kernel)
     tc.recurrent_kernel.assign(recurrent)
-    if cell_name == "gru":
+    if split_bias:
         # Keras keeps input and recurrent biases for all three blocks; in the spec the
         # recurrent biases of z and r are redundant with bz, br.
         tc.bias.assign(bias[0] + np.concatenate([bias[1, : 2 * n], np.zeros(n, bias.dtype)]))
