@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rnnbench.errors import ConfigError, DataError
-from rnnbench.tasks import cache, get_task, language
+from rnnbench.tasks import cache, corpora, get_task, language
 from rnnbench.tasks.configs import LanguageConfig
 
 TEXT = ("the cat sat on the mat\nthe dog sat on the log\n"
@@ -39,7 +39,7 @@ def test_text8_cleaning_keeps_lowercase_letters_and_single_spaces():
 
 
 def test_vocabulary_comes_from_train_only_with_unk(tmp_path):
-    corpus = language.Corpus(name="t", texts={"train": "a a a b b c\n", "val": "a zebra\n",
+    corpus = corpora.Corpus(name="t", texts={"train": "a a a b b c\n", "val": "a zebra\n",
                                               "test": "b c quagga\n"},
                              digest="x", source="test", license="")
     cfg = lm_cfg(corpus="path", path=str(tmp_path), vocab_size=3)
@@ -192,7 +192,7 @@ def test_download_checksum_mismatch_through_the_task(tmp_path):
         server.shutdown()
         server.server_close()
     msg = str(err.value)
-    expected = language.REMOTE["shakespeare"].files["text"].sha256
+    expected = corpora.REMOTE["shakespeare"].files["text"].sha256
     actual = hashlib.sha256(("not the real tiny shakespeare\n" * 10).encode()).hexdigest()
     assert expected in msg and actual in msg
     bad = cache.cache_root() / "downloads" / "shakespeare-input.txt.bad"
@@ -206,7 +206,7 @@ def test_download_then_cache_through_the_task(tmp_path, monkeypatch):
     body = ("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40).encode()
     (served / "input.txt").write_bytes(body)
     # the registry's fixed hash is data: point it at the served file for this test
-    rf = language.REMOTE["shakespeare"].files["text"]
+    rf = corpora.REMOTE["shakespeare"].files["text"]
     monkeypatch.setattr(rf, "sha256", hashlib.sha256(body).hexdigest())
     server = _serve(served)
     try:

@@ -1,10 +1,12 @@
-"""Config schemas of the tasks, one dataclass per task option in ``conf/task/``.
+"""Config schemas of the tasks, one dataclass per task option in ``conf/task/``, and
+``TASKS``, the one table of task names: each name's schema and implementation.
 
 Kept free of TensorFlow so that the config can be composed and checked before the
-Keras backend is chosen. ``TASK_SCHEMAS`` maps each ``conf/task/<name>.yaml`` to its
-schema; the YAML file pulls it in with ``- /schema/task/<name>@_here_`` (or, in a task
-file of the global package that also sets its paper's training protocol, as the
-long-range probes do, with ``- /schema/task/<name>@task``).
+Keras backend is chosen. ``TASK_SCHEMAS`` (read from ``TASKS``) maps each
+``conf/task/<name>.yaml`` to its schema; the YAML file pulls it in with
+``- /schema/task/<name>@_here_`` (or, in a task file of the global package that also
+sets its paper's training protocol, as the long-range probes do, with
+``- /schema/task/<name>@task``).
 """
 
 from __future__ import annotations
@@ -98,7 +100,6 @@ def _check_choice(cfg: object, key: str, choices: tuple[str, ...]) -> None:
              f"task.{key} must be one of {', '.join(choices)}.")
 
 
-CORPORA = ("wiki", "lee", "ptb", "wikitext2", "text8", "shakespeare", "path")
 
 
 @dataclass
@@ -133,6 +134,10 @@ class LanguageConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # imported here, not at the top: the corpora module loads NumPy, and composing a
+        # config should not
+        from rnnbench.tasks.corpora import CORPORA
+
         _check_choice(self, "corpus", CORPORA)
         _check_choice(self, "clean", ("auto", "text8", "lower", "none"))
         _check_positive(self, "bptt", "embedding_dim")
@@ -271,16 +276,34 @@ class ChoralesConfig(TaskConfig):
         _check_fractions(self, "val_fraction", "test_fraction")
 
 
-TASK_SCHEMAS: dict[str, type] = {
-    "co2": TimeSeriesConfig,
-    "sunspots": TimeSeriesConfig,
-    "electricity": TimeSeriesConfig,
-    "timeseries_csv": TimeSeriesConfig,
-    "lm_char": LanguageConfig,
-    "lm_word": LanguageConfig,
-    "speech_vowels": VowelsConfig,
-    "speech_audio": AudioConfig,
-    "adding": AddingConfig,
-    "copy": CopyConfig,
-    "chorales": ChoralesConfig,
+@dataclass(frozen=True)
+class TaskEntry:
+    """One row of the task table.
+
+    Args:
+        schema: the config schema of ``conf/task/<name>.yaml``.
+        target: ``"module:Class"`` of the task's implementation, imported on first use
+            (the task modules import TensorFlow).
+    """
+
+    schema: type
+    target: str
+
+
+#: The task table: every task name, its config schema and its implementation.
+TASKS: dict[str, TaskEntry] = {
+    "co2": TaskEntry(TimeSeriesConfig, "rnnbench.tasks.timeseries:Co2Task"),
+    "sunspots": TaskEntry(TimeSeriesConfig, "rnnbench.tasks.timeseries:SunspotsTask"),
+    "electricity": TaskEntry(TimeSeriesConfig, "rnnbench.tasks.timeseries:ElectricityTask"),
+    "timeseries_csv": TaskEntry(TimeSeriesConfig, "rnnbench.tasks.timeseries:CsvSeriesTask"),
+    "lm_char": TaskEntry(LanguageConfig, "rnnbench.tasks.language:CharLMTask"),
+    "lm_word": TaskEntry(LanguageConfig, "rnnbench.tasks.language:WordLMTask"),
+    "speech_vowels": TaskEntry(VowelsConfig, "rnnbench.tasks.speech:VowelsTask"),
+    "speech_audio": TaskEntry(AudioConfig, "rnnbench.tasks.speech:AudioTask"),
+    "adding": TaskEntry(AddingConfig, "rnnbench.tasks.probes:AddingTask"),
+    "copy": TaskEntry(CopyConfig, "rnnbench.tasks.probes:CopyTask"),
+    "chorales": TaskEntry(ChoralesConfig, "rnnbench.tasks.music:ChoralesTask"),
 }
+
+#: Task name -> config schema, read from `TASKS` (the config store registers these).
+TASK_SCHEMAS: dict[str, type] = {name: entry.schema for name, entry in TASKS.items()}
