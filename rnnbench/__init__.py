@@ -1,7 +1,7 @@
 """rnnbench: compare recurrent cell variants fairly and reproducibly.
 
-Importing rnnbench registers its custom Keras objects (the cells of
-``rnnbench.cells.custom`` and their initializers) for deserialisation, so that a saved
+Importing rnnbench registers its custom Keras objects (the layer of
+``rnnbench.cells.custom``, its cells and their initializers) for deserialisation, so that a saved
 model with a ``janet`` or ``peephole`` layer loads with ``keras.saving.load_model``
 after ``import rnnbench``. That import stays light (``rnnbench-report`` never imports
 TensorFlow): when Keras is not imported yet, the registration waits for it and runs
@@ -19,7 +19,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_KERAS_OBJECTS = "rnnbench.cells.custom"  # imports rnnbench.cells.initializers too
+_KERAS_OBJECTS = "rnnbench.cells.custom"  # imports the cells (variants) and initializers too
 
 
 def register_keras_objects() -> None:

@@ -1,6 +1,7 @@
 """Every recurrent cell of `shared/specs/cells.md`: registry, config checks, layers.
 
-- `CELLS`, `CellSpec`, `cell_names()`: what the spec says about each cell (no Keras).
+- `CELLS`, `CellSpec`, `cell_names()`: what the spec says about each cell, and how each
+  implementation builds it (`rnnbench.cells.registry`, no Keras).
 - `validate_cell_config(cell_cfg)`: checks the `cell` config node (no Keras).
 - `make_recurrent_layer(...)`: one recurrent layer, Keras built-in or rnnbench's own
   (`CustomRecurrent`, see `rnnbench.cells.custom`).
@@ -8,10 +9,14 @@
 - `custom_twin(layer)`: rnnbench's layer with the same weights as a built-in one, to
   `trace()` its gates.
 
+rnnbench's own implementation: `base` (`SpecCell`, the fused layout), `variants` (one
+cell class per family), `custom` (the layer and its tracer), `bptt` and `bptt_kernels`
+(the hand-written backward pass through time), `initializers` (`GateBias`).
+
 The names that need Keras are imported on first use, so that importing this package
 (for the registry or the config checks) does not import Keras before the backend is
-chosen. Importing `rnnbench.cells.custom` registers the layers for `.keras` loading;
-using any Keras name of this package does it too.
+chosen. Importing `rnnbench.cells.custom` registers the cells and the layer for `.keras`
+loading; using any Keras name of this package does it too.
 """
 
 from rnnbench.cells.registry import CELLS, CellSpec, cell_names
