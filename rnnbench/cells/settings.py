@@ -138,8 +138,8 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
 
     Raises:
         ConfigError: unknown cell, option the cell does not have, `impl=builtin` for a
-            cell Keras has no layer for, dropout out of [0, 1), unknown initialiser,
-            `gradient=bptt` on a Keras built-in layer.
+            cell Keras has no layer for, `chrono_init` below `CHRONO_INIT_MIN`, dropout
+            out of [0, 1), unknown initialiser, `gradient=bptt` on a Keras built-in layer.
     """
     name = _field(cell_cfg, "name", None)
     if not isinstance(name, str) or name not in CELLS:
