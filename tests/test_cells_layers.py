@@ -323,6 +323,22 @@ def test_trace_of_backwards_layer_is_in_input_time_order():
 
 
 # --------------------------------------------------------- builtins, describe
+@pytest.mark.parametrize("cell", ALL)
+def test_each_implementation_is_built_from_the_registry(cell):
+    spec = CELLS[cell]
+    custom = make_recurrent_layer(cfg(cell), 4, return_sequences=False)
+    assert custom.cell.family == spec.family
+    assert {key: getattr(custom.cell, key) for key in spec.variant} == dict(spec.variant)
+    assert describe_layer(custom)["cell"] == cell
+    if spec.has_builtin:
+        builtin = make_recurrent_layer(cfg(cell, "builtin"), 4, return_sequences=False)
+        assert type(builtin).__name__ == spec.builtin.layer
+        assert describe_layer(builtin)["cell"] == cell
+    for option in {"forget_bias", "chrono_init"} - spec.options:
+        with pytest.raises(ValueError, match=f"no option '{option}'"):
+            CustomRecurrent(cell, 4, **{option: 10})
+
+
 def test_builtin_layers_and_description():
     lstm = make_recurrent_layer(
         cfg("lstm", "builtin", dropout=0.1), 4, return_sequences=True, name="rec"

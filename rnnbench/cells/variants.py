@@ -357,7 +357,6 @@ class JANETCell(_ForgetBiasMixin, SpecCell):
         }
 
 
-
 #: rnnbench's cell class of each family (`CellSpec.family`).
 FAMILY_CELLS: dict[str, type[SpecCell]] = {
     cls.family: cls for cls in (ElmanCell, GRUVariantCell, LSTMVariantCell, JANETCell)
