@@ -11,6 +11,7 @@ from typing import Any
 import keras
 
 from rnnbench import interrupt
+from rnnbench.tracking import Artifacts
 
 
 class InterruptCheck(keras.callbacks.Callback):
@@ -164,7 +165,7 @@ def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, ce
     fig = learning_curves_figure(history, task, cell, units)
     if fig is None:
         return
-    run.log_figure(fig, "plots/learning_curves.png")
+    run.log_figure(fig, Artifacts.LEARNING_CURVES)
     plt.close(fig)
 
     buf = io.StringIO()
@@ -172,7 +173,7 @@ def log_learning_curves(run: Any, history: dict[str, list[float]], task: str, ce
     buf.write("epoch," + ",".join(keys) + "\n")
     for i in range(len(history[keys[0]])):
         buf.write(f"{i + 1}," + ",".join(repr(float(history[k][i])) for k in keys) + "\n")
-    run.log_text(buf.getvalue(), "history.csv")
+    run.log_text(buf.getvalue(), Artifacts.HISTORY)
 
 
 def diagnostics_callbacks(cfg: Any, task: Any, data: Any, model: Any, run: Any,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rnnbench.errors import ConfigError
+from rnnbench.tracking import Tags
 
 # metrics whose higher values are better (the others: lower)
 HIGHER_IS_BETTER = ("accuracy", "acc", "frame_accuracy", "auc", "f1", "r2", "precision",
@@ -37,7 +38,7 @@ class Objective:
         return f"{self.split} {self.metric} ({self.direction})"
 
     def tags(self) -> dict[str, str]:
-        return {"objective": self.key, "objective_direction": self.direction}
+        return {Tags.OBJECTIVE: self.key, Tags.OBJECTIVE_DIRECTION: self.direction}
 
 
 def split_key(split: str, metric: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from rnnbench import tracking
 
-FIGURES = ("plots/learning_curves.png", "diagnostics/grad_flow_heatmap.png")
+FIGURES = (tracking.Artifacts.LEARNING_CURVES, tracking.Artifacts.GRAD_FLOW_HEATMAP)
 
 
 def logdir(uri: str, experiment: str, run_name: str, run_id: str) -> Path:
@@ -62,6 +62,6 @@ def export(run: Any, folder: Path) -> Path:
     writer.close()
     for path in sorted(folder.iterdir()):
         if path.is_file():
-            run.log_artifact(path, "tensorboard")
-    run.set_tags({"tensorboard_logdir": str(folder)})
+            run.log_artifact(path, tracking.Artifacts.TENSORBOARD_DIR)
+    run.set_tags({tracking.Tags.TENSORBOARD_LOGDIR: str(folder)})
     return folder

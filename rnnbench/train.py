@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from rnnbench import __version__, conventions, hardware, objective, tracking
 from rnnbench.config import flatten
 from rnnbench.errors import HardwareError, RunFailed
+from rnnbench.tracking import Artifacts, Metrics, RunKind, Tags
 
 
 @dataclass
@@ -33,7 +34,7 @@ class RunContext:
     sweep_id: str | None = None
     command: str = "rnnbench"
     parent_run_id: str | None = None
-    run_kind: str = "run"
+    run_kind: str = RunKind.RUN
     # set by sweeps (rnnbench.tuning) and multiruns: extra tags and params, the run's
     # name, and a warm start (weights file, first epoch) / where to save the weights
     tags: dict[str, Any] = field(default_factory=dict)
@@ -177,7 +178,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     chash = config_hash(cfg)
     if ctx.sweep_id and cfg.tracking.skip_finished:
         done = [r for r in tracking.find_finished(experiment, chash)
-                if r.data.tags.get("run_kind", "run") == ctx.run_kind]
+                if r.data.tags.get(Tags.RUN_KIND, RunKind.RUN) == ctx.run_kind]
         if done:
             run_id = done[-1].info.run_id
             tracking.link_to_sweep(run_id, ctx.sweep_id)
@@ -185,8 +186,9 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
             print(msg, flush=True)
             goal = objective.resolve(cfg.objective, task, None, ctx.sweeper_direction)
             return RunResult(run_id, "FINISHED", skipped=True, message=msg,
-                             test_metrics={k[5:]: v for k, v in done[-1].data.metrics.items()
-                                           if k.startswith("test_")},
+                             test_metrics={k.removeprefix(Metrics.TEST_PREFIX): v
+                                           for k, v in done[-1].data.metrics.items()
+                                           if k.startswith(Metrics.TEST_PREFIX)},
                              objective=objective.value_of(goal, done[-1].data.metrics))
 
     data = task.prepare(cfg.train.batch_size, cfg.seed)
@@ -204,14 +206,14 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
 
     commit = git_commit()
     tags = {
-        "task": task.name, "task_family": task.family, "cell": cfg.cell.name,
-        "impl": what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
+        Tags.TASK: task.name, Tags.TASK_FAMILY: task.family, Tags.CELL: cfg.cell.name,
+        Tags.IMPL: what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
         "gradient": what["gradient"],
-        "seed": cfg.seed, "hardware": cfg.hardware.name, "config_hash": chash,
-        "sweep_id": ctx.sweep_id, "run_kind": ctx.run_kind, "git_commit": commit,
-        tracking.SWEEPS_TAG: tracking.sweeps_tag(ctx.sweep_id) if ctx.sweep_id else None,
-        "primary_metric": task.primary_metric, "primary_mode": task.primary_mode,
-        "command": ctx.command, **goal.tags(), **version_tags(),
+        Tags.SEED: cfg.seed, "hardware": cfg.hardware.name, Tags.CONFIG_HASH: chash,
+        Tags.SWEEP_ID: ctx.sweep_id, Tags.RUN_KIND: ctx.run_kind, Tags.GIT_COMMIT: commit,
+        Tags.SWEEP_IDS: tracking.sweeps_tag(ctx.sweep_id) if ctx.sweep_id else None,
+        Tags.PRIMARY_METRIC: task.primary_metric, Tags.PRIMARY_MODE: task.primary_mode,
+        Tags.COMMAND: ctx.command, **goal.tags(), **version_tags(),
         **conventions.system_tags(ctx.command, commit),
         **hardware.what_ran(model, hw, what, cfg.train.batch_size), **ctx.tags,
     }
@@ -219,12 +221,12 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     with tracking.start_run(experiment, run_name, tags, ctx.parent_run_id) as mlrun:
         mlrun.log_params({**flatten(cfg), **conventions.plain_params(cfg, task.name),
                           **ctx.params})
-        mlrun.log_metrics({"params_count": what["params_count"],
-                           "recurrent_params": what["recurrent_params"]})
-        mlrun.log_json(what, "model/what_ran.json")
-        mlrun.log_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), "config/config.yaml")
+        mlrun.log_metrics({Metrics.PARAMS_COUNT: what["params_count"],
+                           Metrics.RECURRENT_PARAMS: what["recurrent_params"]})
+        mlrun.log_json(what, Artifacts.WHAT_RAN)
+        mlrun.log_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), Artifacts.CONFIG)
         mlrun.log_text(OmegaConf.to_yaml(OmegaConf.create(list(ctx.overrides))),
-                       "config/overrides.yaml")
+                       Artifacts.OVERRIDES)
         for info in data.datasets:
             mlrun.log_dataset(info.name, info.source, info.digest, "train",
                               {"license": info.license, "size": info.size, **info.extra})
@@ -250,14 +252,14 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         fit_s = time.perf_counter() - t0
         units = task.metric_units(data)
         if units:  # factor and unit of the per-epoch metrics, for figures (the report's too)
-            mlrun.set_tags({"metric_units": json.dumps(units, sort_keys=True)})
+            mlrun.set_tags({Tags.METRIC_UNITS: json.dumps(units, sort_keys=True)})
         callbacks.log_learning_curves(mlrun, history.history, task.name, cfg.cell.name, units)
 
         if guard.failure is not None:
             f = guard.failure
             reason = (f"non-finite {f['what']} at epoch {f['epoch']} step {f['step']}")
-            mlrun.set_tags({"failure_reason": reason, "failure_what": f["what"],
-                            "failure_epoch": f["epoch"], "failure_step": f["step"]})
+            mlrun.set_tags({Tags.FAILURE_REASON: reason, Tags.FAILURE_WHAT: f["what"],
+                            Tags.FAILURE_EPOCH: f["epoch"], Tags.FAILURE_STEP: f["step"]})
             if cfg.tracking.tensorboard:
                 _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment,
                             run_name, mlrun)
@@ -267,7 +269,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
 
         test = task.evaluate(model, data, "test")
         base = task.baselines(data)
-        mlrun.log_metrics({f"test_{k}": v for k, v in test.items()})
+        mlrun.log_metrics({Metrics.TEST_PREFIX + k: v for k, v in test.items()})
         final = {"test": test}
         for split in {"val", goal.split} - {"test"}:  # exact, with the weights kept
             final[split] = task.evaluate(model, data, split)
@@ -275,17 +277,18 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                                for k, v in final[split].items()})
         goal_value = objective.value_of(goal, {objective.split_key(s, k): v
                                                for s, m in final.items() for k, v in m.items()})
-        mlrun.log_metrics({"objective": goal_value})
-        mlrun.log_metrics({f"baseline_{k}": v for k, v in base.items()})
-        mlrun.log_metrics({"fit_time_s": fit_s, "epochs_run": len(history.epoch)})
+        mlrun.log_metrics({Metrics.OBJECTIVE: goal_value})
+        mlrun.log_metrics({Metrics.BASELINE_PREFIX + k: v for k, v in base.items()})
+        mlrun.log_metrics({Metrics.FIT_TIME_S: fit_s, Metrics.EPOCHS_RUN: len(history.epoch)})
         if ctx.save_weights:
             model.save_weights(ctx.save_weights)
         if cfg.tracking.log_model:
             with tempfile.TemporaryDirectory() as tmp:  # the bare Keras file, as always
                 path = Path(tmp) / "model.keras"
                 model.save(path)
-                mlrun.log_artifact(path, "model")
-            _keep_going(mlrun, "MLflow model", tracking.log_model, mlrun, model, "model")
+                mlrun.log_artifact(path, Artifacts.MODEL_DIR)
+            _keep_going(mlrun, "MLflow model", tracking.log_model, mlrun, model,
+                        Artifacts.MODEL_DIR)
         if cfg.tracking.tensorboard:
             _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment, run_name,
                         mlrun)
@@ -313,4 +316,4 @@ def _keep_going(mlrun: Any, what: str, fn: Any, *args: Any) -> None:
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         print(f"rnnbench: warning: the run's {what} could not be written: {reason}", flush=True)
-        mlrun.set_tags({f"not_logged.{what.split()[0].lower()}": reason})
+        mlrun.set_tags({Tags.NOT_LOGGED_PREFIX + what.split()[0].lower(): reason})

@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.mathtext import MathTextParser  # noqa: E402
 
-from rnnbench.report import figures, render  # noqa: E402
-from rnnbench.report.analysis import Row, TaskSection  # noqa: E402
+from rnnbench.report import document, figures, writers  # noqa: E402
+from rnnbench.report.content import Row, TaskSection  # noqa: E402
 from rnnbench.report.collect import RunRecord  # noqa: E402
 
 RAW_TEX = re.compile(r"[_^\\{}]|[‖∂]")
@@ -105,14 +105,14 @@ def test_report_learning_curves_are_in_the_series_units(monkeypatch):
 
 
 def test_report_page_carries_its_csv_data():
-    table = render.Table("co2-results", ["cell", "mean"], [["lstm", "0.26"]],
+    table = document.Table("co2-results", ["cell", "mean"], [["lstm", "0.26"]],
                          ["cell", "test_mse_mean"], [["lstm", 0.2637684630851571]])
-    doc = render.Document("t")
+    doc = document.Document("t")
     doc.add(table)
-    page = render.html_page(doc)
+    page = writers.html_page(doc)
     links = re.findall(r'<a download="([^"]+)" href="data:text/csv;charset=utf-8;base64,'
                        r'([A-Za-z0-9+/=]+)">', page)
     assert len(links) == 1 and links[0][0] == "co2-results.csv"
-    assert base64.b64decode(links[0][1]).decode() == render.csv_text(table)
+    assert base64.b64decode(links[0][1]).decode() == writers.csv_text(table)
     assert 'href="tables/' not in page
-    assert "(tables/co2-results.csv)" in render.markdown(doc)  # relative, next to report.md
+    assert "(tables/co2-results.csv)" in writers.markdown(doc)  # relative, next to report.md

@@ -53,6 +53,7 @@ from rnnbench.diagnostics.flow import (
 )
 from rnnbench.diagnostics.gradient_norms import recorder_of
 from rnnbench.diagnostics.recurrent import RecurrentProbe
+from rnnbench.tracking import Artifacts, Metrics, Tags
 
 
 def _unstate(node: Any) -> Any:
@@ -250,12 +251,12 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             return
         final = self.final if self.final is not None and self.final[1] is not None else None
         table = artifacts.profile_table(self.rows, self.horizon_fraction, final)
-        self.run.log_json(table, "diagnostics/grad_flow.json")
-        self.run.log_text(artifacts.profile_csv(self.rows), "diagnostics/grad_flow.csv")
+        self.run.log_json(table, Artifacts.GRAD_FLOW_JSON)
+        self.run.log_text(artifacts.profile_csv(self.rows), Artifacts.GRAD_FLOW_CSV)
         import matplotlib.pyplot as plt
 
         fig = artifacts.heatmap_figure(self.rows, self.title, final)
-        self.run.log_figure(fig, "diagnostics/grad_flow_heatmap.png")
+        self.run.log_figure(fig, Artifacts.GRAD_FLOW_HEATMAP)
         plt.close(fig)
 
     # -- helpers --------------------------------------------------------------------
@@ -309,13 +310,13 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             metrics = dict(probe_metrics)
         self.final = (epoch, profile, self._flow_summary(probe_metrics))
         if profile is not None:
-            metrics["grad_flow/weights_epoch"] = float(epoch)
+            metrics[Metrics.GRAD_FLOW_PREFIX + "weights_epoch"] = float(epoch)
         # MLflow shows the value of the highest step, then of the latest timestamp
         while int(time.time() * 1000) <= self._written_ms:
             time.sleep(0.001)
         self._log(metrics, self._last_step)
         self._flush()
-        self.run.set_tags({"diagnostics_weights_epoch": str(epoch)})
+        self.run.set_tags({Tags.DIAGNOSTICS_WEIGHTS_EPOCH: str(epoch)})
 
     def _evaluate(self) -> tuple[FlowProfile | None, dict[str, float]]:
         if self.flow is not None:
@@ -341,7 +342,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
     @staticmethod
     def _flow_summary(metrics: dict[str, float]) -> dict[str, float]:
-        return {k: v for k, v in metrics.items() if k.startswith("grad_flow/")}
+        return {k: v for k, v in metrics.items() if k.startswith(Metrics.GRAD_FLOW_PREFIX)}
 
     def _record(self, step: int, profile: FlowProfile | None,
                 metrics: dict[str, float]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnbench.errors import ConfigError, RnnbenchError
+from rnnbench.tracking import Metrics, RunKind
 
 DESCRIPTION = """\
 Compare cells from their MLflow runs: per task, the test metric of each cell as mean ±
@@ -74,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def default_name(args: argparse.Namespace) -> str:
-    from rnnbench.report.render import slug
+    from rnnbench.report.document import slug
 
     if args.title:
         return slug(args.title)
@@ -118,7 +119,7 @@ def report_command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> tuple[Path, Any]:
     """Make the report described by ``args``; return its folder and its analysis."""
-    from rnnbench.report import analysis, collect, render
+    from rnnbench.report import analysis, collect, content, render, writers
 
     if args.metric is not None and not args.metric.strip():
         raise ConfigError("--metric '' is empty: give a metric name such as mse or accuracy.")
@@ -129,9 +130,9 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
                           "fraction in (0, 1], e.g. 0.1 for the best 10% of each sweep's trials.")
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
     if args.require_clean:
-        analysis.check_clean([r for r in selection.runs if r.kind != "sweep"])
-    options = analysis.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
-                                     trial_fraction=args.trial_fraction, design=args.design)
+        analysis.check_clean([r for r in selection.runs if r.kind != RunKind.SWEEP])
+    options = content.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
+                                    trial_fraction=args.trial_fraction, design=args.design)
     from rnnbench import tracking
 
     with tracking.store_faults(tracking.redact_uri(args.tracking_uri), "reading"):
@@ -144,21 +145,22 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
         raise ConfigError(
             f"--metric {args.metric}: no finished run has test_{args.metric.removeprefix('test_')}."
             f" Nothing was written. The runs have: " + ", ".join(sorted(
-                {k for r in selection.runs for k in r.metrics if k.startswith("test_")}))
+                {k for r in selection.runs for k in r.metrics
+                 if k.startswith(Metrics.TEST_PREFIX)}))
             + ".")
     title = args.title or "rnnbench report: " + (
         f"sweep {args.sweep}" if args.sweep
         else ", ".join(sorted(set(args.experiment))) if args.experiment else "all experiments")
     doc = render.build(result, title, report_command(args))
     out = args.out if args.out is not None else Path("reports") / default_name(args)
-    render.write(doc, out)
+    writers.write(doc, out)
     return out, result
 
 
 def print_summary(out: Path, result: Any) -> None:
     """The comparison tables on the terminal, then where the report is."""
-    from rnnbench.report.analysis import shorten
-    from rnnbench.report.render import fmt, fmt_interval
+    from rnnbench.report.document import fmt, fmt_interval
+    from rnnbench.report.runs import shorten
 
     baseline = result.options.baseline
     for s in result.sections:

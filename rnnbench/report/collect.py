@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rnnbench.errors import ConfigError
+from rnnbench.tracking import Artifacts, Params, RunKind, Tags
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-# the diagnostics component writes the first; the second is accepted too
-GRADIENT_FLOW_ARTIFACTS = ("diagnostics/grad_flow.json", "diagnostics/gradient_flow.json")
 
 
 @dataclass
@@ -49,23 +48,23 @@ class RunRecord:
 
     @property
     def kind(self) -> str:
-        return self.tags.get("run_kind", "run")
+        return self.tags.get(Tags.RUN_KIND, RunKind.RUN)
 
     @property
     def parent_id(self) -> str | None:
-        return self.tags.get("mlflow.parentRunId")
+        return self.tags.get(Tags.PARENT_RUN_ID)
 
     @property
     def task(self) -> str | None:
-        return self.tags.get("task")
+        return self.tags.get(Tags.TASK)
 
     @property
     def cell(self) -> str | None:
-        return self.tags.get("cell") or self.params.get("cell.name")
+        return self.tags.get(Tags.CELL) or self.params.get(Params.CELL)
 
     @property
     def seed(self) -> str:
-        return self.tags.get("seed", self.params.get("seed", ""))
+        return self.tags.get(Tags.SEED, self.params.get(Params.SEED, ""))
 
     def metric(self, key: str) -> float:
         """The latest value of metric ``key``, NaN when absent."""
@@ -92,7 +91,7 @@ def _record(run: Any, exp_names: dict[str, str]) -> RunRecord:
     info, data = run.info, run.data
     return RunRecord(
         run_id=info.run_id,
-        name=info.run_name or data.tags.get("mlflow.runName", info.run_id[:8]),
+        name=info.run_name or data.tags.get(Tags.RUN_NAME, info.run_id[:8]),
         experiment=exp_names.get(info.experiment_id, info.experiment_id),
         status=info.status,
         start_ms=int(info.start_time or 0),
@@ -156,18 +155,18 @@ def _select(uri: str, experiments: Iterable[str] | None, filter_string: str,
             if parent is not None:
                 found[sweep] = parent
         for run in tracking.find_runs(exps, _and(filter_string,
-                                                 f"tags.`mlflow.parentRunId` = {q}")):
+                                                 f"tags.`{Tags.PARENT_RUN_ID}` = {q}")):
             found[run.info.run_id] = run
     else:
         for run in tracking.find_runs(exps, filter_string):
             found[run.info.run_id] = run
     for run in list(found.values()):
-        if run.data.tags.get("run_kind") == "sweep":
+        if run.data.tags.get(Tags.RUN_KIND) == RunKind.SWEEP:
             parents.add(run.info.run_id)
     for pid in sorted(parents):
         q = _quoted("--sweep", pid)
         for run in tracking.find_runs(None, _and(filter_string,
-                                                 f"tags.`mlflow.parentRunId` = {q}")):
+                                                 f"tags.`{Tags.PARENT_RUN_ID}` = {q}")):
             found.setdefault(run.info.run_id, run)
 
     described = describe_selection(uri, exps, filter_string, sweep)
@@ -180,9 +179,9 @@ def _select(uri: str, experiments: Iterable[str] | None, filter_string: str,
             f"(MLflow syntax: tags.cell = 'lstm' and metrics.test_mse < 1).")
     records = sorted((_record(r, names) for r in found.values()),
                      key=lambda r: (r.start_ms, r.run_id))
-    sweep_parents = {r.run_id: r for r in records if r.kind == "sweep"}
+    sweep_parents = {r.run_id: r for r in records if r.kind == RunKind.SWEEP}
     # a filter may keep trials but not their sweep's parent, which names the objective
-    for pid in sorted({r.parent_id for r in records if r.kind == "trial" and r.parent_id}
+    for pid in sorted({r.parent_id for r in records if r.kind == RunKind.TRIAL and r.parent_id}
                       - set(sweep_parents)):
         parent = tracking.get_run(pid)
         if parent is not None:
@@ -200,7 +199,8 @@ def _hydra_sweep_runs(exps: list[str] | None, filter_string: str, sweep: str) ->
     def runs_of(sweep_id: str) -> dict[str, Any]:
         q = _quoted("--sweep", sweep_id)
         out = {}
-        for query in (f"tags.sweep_id = {q}", f"tags.sweep_ids LIKE '%;{sweep_id};%'"):
+        for query in (f"tags.{Tags.SWEEP_ID} = {q}",
+                      f"tags.{Tags.SWEEP_IDS} LIKE '%;{sweep_id};%'"):
             for run in tracking.find_runs(exps, _and(filter_string, query)):
                 out[run.info.run_id] = run
         return out
@@ -214,17 +214,19 @@ def _hydra_sweep_runs(exps: list[str] | None, filter_string: str, sweep: str) ->
         return list(found.values())
     # relative to the folder the multirun ran in, wherever that was: the ids that end so
     found = {}
-    for query in (f"tags.sweep_id LIKE '%/{sweep}'", f"tags.sweep_ids LIKE '%/{sweep};%'"):
+    for query in (f"tags.{Tags.SWEEP_ID} LIKE '%/{sweep}'",
+                  f"tags.{Tags.SWEEP_IDS} LIKE '%/{sweep};%'"):
         for run in tracking.find_runs(exps, _and(filter_string, query)):
             found[run.info.run_id] = run
     ids = {s for r in found.values()
-           for s in [r.data.tags.get("sweep_id", "")] + r.data.tags.get("sweep_ids", "").split(";")
+           for s in [r.data.tags.get(Tags.SWEEP_ID, "")]
+           + r.data.tags.get(Tags.SWEEP_IDS, "").split(";")
            if s.endswith("/" + sweep)}
     if len(ids) > 1:
         raise ConfigError(f"--sweep {sweep} matches {len(ids)} multiruns: "
                           f"{', '.join(sorted(ids))}. Pass the whole path of one.")
-    return [r for r in found.values() if r.data.tags.get("sweep_id") in ids
-            or any(f";{s};" in r.data.tags.get("sweep_ids", "") for s in ids)]
+    return [r for r in found.values() if r.data.tags.get(Tags.SWEEP_ID) in ids
+            or any(f";{s};" in r.data.tags.get(Tags.SWEEP_IDS, "") for s in ids)]
 
 
 def describe_selection(uri: str, experiments: list[str] | None, filter_string: str,
@@ -256,19 +258,18 @@ class History:
         return self._cache[(run_id, key)]
 
     def gradient_flow(self, run_id: str) -> Any | None:
-        """The parsed gradient-flow profiles (``diagnostics/grad_flow.json``) of a run, or
-        None when it has none (or it cannot be read)."""
+        """The gradient-flow document (``diagnostics/grad_flow.json``) of a run, or None
+        when it has none (or it cannot be read)."""
         from rnnbench import tracking
 
         if run_id in self._flows:
             return self._flows[run_id]
         obj = None
         try:
-            listed = set(tracking.list_artifacts(run_id, "diagnostics"))
-            name = next((n for n in GRADIENT_FLOW_ARTIFACTS if n in listed), None)
-            if name is not None:
+            listed = set(tracking.list_artifacts(run_id, Artifacts.DIAGNOSTICS_DIR))
+            if Artifacts.GRAD_FLOW_JSON in listed:
                 with tempfile.TemporaryDirectory() as tmp:
-                    path = tracking.download_artifacts(run_id, name, tmp)
+                    path = tracking.download_artifacts(run_id, Artifacts.GRAD_FLOW_JSON, tmp)
                     obj = json.loads(Path(path).read_text())
         except Exception:  # a missing or unreadable artifact only drops the figure
             obj = None

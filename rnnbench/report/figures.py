@@ -12,7 +12,8 @@ import json
 import math
 from typing import Any
 
-from rnnbench.report.analysis import TaskSection
+from rnnbench.report.content import TaskSection
+from rnnbench.tracking import Tags
 
 DPI = 100
 
@@ -48,7 +49,7 @@ def loss_units(rows: list) -> tuple[float, str]:
     """``(factor, unit)`` that put the rows' per-epoch loss in the data's units, from the
     runs' ``metric_units`` tag (a task that trains on normalised values sets it); ``(1, "")``
     when the runs have none or do not agree."""
-    tags = {r.tags.get("metric_units") for row in rows for r in row.used}
+    tags = {r.tags.get(Tags.METRIC_UNITS) for row in rows for r in row.used}
     if len(tags) != 1 or None in tags:
         return 1.0, ""
     try:

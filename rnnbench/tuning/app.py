@@ -19,6 +19,7 @@ from typing import Any
 
 from rnnbench import config, conventions, hardware, tracking
 from rnnbench.errors import RnnbenchError, RunFailed
+from rnnbench.tracking import RunKind, SweepTags, Tags
 
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
@@ -71,13 +72,13 @@ def _trial_table(plan: Any, oracle: Any, record: Any) -> list[dict[str, Any]]:
 
     runs: dict[str, list] = {}
     for run in record.trial_runs():
-        runs.setdefault(run.data.tags.get("trial_id"), []).append(run)
+        runs.setdefault(run.data.tags.get(SweepTags.TRIAL_ID), []).append(run)
     table = []
     for trial_id in sorted(oracle.trials, key=int):
         t = oracle.trials[trial_id]
         mine = runs.get(trial_id, [])
         reason = reason_of(t.message) or next(
-            (r.data.tags.get("failure_reason") for r in reversed(mine)
+            (r.data.tags.get(Tags.FAILURE_REASON) for r in reversed(mine)
              if r.info.status == "FAILED"), None)
         table.append({
             "trial_id": trial_id, "status": t.status,
@@ -138,9 +139,11 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
         tuner.oracle.hooks = hooks
         tuner.oracle.verbose = 0
         tags = {
-            "run_kind": "sweep", "sweep_id": plan.sweep_id, "sweep_name": plan.sweep_id,
-            "task": plan.task_name, "cell": cfg.cell.name, "seed": cfg.seed,
-            "tuner": t.name, "objective": plan.objective, "direction": plan.direction,
+            Tags.RUN_KIND: RunKind.SWEEP, Tags.SWEEP_ID: plan.sweep_id,
+            SweepTags.SWEEP_NAME: plan.sweep_id,
+            Tags.TASK: plan.task_name, Tags.CELL: cfg.cell.name, Tags.SEED: cfg.seed,
+            "tuner": t.name, SweepTags.OBJECTIVE: plan.objective,
+            SweepTags.DIRECTION: plan.direction,
             "search_space": plan.space.name, "command": command, "git_commit": git_commit(),
             "budget.max_trials": total, "budget.max_epochs": t.max_epochs,
             "budget.executions_per_trial": t.executions_per_trial,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnbench import tracking
+from rnnbench.tracking import Artifacts, RunKind, SweepTags, Tags
 from rnnbench.errors import TrackingError
 
 PARENT_FILE = "mlflow_sweep.json"
@@ -68,7 +69,7 @@ class SweepRecord:
             run = tracking.reopen_run(previous)
             # the command that resumed it reproduces the sweep now (a larger budget, say)
             run.set_tags({k: v for k, v in tags.items()
-                          if k.startswith(("budget.", "mlflow.source.")) or k == "command"})
+                          if k.startswith(("budget.", "mlflow.source.")) or k == Tags.COMMAND})
             self.parent_run_id = previous
             return previous, True
         if previous is not None:
@@ -76,7 +77,7 @@ class SweepRecord:
                                              "(tuner.overwrite=true or its saved state was gone)")
         run = tracking.open_run(self.experiment, run_name, tags)
         run.log_params(params)
-        run.log_text(space_json, "sweep/search_space.json")
+        run.log_text(space_json, Artifacts.SWEEP_SEARCH_SPACE)
         self.parent_run_id = run.run_id
         path = Path(project_dir)
         path.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,8 @@ class SweepRecord:
     def attach(self, timeout_s: float) -> str:
         """A worker's way in: the RUNNING parent run of this sweep, made by the chief."""
         deadline = time.monotonic() + timeout_s
-        query = f"tags.sweep_id = '{self.sweep_id}' and tags.run_kind = 'sweep'"
+        query = (f"tags.{Tags.SWEEP_ID} = '{self.sweep_id}' and "
+                 f"tags.{Tags.RUN_KIND} = '{RunKind.SWEEP}'")
         while True:
             runs = tracking.search_runs([self.experiment], query, statuses=["RUNNING"])
             if runs:
@@ -108,8 +110,9 @@ class SweepRecord:
         if run is not None and run.info.status == "RUNNING":
             for child in tracking.child_runs(run_id):
                 if child.info.status == "RUNNING":
-                    tracking.close_run(child.info.run_id, "KILLED", {"failure_reason": reason})
-            tracking.close_run(run_id, "KILLED", {"failure_reason": reason})
+                    tracking.close_run(child.info.run_id, "KILLED",
+                                       {Tags.FAILURE_REASON: reason})
+            tracking.close_run(run_id, "KILLED", {Tags.FAILURE_REASON: reason})
 
     def _parent(self) -> tracking.Run:
         run = tracking.get_run(self.parent_run_id)
@@ -121,7 +124,7 @@ class SweepRecord:
         """The trial runs under the parent (of one trial when ``trial_id`` is given)."""
         if self.parent_run_id is None:
             return []
-        query = f"tags.trial_id = '{trial_id}'" if trial_id is not None else ""
+        query = f"tags.{SweepTags.TRIAL_ID} = '{trial_id}'" if trial_id is not None else ""
         return tracking.child_runs(self.parent_run_id, query)
 
     def close_orphans(self, runs: list | None = None) -> list[str]:
@@ -131,7 +134,7 @@ class SweepRecord:
         closed = []
         for run in runs:
             if run.info.status == "RUNNING":
-                tracking.close_run(run.info.run_id, "KILLED", {"failure_reason": ORPHAN_REASON})
+                tracking.close_run(run.info.run_id, "KILLED", {Tags.FAILURE_REASON: ORPHAN_REASON})
                 closed.append(run.info.run_id)
         return closed
 
@@ -141,11 +144,11 @@ class SweepRecord:
         non-finite value (deterministic, so running it again would only repeat it)."""
         for run in reversed(runs):
             tags = run.data.tags
-            if tags.get("execution", "0") != str(execution):
+            if tags.get(SweepTags.EXECUTION, "0") != str(execution):
                 continue
             if run.info.status == "FINISHED":
                 return run
-            if run.info.status == "FAILED" and tags.get("failure_what"):
+            if run.info.status == "FAILED" and tags.get(Tags.FAILURE_WHAT):
                 return run
         return None
 
@@ -154,7 +157,7 @@ class SweepRecord:
 
     def failure_reason(self, trial_id: str) -> str | None:
         for run in reversed(self.trial_runs(trial_id)):
-            reason = run.data.tags.get("failure_reason")
+            reason = run.data.tags.get(Tags.FAILURE_REASON)
             if run.info.status == "FAILED" and reason:
                 return reason
         return None
@@ -182,15 +185,17 @@ class SweepRecord:
         if summary is not None:
             best = summary.get("best")
             tags: dict[str, Any] = {
-                "trials_completed": summary["completed"], "trials_failed": summary["failed"],
+                SweepTags.TRIALS_COMPLETED: summary["completed"],
+                SweepTags.TRIALS_FAILED: summary["failed"],
             }
             if best:
-                tags.update({"best_trial_id": best["trial_id"],
-                             "best_run_id": best.get("run_id")})
-                tags.update({f"best_hp.{k}": v for k, v in best["hyperparameters"].items()})
-                run.log_json(best, "sweep/best.json")
+                tags.update({SweepTags.BEST_TRIAL_ID: best["trial_id"],
+                             SweepTags.BEST_RUN_ID: best.get("run_id")})
+                tags.update({SweepTags.BEST_HP_PREFIX + k: v
+                             for k, v in best["hyperparameters"].items()})
+                run.log_json(best, Artifacts.SWEEP_BEST)
             run.set_tags(tags)
-            run.log_json(summary["trials"], "sweep/trials.json")
+            run.log_json(summary["trials"], Artifacts.SWEEP_TRIALS)
         if reason:
-            run.set_tags({"failure_reason": reason[:5000]})
+            run.set_tags({Tags.FAILURE_REASON: reason[:5000]})
         run.end(status)

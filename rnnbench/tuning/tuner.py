@@ -21,6 +21,7 @@ import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
 from rnnbench.errors import ConfigError, RnnbenchError, RunFailed
+from rnnbench.tracking import Params, RunKind, SweepTags, Tags
 from rnnbench.tuning.space import format_values
 
 ORACLES = {
@@ -251,7 +252,7 @@ class SweepTuner(kt.Tuner):
         oracle heard of it): taken from MLflow, not run or logged again."""
         if run.info.status != "FINISHED":
             raise kt.errors.FailedTrialError(
-                f"run {run.info.run_id} FAILED: {run.data.tags.get('failure_reason')}")
+                f"run {run.info.run_id} FAILED: {run.data.tags.get(Tags.FAILURE_REASON)}")
         value = best_of(self.record.objective_history(run.info.run_id), self.plan.direction)
         if value is None:
             raise kt.errors.FailedTrialError(
@@ -283,12 +284,12 @@ class SweepTuner(kt.Tuner):
         ctx = RunContext(
             overrides=overrides, sweep_id=plan.sweep_id,
             command=" ".join(["rnnbench", *overrides]),
-            parent_run_id=self.record.parent_run_id, run_kind="trial",
-            tags={"trial_id": trial.trial_id, "execution": execution,
-                  "sweep_name": plan.sweep_id, "tuner": plan.cfg.tuner.name,
+            parent_run_id=self.record.parent_run_id, run_kind=RunKind.TRIAL,
+            tags={SweepTags.TRIAL_ID: trial.trial_id, SweepTags.EXECUTION: execution,
+                  SweepTags.SWEEP_NAME: plan.sweep_id, "tuner": plan.cfg.tuner.name,
                   "tuner_id": self.tuner_id,
                   "warm_start_from": source if init_weights else None},
-            params={f"hp/{k}": v for k, v in values.items()},
+            params={Params.HP_PREFIX + k: v for k, v in values.items()},
             run_name=f"trial-{trial.trial_id}" + (f"-e{execution}" if n > 1 else ""),
             initial_epoch=initial_epoch, init_weights=init_weights,
             save_weights=(self._weights(trial.trial_id, execution)
@@ -306,7 +307,7 @@ class SweepTuner(kt.Tuner):
         value = best_of(result.history.get(plan.objective), plan.direction)
         if value is None:
             reason = f"{plan.objective} was not finite in any epoch"
-            tracking.close_run(result.run_id, "FAILED", {"failure_reason": reason})
+            tracking.close_run(result.run_id, "FAILED", {Tags.FAILURE_REASON: reason})
             raise kt.errors.FailedTrialError(f"run {result.run_id} FAILED: {reason}")
         return value
 

@@ -1,0 +1,154 @@
+"""The names of rnnbench's MLflow record: the tags, params, metrics and artifacts that
+training runs and sweeps write and that reports, resumed sweeps and reused runs read.
+
+A name here is a contract between modules that never import each other (a report
+reads what a run wrote months ago, in another process), so each is spelled once and
+used by the writer and the reader alike. The values are what stores already hold:
+changing one orphans every run logged before. Each group says who writes it and who
+reads it. (``docs/`` describes the record for people; this module is it for code.)
+"""
+
+from __future__ import annotations
+
+
+class RunKind:
+    """The value of :attr:`Tags.RUN_KIND`: what a run stands for.
+
+    Written by :func:`rnnbench.train.run` (``RUN``, ``TRIAL``) and the sweep record
+    (``SWEEP``, :mod:`rnnbench.tuning.record`); read by reports (trials are grouped and
+    averaged differently, a sweep's parent names the objective), by ``skip_finished``
+    (a run is reused only for the same kind) and by sweeps that resume.
+    """
+
+    RUN = "run"
+    TRIAL = "trial"
+    SWEEP = "sweep"
+
+
+class Tags:
+    """Tags of every training run (single runs and sweep trials alike).
+
+    Written by :func:`rnnbench.train.run` (what ran, where it belongs, how it ended;
+    the hardware's tags come from :mod:`rnnbench.hardware`), by the diagnostics
+    (``DIAGNOSTICS_WEIGHTS_EPOCH``) and by :func:`rnnbench.tracking.replay`
+    (``REPLAYED_FROM``). Read by :mod:`rnnbench.report` (grouping, ranking,
+    provenance, the environment table, the commands to reproduce), by ``skip_finished``
+    and by the sweep record (a trial's outcome).
+    """
+
+    # what the run is
+    TASK = "task"
+    TASK_FAMILY = "task_family"
+    CELL = "cell"
+    SEED = "seed"
+    RUN_KIND = "run_kind"  # a RunKind value
+    PRIMARY_METRIC = "primary_metric"  # the task's headline metric, without ``test_``
+    PRIMARY_MODE = "primary_mode"  # ``min`` or ``max``
+    OBJECTIVE = "objective"  # the metric the run's objective reads (rnnbench.objective)
+    OBJECTIVE_DIRECTION = "objective_direction"
+    METRIC_UNITS = "metric_units"  # JSON: factor and unit of the per-epoch metrics
+    # what ran it
+    IMPL = "impl"
+    CUDNN = "cudnn"
+    XLA = "xla"
+    # where it comes from, and how to run it again
+    CONFIG_HASH = "config_hash"
+    GIT_COMMIT = "git_commit"  # ``<sha>`` or ``<sha>-dirty``
+    COMMAND = "command"
+    SWEEP_ID = "sweep_id"  # the Hydra multirun folder, or the keras-tuner project
+    SWEEP_IDS = "sweep_ids"  # every sweep a reused run belongs to: ``;<id>;<id>;``
+    REPLAYED_FROM = "replayed_from"  # the run id a replayed spool was logged as first
+    # how it ended
+    FAILURE_REASON = "failure_reason"
+    FAILURE_WHAT = "failure_what"  # what went non-finite (set only for that failure)
+    FAILURE_EPOCH = "failure_epoch"
+    FAILURE_STEP = "failure_step"
+    NOT_LOGGED_PREFIX = "not_logged."  # + the extra that could not be written
+    DIAGNOSTICS_WEIGHTS_EPOCH = "diagnostics_weights_epoch"
+    TENSORBOARD_LOGDIR = "tensorboard_logdir"
+    # MLflow's own
+    PARENT_RUN_ID = "mlflow.parentRunId"
+    RUN_NAME = "mlflow.runName"
+
+
+class SweepTags:
+    """Tags of a keras-tuner sweep: on its parent run, and on each trial run.
+
+    Written by :mod:`rnnbench.tuning` (the parent's by ``app`` and ``record``, a trial's
+    by ``tuner``); read by the sweep itself when it resumes or a worker joins
+    (``TRIAL_ID``, ``EXECUTION``) and by reports (the parent's ``OBJECTIVE`` and
+    ``DIRECTION`` rank the trials).
+    """
+
+    OBJECTIVE = "objective"
+    DIRECTION = "direction"
+    SWEEP_NAME = "sweep_name"
+    TRIAL_ID = "trial_id"
+    EXECUTION = "execution"
+    TRIALS_COMPLETED = "trials_completed"
+    TRIALS_FAILED = "trials_failed"
+    BEST_TRIAL_ID = "best_trial_id"
+    BEST_RUN_ID = "best_run_id"
+    BEST_HP_PREFIX = "best_hp."
+
+
+class Params:
+    """Params a reader looks up by name (every run logs its whole flattened config).
+
+    Written by :func:`rnnbench.train.run` and the sweep tuner (``HP_PREFIX``: a trial's
+    sampled values under the tuner's names); read by reports (a run without the ``cell``
+    tag, the seed, the design points of paired sweeps, a sweep's objective).
+    """
+
+    CELL = "cell.name"
+    SEED = "seed"
+    HP_PREFIX = "hp/"
+    TUNER_OBJECTIVE = "tuner.objective"
+    TUNER_DIRECTION = "tuner.direction"
+
+
+class Metrics:
+    """Metrics a reader looks up by name.
+
+    Written by :func:`rnnbench.train.run` (final values), by the epoch logger of
+    :mod:`rnnbench.callbacks` (per epoch) and by the diagnostics (``GRAD_FLOW_PREFIX``);
+    read by reports (test metrics, trivial baselines, time per epoch, learning curves,
+    gradient-flow summaries) and by ``skip_finished`` (a reused run's test metrics).
+    """
+
+    TEST_PREFIX = "test_"  # + the task's metric: on the test split
+    BASELINE_PREFIX = "baseline_"  # + the metric of a trivial predictor
+    OBJECTIVE = "objective"
+    PARAMS_COUNT = "params_count"
+    RECURRENT_PARAMS = "recurrent_params"
+    FIT_TIME_S = "fit_time_s"
+    EPOCHS_RUN = "epochs_run"
+    VAL_LOSS = "val_loss"  # per epoch
+    EPOCH_TIME_S = "epoch_time_s"  # per epoch
+    THROUGHPUT = "throughput_samples_per_s"  # per epoch
+    GRAD_FLOW_PREFIX = "grad_flow/"  # gradient-flow summaries of the tested weights
+
+
+class Artifacts:
+    """Artifact paths of a run, relative to its artifact root.
+
+    Written by :func:`rnnbench.train.run` (model, config), :mod:`rnnbench.callbacks`
+    (learning curves), the diagnostics (``GRAD_FLOW_*``) and the sweep record
+    (``SWEEP_*``, on the parent run); read by reports (``GRAD_FLOW_JSON``), by
+    TensorBoard export (the figures) and by people in the MLflow UI.
+    """
+
+    MODEL_DIR = "model"  # model.keras, and the MLflow model of the same name
+    WHAT_RAN = "model/what_ran.json"
+    CONFIG = "config/config.yaml"
+    OVERRIDES = "config/overrides.yaml"
+    HISTORY = "history.csv"
+    LEARNING_CURVES = "plots/learning_curves.png"
+    DIAGNOSTICS_DIR = "diagnostics"
+    GRAD_FLOW_JSON = "diagnostics/grad_flow.json"
+    GRAD_FLOW_CSV = "diagnostics/grad_flow.csv"
+    GRAD_FLOW_HEATMAP = "diagnostics/grad_flow_heatmap.png"
+    TENSORBOARD_DIR = "tensorboard"
+    SWEEP_SEARCH_SPACE = "sweep/search_space.json"
+    SWEEP_BEST = "sweep/best.json"
+    SWEEP_TRIALS = "sweep/trials.json"
