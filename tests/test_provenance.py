@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 
 from rnnbench.cli import CONF_DIR
 from rnnbench.config import register_configs, to_object
-from rnnbench.train import config_hash
+from rnnbench.provenance import config_hash
 
 
 def hashed(*overrides: str) -> str:

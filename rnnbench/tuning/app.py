@@ -19,6 +19,7 @@ from typing import Any
 
 from rnnbench import config, conventions, hardware, tracking
 from rnnbench.errors import RnnbenchError, RunFailed
+from rnnbench.provenance import git_commit, version_tags
 
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
@@ -112,7 +113,6 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
     The same config resumes the same search from ``tuner.directory``; completed trials
     are neither run nor logged again, the interrupted one runs again.
     """
-    from rnnbench.train import git_commit, version_tags
     from rnnbench.tuning.plan import SweepPlan
     from rnnbench.tuning.record import SweepRecord
     from rnnbench.tuning.tuner import (CONSECUTIVE_FAILURES, SweepAborted, SweepHooks,
