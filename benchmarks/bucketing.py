@@ -56,9 +56,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)
     args, overrides = ap.parse_known_args(argv)
-    from rnnbench import config
+    from rnnbench.cli.schema import register_configs
 
-    config.register_configs()
+    register_configs()
     overrides = [f"train.epochs={args.epochs}", f"train.patience={args.epochs}", *overrides]
     results: dict[str, list[dict]] = {"bucketed": [], "padded": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,8 +65,9 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
 
     from rnnbench import config
+    from rnnbench.cli.schema import register_configs
 
-    config.register_configs()
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return config.to_object(hydra_compose("config", overrides=overrides))
 

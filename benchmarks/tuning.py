@@ -70,7 +70,8 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from rnnbench.config import register_configs, to_object
+    from rnnbench.cli.schema import register_configs
+    from rnnbench.config import to_object
 
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

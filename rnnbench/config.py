@@ -1,4 +1,5 @@
-"""The config schema: dataclasses registered in Hydra's ConfigStore.
+"""The config schema: dataclasses that Hydra's ConfigStore holds (registered by
+:func:`rnnbench.cli.schema.register_configs`).
 
 Hydra checks types and rejects unknown keys while it composes the config; the
 ``__post_init__`` checks below check values when the composed config is turned into
@@ -15,12 +16,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnbench.errors import ConfigError
-from rnnbench.tasks.configs import TASK_SCHEMAS
 
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
 CELL_IMPLS = ("auto", "builtin", "custom")
@@ -277,19 +276,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-
-
-def register_configs() -> None:
-    """Put the schema into Hydra's ConfigStore (idempotent)."""
-    cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
-    for name, schema in TASK_SCHEMAS.items():
-        cs.store(group="schema/task", name=name, node=schema)
-    from rnnbench.tuning import configs as tuning  # rnnbench-tune's schema (conf/tune.yaml)
-
-    cs.store(name="tune_schema", node=tuning.TuneConfig)
-    cs.store(group="schema", name="tuner", node=tuning.TunerConfig)
-    cs.store(group="schema", name="search_space", node=tuning.SearchSpaceConfig)
 
 
 def unknown_keys(node: Any, path: str = "") -> list[tuple[str, list[str]]]:

@@ -6,11 +6,8 @@ before the MLflow run opens, so a bad input leaves nothing half-done in the stor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import platform
-import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
@@ -20,9 +17,10 @@ from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
-from rnnbench import __version__, conventions, hardware, objective, tracking
+from rnnbench import conventions, hardware, objective, tracking
 from rnnbench.config import flatten
 from rnnbench.errors import HardwareError, RunFailed
+from rnnbench.provenance import config_hash, git_commit, version_tags
 from rnnbench.tracking import Artifacts, Metrics, RunKind, Tags
 
 
@@ -57,53 +55,6 @@ class RunResult:
     message: str = ""
     history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch Keras logs
     objective: float = math.nan  # the number a Hydra sweeper gets (rnnbench.objective)
-
-
-# settings that cannot change a run's numbers: where the record goes, how much the
-# console shows, and which metric a Hydra sweeper reads
-NOT_RESULT_KEYS = (("tracking",), ("train", "verbose"), ("objective",))
-
-
-def config_hash(cfg: Any) -> str:
-    """Hash of the config that decides the result: everything but ``NOT_RESULT_KEYS``."""
-    node = OmegaConf.structured(cfg) if not OmegaConf.is_config(cfg) else cfg
-    container = OmegaConf.to_container(node, resolve=True)
-    for path in NOT_RESULT_KEYS:
-        parent = container
-        for part in path[:-1]:
-            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
-        if isinstance(parent, dict):
-            parent.pop(path[-1], None)
-    text = OmegaConf.to_yaml(OmegaConf.create(container), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def version_tags() -> dict[str, str]:
-    import keras
-
-    tags = {"rnnbench_version": __version__, "python_version": platform.python_version(),
-            "keras_version": keras.__version__}
-    try:
-        import tensorflow as tf
-
-        tags["tensorflow_version"] = tf.__version__
-    except ImportError:
-        pass
-    return tags
 
 
 @contextmanager

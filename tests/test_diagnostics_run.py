@@ -100,6 +100,7 @@ def test_nan_gradient_fails_the_run_with_tags_and_keeps_earlier_diagnostics(
     from hydra import compose, initialize_config_dir
 
     from rnnbench import config, train
+    from rnnbench.cli.schema import register_configs
     from rnnbench.errors import RunFailed
     from rnnbench.tasks.timeseries import Co2Task
 
@@ -108,7 +109,7 @@ def test_nan_gradient_fails_the_run_with_tags_and_keeps_earlier_diagnostics(
             return NanGradientAfter(7, name="nan_gradient")(super().build_head(h, data))
 
     monkeypatch.setattr("rnnbench.tasks.get_task", lambda cfg: ExplodingCo2(cfg))
-    config.register_configs()
+    register_configs()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = config.to_object(compose("config", overrides=[

@@ -159,12 +159,13 @@ def test_compose_sweep_overrides_are_valid_config():
     from hydra import compose, initialize_config_dir
 
     from rnnbench import config
+    from rnnbench.cli.schema import register_configs
 
     spec = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     overrides = spec["services"]["rnnbench"]["command"][2:]
     sweeps = [o for o in overrides if "," in o.split("=", 1)[1]]
     assert sweeps, "the service should sweep over something"
-    config.register_configs()
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         grid = [[f"{o.split('=')[0]}={v}" for v in o.split("=", 1)[1].split(",")]
                 for o in sweeps]

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rnnbench import hardware
+from rnnbench import cudnn, hardware
 from rnnbench.config import HardwareConfig
 from rnnbench.errors import ConfigError, HardwareError
+from rnnbench.hardware import devices
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -82,7 +83,7 @@ def test_mixed_float16_on_cpu_warns_with_a_suggestion():
 
 
 def test_backend_that_is_not_installed_is_refused(monkeypatch):
-    monkeypatch.setitem(hardware._BACKEND_PACKAGES, "torch", "rnnbench_no_such_package")
+    monkeypatch.setitem(devices._BACKEND_PACKAGES, "torch", "rnnbench_no_such_package")
     with pytest.raises(HardwareError) as err:
         hardware.select_backend("torch")
     message = str(err.value)
@@ -145,9 +146,10 @@ def test_layer_cudnn(layers, which, backend, device, masked, expected, why):
     from rnnbench.cells import describe_layer
 
     layer = layers[which]
-    eligible = describe_layer(layer)["cudnn_eligible"] if which != "no_cudnn" else False
-    ran, reason = hardware.layer_cudnn(layer, eligible, _info(backend, device), masked)
+    ran, reason = cudnn.layer_cudnn(layer, backend, device, masked)
     assert ran is expected and why in reason
+    # cuDNN runs a layer only when its arguments qualify (the cudnn_eligible tag)
+    assert not ran or describe_layer(layer)["cudnn_eligible"]
 
 
 def test_what_ran_reads_the_compiled_model():
@@ -200,12 +202,12 @@ def test_determinism_message_names_the_op():
 def test_new_model_retracing_warning_is_dropped_and_others_kept(caplog):
     import logging
 
-    from rnnbench import hardware
+    from rnnbench.hardware import devices
 
-    hardware._quiet_backend_loggers()
-    hardware._quiet_backend_loggers()  # idempotent: one filter
+    devices._quiet_backend_loggers()
+    devices._quiet_backend_loggers()  # idempotent: one filter
     log = logging.getLogger("tensorflow")
-    assert sum(isinstance(f, hardware._NewModelRetracing) for f in log.filters) == 1
+    assert sum(isinstance(f, devices._NewModelRetracing) for f in log.filters) == 1
     with caplog.at_level(logging.WARNING, logger="tensorflow"):
         log.warning("6 out of the last 6 calls to <function f> triggered tf.function "
                     "retracing. Tracing is expensive")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hydra import compose, initialize_config_dir
 
 from rnnbench.cli import CONF_DIR
-from rnnbench.config import register_configs, to_object
-from rnnbench.train import config_hash
+from rnnbench.cli.schema import register_configs
+from rnnbench.config import to_object
+from rnnbench.provenance import config_hash
 
 
 def hashed(*overrides: str) -> str:

@@ -343,7 +343,7 @@ def _compose(*overrides: str, name: str = "config"):
     from hydra import compose, initialize_config_dir
 
     from rnnbench.cli import CONF_DIR
-    from rnnbench.config import register_configs
+    from rnnbench.cli.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -10,7 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, run_cli, store_runs
-from rnnbench.config import register_configs, to_object
+from rnnbench.cli.schema import register_configs
+from rnnbench.config import to_object
 from rnnbench.errors import ConfigError
 from rnnbench.tasks import TASKS, get_task
 

@@ -1,7 +1,7 @@
 """Recurrent layers from the cell config: Keras built-ins or rnnbench's own layer.
 
-The choice between the two implementations, the cuDNN conditions, and the mapping of
-Keras weights onto rnnbench's layout are all here.
+The choice between the two implementations and the mapping of Keras weights onto
+rnnbench's layout are here; whether cuDNN runs a layer is decided in `rnnbench.cudnn`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from rnnbench import cudnn
 from rnnbench.cells.custom import CustomRecurrent
 from rnnbench.cells.initializers import GateBias
 from rnnbench.cells.registry import CELLS
@@ -94,28 +95,9 @@ def _builtin_cell_name(layer) -> str | None:
 
 
 def cudnn_eligible(layer) -> bool:
-    """Whether this exact layer configuration can run on cuDNN on a GPU.
-
-    Keras's own conditions (`keras.layers.LSTM` / `GRU`, TensorFlow backend):
-    activation tanh, recurrent activation sigmoid, `recurrent_dropout == 0`,
-    `unroll=False`, `use_bias=True`, `use_cudnn` not False, and for GRU
-    `reset_after=True`. At run time the mask, if any, must also be right-padded.
-    `SimpleRNN` and rnnbench's own layers never use cuDNN.
-    """
-    if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
-        return False
-    cell = layer.cell
-    ok = (
-        cell.activation in (keras.activations.tanh, keras.ops.tanh)
-        and cell.recurrent_activation in (keras.activations.sigmoid, keras.ops.sigmoid)
-        and not cell.recurrent_dropout
-        and not layer.unroll
-        and cell.use_bias
-        and getattr(layer, "use_cudnn", "auto") is not False
-    )
-    if isinstance(layer, keras.layers.GRU):
-        ok = ok and cell.reset_after
-    return bool(ok)
+    """Whether this exact layer configuration can run on cuDNN on a GPU (Keras's rules
+    are in `rnnbench.cudnn`; a mask, if any, must also be right-padded at run time)."""
+    return cudnn.arguments_ok(layer)
 
 
 def describe_layer(layer) -> dict:

@@ -7,7 +7,8 @@ runs per trial, resume after a crash, chief/worker distribution.
 - :mod:`rnnbench.tuning.record`: the sweep's MLflow record (parent run, trial runs).
 - :mod:`rnnbench.tuning.tuner`: the oracles and the tuner that runs each trial through
   :func:`rnnbench.train.run`.
-- :mod:`rnnbench.tuning.app`: ``rnnbench-tune``'s job.
+- :mod:`rnnbench.tuning.app`: a sweep from start to end (``rnnbench-tune``'s job is in
+  :mod:`rnnbench.cli.job`).
 
 Importing this package is light; the modules that import Keras load on demand.
 """

@@ -1,5 +1,6 @@
-"""``rnnbench-tune``: check the sweep config, open (or reopen) the sweep's MLflow run, run
-or serve the search, record the best trial.
+"""A sweep from start to end: check the sweep config, open (or reopen) the sweep's MLflow
+run, run or serve the search, record the best trial (``rnnbench-tune``'s job, in
+:mod:`rnnbench.cli.job`, calls :func:`run_sweep`).
 
 Everything that can be refused is refused before the first trial: the search space
 (empty or inverted ranges, values the run config refuses), an objective the task does
@@ -9,16 +10,15 @@ answer.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnbench import config, conventions, hardware, tracking
-from rnnbench.errors import RnnbenchError, RunFailed
+from rnnbench import config, conventions, tracking
+from rnnbench.errors import RunFailed
+from rnnbench.provenance import git_commit, version_tags
 from rnnbench.tracking import RunKind, SweepTags, Tags
 
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -113,7 +113,6 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
     The same config resumes the same search from ``tuner.directory``; completed trials
     are neither run nor logged again, the interrupted one runs again.
     """
-    from rnnbench.train import git_commit, version_tags
     from rnnbench.tuning.plan import SweepPlan
     from rnnbench.tuning.record import SweepRecord
     from rnnbench.tuning.tuner import (CONSECUTIVE_FAILURES, SweepAborted, SweepHooks,
@@ -144,7 +143,7 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
             Tags.TASK: plan.task_name, Tags.CELL: cfg.cell.name, Tags.SEED: cfg.seed,
             "tuner": t.name, SweepTags.OBJECTIVE: plan.objective,
             SweepTags.DIRECTION: plan.direction,
-            "search_space": plan.space.name, "command": command, "git_commit": git_commit(),
+            "search_space": plan.space.name, Tags.COMMAND: command, Tags.GIT_COMMIT: git_commit(),
             "budget.max_trials": total, "budget.max_epochs": t.max_epochs,
             "budget.executions_per_trial": t.executions_per_trial,
             "distributed": role, **version_tags(),
@@ -209,70 +208,3 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
     record.finish("FINISHED", summary)
     return SweepResult(plan.sweep_id, record.parent_run_id, "FINISHED", summary["trials"],
                        summary["best"], reopened)
-
-
-def print_result(cfg: Any, result: SweepResult) -> None:
-    line = "=" * 72
-    print(line)
-    if result.status == "DONE":
-        print(f"rnnbench-tune: worker done; sweep {result.sweep_id} (MLflow run "
-              f"{result.parent_run_id}) is finished by its chief")
-        print(line, flush=True)
-        return
-    print(f"rnnbench-tune: {result.sweep_id} · {len(result.trials)} trials: "
-          f"{result.completed} finished, {result.failed} FAILED")
-    best = result.best
-    objective = cfg.tuner.objective
-    if best:
-        hps = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in best["hyperparameters"].items() if not k.startswith("tuner/"))
-        print(f"  best: trial {int(best['trial_id']) + 1}, {objective}={best['score']:.6g}, "
-              f"MLflow run {best['run_id']}")
-        print(f"        {hps}")
-        print(f"  as a single run: {best['command']}")
-    else:
-        print("  no trial finished: there is no best trial")
-    print(f"  MLflow sweep run {result.parent_run_id} in experiment "
-          f"'{cfg.tracking.experiment or cfg.task.name}' at "
-          f"{tracking.redact_uri(cfg.tracking.uri)}")
-    print(f"  open it:   {tracking.ui_command(tracking.redact_uri(cfg.tracking.uri))}  "
-          f"(filter: tags.sweep_id = '{result.sweep_id}')")
-    print(line, flush=True)
-
-
-def tune_job(cfg: Any) -> Any:
-    """The body of ``rnnbench-tune`` (a Hydra task function); its console also goes to the
-    job's log file."""
-    from rnnbench import jobs
-
-    with jobs.console_to(jobs.log_file()):
-        return _tune_job(cfg)
-
-
-def _tune_job(cfg: Any) -> Any:
-    from rnnbench import jobs
-    from rnnbench.cli import _print_error, hydra_context, interrupted_message, redact_hydra_record
-
-    hc = hydra_context("rnnbench-tune")
-    redact_hydra_record()
-    try:
-        conventions.apply_environment(cfg, hc["overrides"])
-        obj = config.to_object(cfg)
-        hardware.select_backend(obj.backend.name)
-        result = run_sweep(obj, hc["overrides"], hc["command"])
-    except RnnbenchError as exc:
-        _print_error(str(exc))
-        if hc["multirun"] and isinstance(exc, RunFailed):
-            jobs.job_done("failed", None, str(exc), hc["command"])
-            return None  # the other sweeps of the multirun go on
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _print_error(interrupted_message("sweep run") + " Run the same command again to "
-                     "resume the search.")
-        sys.exit(130)
-    print_result(obj, result)
-    jobs.job_done("finished", result.parent_run_id, "", hc["command"])
-    best = result.best or {}
-    return json.loads(json.dumps({"sweep_id": result.sweep_id, "run_id": result.parent_run_id,
-                                  "best_trial": best.get("trial_id"),
-                                  obj.tuner.objective: best.get("score")}))

@@ -1,20 +1,11 @@
-"""Hardware setup by config, and a record of what actually ran.
+"""Hardware setup by config: backend, devices, threads, precision, determinism, XLA and
+the distribution strategy.
 
 ``select_backend`` runs before Keras is imported (Keras reads ``KERAS_BACKEND`` once).
 ``setup`` then makes the devices, precision, determinism and distribution strategy
-match ``cfg.hardware`` or fails with a message, never silently running elsewhere.
-After the model is compiled, :func:`what_ran` reads back from the model itself what
-runs: the device its weights live on, whether XLA compiles the train step, and for
-every recurrent layer whether cuDNN runs it. Those become the run's MLflow tags.
-
-What each backend supports (see also the README, "Hardware, backends and docker"):
-
-| | tensorflow | jax | torch |
-| --- | --- | --- | --- |
-| ``strategy=mirrored``, ``logical_cpus`` | yes | no | no |
-| ``deterministic`` | op determinism + seeds | seeds (+ XLA's GPU flag) | deterministic algorithms + seeds |
-| cuDNN kernels (GPU only) | LSTM, GRU | LSTM | LSTM, GRU |
-| ``xla=off`` | graph mode | eager (slow) | eager |
+match ``cfg.hardware`` or fails with a message, never silently running elsewhere, and
+seeds every generator (:mod:`rnnbench.seeding`). What the compiled model then really
+runs on is read back by :mod:`rnnbench.hardware.what_ran`.
 """
 
 from __future__ import annotations
@@ -23,8 +14,6 @@ import importlib.util
 import logging
 import os
 import platform
-import random
-import re
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -32,18 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from rnnbench.errors import ConfigError, HardwareError
+from rnnbench.hardware.what_ran import determinism_message, is_determinism_error
+from rnnbench.seeding import seed_everything
 
 _BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 _INSTALL_HINTS = {"tensorflow": "pip install 'tensorflow>=2.21,<2.22'",
                   "jax": "pip install 'jax[cpu]' (or 'jax[cuda12]' on a GPU machine)",
                   "torch": "pip install torch"}
-# Which built-in recurrent layers have a cuDNN kernel on each backend (Keras 3.15):
-# JAX runs LSTM through jax.experimental.rnn (cuDNN) but GRU through lax.scan.
-_CUDNN_LAYERS = {"tensorflow": ("LSTM", "GRU"), "jax": ("LSTM",), "torch": ("LSTM", "GRU")}
-# Backends whose cuDNN path refuses masks (TensorFlow takes right-padded masks).
-_CUDNN_NO_MASK = ("jax", "torch")
-# What TensorFlow says when an op cannot honour op determinism.
-_DETERMINISM_MARKERS = ("determinism is enabled", "determinism is not yet supported")
 
 _MIXED_FLOAT16_ON_CPU = (
     "hardware.precision=mixed_float16 on a CPU is usually slower than float32 (CPUs have "
@@ -377,11 +361,8 @@ def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
         )
 
     import keras
-    import numpy as np
 
-    random.seed(seed)
-    np.random.seed(seed)
-    keras.utils.set_random_seed(seed)
+    seed_everything(seed)
     _set_determinism(backend, hw.deterministic, notes)
     keras.mixed_precision.set_global_policy(hw.precision)
 
@@ -420,150 +401,4 @@ def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
         devices_used=list(used),
         xla_request=hw.xla,
         device_name=_gpu_name(backend, used[0]) if device == "gpu" else "",
-    )
-
-
-# ---- what ran ---------------------------------------------------------------------------
-
-def _inner_layer(layer: Any) -> Any:
-    import keras
-
-    if isinstance(layer, keras.layers.Bidirectional):
-        return layer.forward_layer
-    return layer
-
-
-def _model_masked(model: Any) -> bool:
-    import keras
-
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.Masking) or getattr(layer, "mask_zero", False):
-            return True
-    return False
-
-
-def layer_cudnn(layer: Any, eligible: bool, hw: HardwareInfo, masked: bool) -> tuple[bool, str]:
-    """Whether cuDNN runs ``layer``, and why not when it does not.
-
-    Args:
-        layer: a recurrent layer of the model (possibly wrapped in Bidirectional).
-        eligible: Keras's own conditions on the layer's arguments (activations, bias,
-            ``unroll``, ``recurrent_dropout``, ``reset_after``, ``use_cudnn``), as
-            reported by ``rnnbench.cells.describe_layer``.
-        hw: the run's hardware.
-        masked: whether the model feeds masks to its recurrent layers.
-    """
-    inner = _inner_layer(layer)
-    kind = type(inner).__name__
-    if kind not in ("LSTM", "GRU"):
-        return False, f"{kind} is not a Keras LSTM/GRU layer (only those have a cuDNN kernel)"
-    if hw.device_type != "gpu":
-        return False, "the run is on the CPU"
-    if kind not in _CUDNN_LAYERS.get(hw.backend, ()):
-        return False, f"Keras's {hw.backend} backend has no cuDNN kernel for {kind}"
-    if getattr(inner, "use_cudnn", "auto") is False:
-        return False, "use_cudnn=False"
-    if getattr(getattr(inner, "cell", None), "recurrent_dropout", 0):
-        return False, "recurrent_dropout > 0"
-    if not eligible:
-        return False, "the layer's arguments do not meet Keras's cuDNN conditions"
-    if masked and hw.backend in _CUDNN_NO_MASK:
-        return False, f"masked inputs: the {hw.backend} cuDNN path takes no mask"
-    return True, "cuDNN"
-
-
-def _placement(model: Any, hw: HardwareInfo) -> str:
-    """The device the model's first weight lives on, as the backend names it."""
-    if hw.strategy is not None:
-        return ",".join(hw.devices_used)
-    if not model.weights:
-        return hw.device
-    value = model.weights[0].value
-    if hw.backend == "jax":
-        return ",".join(sorted(str(d) for d in value.devices()))
-    return str(value.device)
-
-
-def what_ran(model: Any, hw: HardwareInfo, what: dict[str, Any],
-             batch_size: int) -> dict[str, str]:
-    """The MLflow tags that say what a compiled model runs on, read from the model.
-
-    Adds ``cudnn`` and ``cudnn_reason`` to each layer of ``what["layers"]`` (the
-    description from ``rnnbench.model.describe_model``).
-
-    Args:
-        model: the compiled model.
-        hw: what :func:`setup` returned.
-        what: ``describe_model(model)``.
-        batch_size: ``train.batch_size``, the global batch.
-    """
-    import keras
-
-    tags = hw.tags()
-    jit = bool(model.jit_compile)  # after compile: what Keras really does
-    tags["xla"] = "on" if jit else "off"
-    if hw.xla_request == "on" and not jit:
-        hw.notes.append("hardware.xla=on, but Keras compiled without XLA: the model has a "
-                        "layer that XLA cannot compile (a cuDNN LSTM/GRU on TensorFlow)")
-        tags["hardware_notes"] = " | ".join(hw.notes)
-    tags["device"] = _placement(model, hw)
-    tags["global_batch_size"] = str(batch_size)
-    tags["replica_batch_size"] = f"{batch_size / hw.replicas:g}"
-    try:
-        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        tags["effective_lr"] = f"{lr:.6g}"
-    except (AttributeError, TypeError, ValueError):
-        pass  # a schedule, or no optimizer yet
-
-    masked = _model_masked(model)
-    by_name = {layer.name: layer for layer in model.layers}
-    ran = []
-    for name, desc in what.get("layers", {}).items():
-        layer = by_name.get(name)
-        if layer is None or not isinstance(layer, keras.layers.Layer):
-            continue
-        used, reason = layer_cudnn(layer, bool(desc.get("cudnn_eligible")), hw, masked)
-        desc["cudnn"] = used
-        desc["cudnn_reason"] = reason
-        tags[f"cudnn.{name}"] = str(used).lower()
-        ran.append(used)
-    tags["cudnn"] = str(bool(ran) and all(ran)).lower()
-    tags["cudnn_layers"] = f"{sum(ran)}/{len(ran)}"
-    return tags
-
-
-# ---- determinism errors -----------------------------------------------------------------
-
-def is_determinism_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a backend's refusal to run an op deterministically."""
-    text = str(exc).lower()
-    return any(marker in text for marker in _DETERMINISM_MARKERS)
-
-
-def determinism_message(exc: BaseException, hw: HardwareInfo) -> str:
-    """A user-facing message for a determinism refusal, naming the op and its source."""
-    text = str(exc)
-    node = None
-    for pattern in (r"Detected at node '?([^\s']+?)'? defined at", r"\{\{node ([^}]+)\}\}",
-                    r"\[Op:(?!__inference)(\w+)\]", r'"(\w+)" cannot be called'):
-        match = re.search(pattern, text)
-        if match:
-            node = match.group(1)
-            break
-    op = node.rsplit("/", 1)[-1] if node else "an op"
-    where = f" (node {node})" if node and "/" in node else ""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
-    if frames:
-        where += f", created at {frames[-1][0]}:{frames[-1][1]} in {frames[-1][2]}()"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = next((line for line in lines
-                   if any(marker in line.lower() for marker in _DETERMINISM_MARKERS)),
-                  lines[0] if lines else type(exc).__name__)
-    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)
-    reason = re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", reason).rstrip(".")
-    return (
-        f"hardware.deterministic=true, but {op}{where} has no deterministic implementation "
-        f"on {hw.backend} ({hw.device}): {reason}. Use hardware.deterministic=false (the run "
-        "then repeats only up to floating-point reduction order), or remove that op from "
-        "the model, its metrics and callbacks."
     )

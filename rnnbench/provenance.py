@@ -1,0 +1,68 @@
+"""Where a result came from: the code (git commit, uncommitted changes), the library
+versions, and a hash of the settings that decide the numbers.
+
+Runs (:mod:`rnnbench.train`) and sweeps (:mod:`rnnbench.tuning.app`) tag their MLflow
+runs with the same values, so that a report can tell which code and which config
+produced a number, and a multirun can skip a config that already finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rnnbench import __version__
+
+# settings that cannot change a run's numbers: where the record goes, how much the
+# console shows, and which metric a Hydra sweeper reads
+NOT_RESULT_KEYS = (("tracking",), ("train", "verbose"), ("objective",))
+
+
+def config_hash(cfg: Any) -> str:
+    """Hash of the config that decides the result: everything but ``NOT_RESULT_KEYS``."""
+    node = OmegaConf.structured(cfg) if not OmegaConf.is_config(cfg) else cfg
+    container = OmegaConf.to_container(node, resolve=True)
+    for path in NOT_RESULT_KEYS:
+        parent = container
+        for part in path[:-1]:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+        if isinstance(parent, dict):
+            parent.pop(path[-1], None)
+    text = OmegaConf.to_yaml(OmegaConf.create(container), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, with ``-dirty`` when tracked files have uncommitted changes;
+    None outside a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def version_tags() -> dict[str, str]:
+    """The versions that can change a number: rnnbench, Python, Keras and TensorFlow."""
+    import keras
+
+    tags = {"rnnbench_version": __version__, "python_version": platform.python_version(),
+            "keras_version": keras.__version__}
+    try:
+        import tensorflow as tf
+
+        tags["tensorflow_version"] = tf.__version__
+    except ImportError:
+        pass
+    return tags
