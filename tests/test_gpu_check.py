@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli_env
+from helpers import ROOT, cli_env
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 # `import tensorflow` fails in the child, as on a machine without it.

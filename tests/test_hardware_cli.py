@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from helpers import cli_env
 
 BIN = Path(sys.executable).parent
 FAST = ["debug=smoke", "diagnostics.enabled=false", "tracking.log_model=false"]

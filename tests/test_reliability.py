@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli_env, run_cli, store_runs
+from helpers import ROOT, cli_env, run_cli, store_runs
 
 PASSWORD = "Sup3r-Secret-pw"
 
