@@ -159,6 +159,7 @@ def test_forget_bias_defaults_and_chrono_init():
 
 
 # -------------------------------------------------------------- gradients
+@pytest.mark.slow
 def test_gradients_are_finite_on_500_steps():
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(2, 500, 3)).astype("float32"))

@@ -168,6 +168,7 @@ def test_gate_statistics_match_numpy_over_the_real_steps_only(layers, masked, se
 
 # -- tasks that pad without a mask give the lengths ---------------------------------------
 
+@pytest.mark.slow
 def test_chorales_probe_ends_each_chorale_on_its_own_last_step():
     from rnnbench.diagnostics import draw_probe
     from rnnbench.tasks import get_task, music
