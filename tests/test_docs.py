@@ -75,3 +75,20 @@ def test_anchor_rules_match_github():
     page = ROOT / "docs" / "diagnostics.md"
     assert {"gradient-flow-through-time-grad_flow", "explosion",
             "which-weights-the-logged-values-describe"} <= anchors(page)
+
+
+# `rnnbench/conf` is where pyproject.toml maps conf/ inside an installed wheel
+NOT_IN_THE_TREE = {"rnnbench/conf"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_path_the_page_names_exists(page):
+    """A file or module named in backticks (`rnnbench/tracking.py`,
+    `tests/test_cli.py::test_x`) is in the tree, so a module that moves cannot leave
+    the guide, or docs/architecture.md's table, pointing at nothing."""
+    named = re.findall(r"`((?:rnnbench|tests|benchmarks|conf|docker|experiments)/[^`\s]*)`",
+                       page.read_text())
+    missing = [p for p in named
+               if (base := p.split("::")[0].rstrip("/")) not in NOT_IN_THE_TREE
+               and not (list(ROOT.glob(base)) if "*" in base else (ROOT / base).exists())]
+    assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
