@@ -100,6 +100,7 @@ def probed(layers: int, masked: bool, seq2seq: bool):
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("masked,seq2seq", CASES)
+@pytest.mark.slow
 def test_profile_matches_a_gradient_tape_on_each_unpadded_sequence(layers, masked, seq2seq):
     model, x, targets, profile, _ = probed(layers, masked, seq2seq)
     want, counts = expected_profile(model, x, targets, seq2seq)

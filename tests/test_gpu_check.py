@@ -27,6 +27,7 @@ def run_check(tmp_path, *args, backend="jax"):
     )
 
 
+@pytest.mark.slow
 def test_no_gpu_fails_clearly(tmp_path):
     proc = run_check(tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
