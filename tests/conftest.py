@@ -1,55 +1,18 @@
-"""Shared helpers: run the real CLI in a temporary directory and read its MLflow store."""
+"""Fixtures and the test session's environment; the helpers test modules import are in
+helpers.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 # One data cache for the whole test session, outside the user's own cache.
 os.environ.setdefault("RNNBENCH_CACHE", tempfile.mkdtemp(prefix="rnnbench-cache-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("HYDRA_FULL_ERROR", None)  # the user's view: no stack traces
-    # rnnbench honours MLflow's variables, and mlflow.set_tracking_uri() in this process
-    # (an earlier test) sets MLFLOW_TRACKING_URI: a test that wants one passes it in extra
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("MLFLOW_EXPERIMENT_NAME", None)
-    env.update({"PYTHONUNBUFFERED": "1", **extra})
-    return env
-
-
-def run_cli(args: list[str], cwd: Path, *, module: str = "rnnbench", timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> args`` (the real CLI) in ``cwd``."""
-    if module == "rnnbench":
-        cmd = [sys.executable, "-m", "rnnbench", *args]
-    else:
-        cmd = [sys.executable, "-c", f"from rnnbench.cli import {module}; {module}()", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env or cli_env())
-
-
-def store_runs(cwd: Path, uri: str | None = None) -> list:
-    """Every run in the store of ``cwd`` (default: its ./mlflow.db), all experiments."""
-    import mlflow
-
-    uri = uri or f"sqlite:///{cwd / 'mlflow.db'}"
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        return []
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps, max_results=10000) if exps else []
 
 
 @pytest.fixture

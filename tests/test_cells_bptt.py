@@ -7,7 +7,7 @@ inputs and the initial states:
   masks (leading, inner and trailing masked steps), `return_sequences` both ways,
   `go_backwards`, recurrent dropout and non-zero initial states;
 - central finite differences of the float64 NumPy reference of each cell written from
-  the spec (`test_cells_equations.py`), for every weight and the inputs (the references
+  the spec (`helpers.py`), for every weight and the inputs (the references
   start from zero states, so the initial states are checked against autodiff only).
 
 JAX runs the same check against its own autodiff in a subprocess (float32 there: Keras's
@@ -28,15 +28,19 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from conftest import ROOT, cli_env, run_cli, store_runs  # noqa: E402
-from test_cells_equations import (  # noqa: E402
+from helpers import (  # noqa: E402
     BLOCKS,
     D,
     N,
     PEEPHOLE_NAME,
+    ROOT,
+    cli_env,
     load_params,
     random_params,
     reference,
+    run_cli,
+    store_runs,
+    tiny_task_run,
 )
 
 from rnnbench.cells import CELLS, CustomRecurrent, describe_layer, make_recurrent_layer  # noqa: E402
@@ -358,8 +362,6 @@ def test_no_warning_when_bptt_runs():
 def test_training_is_unchanged_and_the_run_records_which_gradient_ran(tmp_path):
     """A real (tiny) co2 run with the peephole cell, once per gradient: the same losses
     and test metrics to float32 round-off, and the `gradient` tag says which one ran."""
-    from test_tasks_smoke import tiny_task_run
-
     db = tmp_path / "mlflow.db"
     for gradient in ("autodiff", "bptt"):
         tiny_task_run("co2", {"csv": "", "wavs": ""}, db, "cell=peephole", f"cell.gradient={gradient}",

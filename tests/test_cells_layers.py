@@ -159,6 +159,7 @@ def test_forget_bias_defaults_and_chrono_init():
 
 
 # -------------------------------------------------------------- gradients
+@pytest.mark.slow
 def test_gradients_are_finite_on_500_steps():
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(2, 500, 3)).astype("float32"))
@@ -204,6 +205,7 @@ def test_masked_batch_equals_sequences_one_by_one(cell):
             np.testing.assert_allclose(final[i], alone[-1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_masking_from_embedding_and_bidirectional_stack_train():
     rng = np.random.default_rng(5)
     lengths = [11, 7, 3, 9]
@@ -380,6 +382,7 @@ def test_builtin_layers_and_description():
     assert info["params"] == 2 * (CELLS["gru"].param_count(3, 4) + 8)
 
 
+@pytest.mark.slow
 def test_xla_compiled_training_step():
     rng = np.random.default_rng(11)
     x = rng.normal(size=(4, 10, 3)).astype("float32")

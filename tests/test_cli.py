@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import cli_env, run_cli, store_runs
+from helpers import cli_env, run_cli, store_runs
 
 pytestmark = pytest.mark.slow
 

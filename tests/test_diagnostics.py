@@ -170,6 +170,7 @@ def adding_model(cell_cfg: dict, steps: int, units: int) -> keras.Model:
     return keras.Model(inp, keras.layers.Dense(1, name="head")(h))
 
 
+@pytest.mark.slow
 def test_adding_problem_rnn_decays_orders_of_magnitude_faster_than_lstm():
     # At initialisation, T = 100, 16 units, 16 examples, seeds 0-2; the decay ratio
     # g(1)/g(T) compared by its geometric mean over the seeds (single seeds scatter by
@@ -492,6 +493,7 @@ def fit_with_callback(tmp_path, epochs: int, **kwargs):
     return history, artifacts
 
 
+@pytest.mark.slow
 def test_callback_evaluates_every_n_epochs_and_writes_the_profiles(tmp_path):
     history, artifacts = fit_with_callback(tmp_path, 5, every_n_epochs=2)
     # before training, every 2nd epoch, and the last epoch asked for
@@ -505,6 +507,7 @@ def test_callback_evaluates_every_n_epochs_and_writes_the_profiles(tmp_path):
                          "diagnostics/grad_flow_heatmap.png"}
 
 
+@pytest.mark.slow
 def test_callback_without_gradient_flow_backend_logs_the_rest(tmp_path, monkeypatch):
     monkeypatch.setattr("rnnbench.diagnostics.callback.FLOW_BACKENDS", ())
     with pytest.warns(UserWarning, match="no gradient flow"):

@@ -100,6 +100,7 @@ def probed(layers: int, masked: bool, seq2seq: bool):
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("masked,seq2seq", CASES)
+@pytest.mark.slow
 def test_profile_matches_a_gradient_tape_on_each_unpadded_sequence(layers, masked, seq2seq):
     model, x, targets, profile, _ = probed(layers, masked, seq2seq)
     want, counts = expected_profile(model, x, targets, seq2seq)
@@ -168,6 +169,7 @@ def test_gate_statistics_match_numpy_over_the_real_steps_only(layers, masked, se
 
 # -- tasks that pad without a mask give the lengths ---------------------------------------
 
+@pytest.mark.slow
 def test_chorales_probe_ends_each_chorale_on_its_own_last_step():
     from rnnbench.diagnostics import draw_probe
     from rnnbench.tasks import get_task, music

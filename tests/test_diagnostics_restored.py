@@ -20,6 +20,7 @@ from rnnbench.diagnostics import (
 )
 
 
+@pytest.mark.slow
 def test_final_probe_is_on_the_restored_weights_and_is_what_the_run_shows(tmp_path):
     import tensorflow as tf
 

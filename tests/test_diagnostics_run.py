@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import ROOT, cli_env, run_cli, store_runs
+from helpers import ROOT, cli_env, run_cli, store_runs, tiny_task_run
 from rnnbench.tasks import TASKS
-from test_tasks_smoke import tiny_task_run
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import ROOT, cli_env, run_cli, store_runs
+from helpers import ROOT, cli_env, run_cli, store_runs
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli_env
+from helpers import ROOT, cli_env
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 # `import tensorflow` fails in the child, as on a machine without it.
@@ -27,6 +27,7 @@ def run_check(tmp_path, *args, backend="jax"):
     )
 
 
+@pytest.mark.slow
 def test_no_gpu_fails_clearly(tmp_path):
     proc = run_check(tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]

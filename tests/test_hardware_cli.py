@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from helpers import cli_env
 
 BIN = Path(sys.executable).parent
 FAST = ["debug=smoke", "diagnostics.enabled=false", "tracking.log_model=false"]
@@ -66,6 +66,7 @@ def _gpu_present() -> bool:
 # ---- refusals ---------------------------------------------------------------------------
 
 @pytest.mark.skipif(_gpu_present(), reason="this machine has a GPU: hardware=gpu would run")
+@pytest.mark.slow
 def test_gpu_asked_without_a_gpu_fails_and_records_nothing(tmp_path):
     out = rnnbench(["hardware=gpu", *FAST], tmp_path)
     assert_user_error(out, "hardware=gpu asks for a GPU", "sees none", "hardware=cpu",
@@ -73,6 +74,7 @@ def test_gpu_asked_without_a_gpu_fails_and_records_nothing(tmp_path):
     assert runs_in(tmp_path) == []  # never a silent CPU run
 
 
+@pytest.mark.slow
 def test_mirrored_with_one_device_is_refused(tmp_path):
     out = rnnbench(["hardware=multi_gpu", "hardware.device=cpu", *FAST], tmp_path)
     assert_user_error(out, "asks for 2 CPU devices with MirroredStrategy", "1 is visible",
@@ -96,6 +98,7 @@ def test_backend_not_installed_is_refused(tmp_path):
     assert_user_error(out, "backend=torch", "'torch' is not installed", "backend=tensorflow")
 
 
+@pytest.mark.slow
 def test_op_without_deterministic_kernel_gets_a_clear_message(tmp_path):
     """tf.timestamp has no deterministic kernel: TensorFlow refuses it under op
     determinism, and the run's guard turns that into a HardwareError naming the op."""

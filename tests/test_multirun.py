@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import cli_env, run_cli, store_runs
+from helpers import cli_env, run_cli, store_runs
 from rnnbench.report.cli import main as report_main
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli_env, store_runs
+from helpers import ROOT, cli_env, store_runs
 
 pytestmark = pytest.mark.slow
 

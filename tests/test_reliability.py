@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli_env, run_cli, store_runs
+from helpers import ROOT, cli_env, run_cli, store_runs
 
 PASSWORD = "Sup3r-Secret-pw"
 
@@ -183,6 +183,7 @@ def test_credentials_are_taken_off_the_command_line(monkeypatch):
     assert restore_password("postgresql://u:***@db/m") == f"postgresql://u:{PASSWORD}@db/m"
 
 
+@pytest.mark.slow
 def test_sweep_state_file_holds_no_password(tmp_path, monkeypatch):
     from rnnbench import tracking
     from rnnbench.tuning.record import PARENT_FILE, SweepRecord
@@ -264,6 +265,7 @@ def small_store(tmp_path_factory):
     return root, uri
 
 
+@pytest.mark.slow
 def test_report_never_deletes_outside_its_folder(small_store, tmp_path, capsys):
     from rnnbench.report.cli import main as report_main
 
@@ -293,6 +295,7 @@ def test_report_never_deletes_outside_its_folder(small_store, tmp_path, capsys):
         assert f"lists '{entry}'" in err and "left alone" in err
 
 
+@pytest.mark.slow
 def test_report_escapes_html_in_run_values(small_store, tmp_path):
     from rnnbench.report.cli import main as report_main
 
@@ -302,6 +305,7 @@ def test_report_escapes_html_in_run_values(small_store, tmp_path):
     assert "&lt;i&gt;evil&lt;/i&gt;" in page and "<i>evil</i>" not in page
 
 
+@pytest.mark.slow
 def test_report_on_a_symlinked_out_folder_works_inside_the_real_folder(small_store, tmp_path):
     from rnnbench.report.cli import main as report_main
 
@@ -383,6 +387,7 @@ def test_known_configs_still_pass_the_unknown_key_check():
 
 # ---- 4. tracking-store faults ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_damaged_sqlite_stores_are_clear_errors(tmp_path):
     assert configure_error(f"sqlite:///{tmp_path / 'good.db'}") is None
     data = (tmp_path / "good.db").read_bytes()
@@ -398,6 +403,7 @@ def test_damaged_sqlite_stores_are_clear_errors(tmp_path):
     assert "is a folder" in configure_error(f"sqlite:///{tmp_path / 'folder.db'}")
 
 
+@pytest.mark.slow
 def test_read_only_store_folder_and_file_fail_fast_and_clearly(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -416,6 +422,7 @@ def test_read_only_store_folder_and_file_fail_fast_and_clearly(tmp_path):
     assert the_file is not None and "is read-only" in the_file
 
 
+@pytest.mark.slow
 def test_report_on_a_corrupt_store_is_a_clear_error(tmp_path, small_store):
     root, _ = small_store
     data = (root / "mlflow.db").read_bytes()
@@ -522,6 +529,7 @@ def test_server_killed_mid_run_loses_nothing_and_replay_logs_it(server, tmp_path
     assert "model.keras" in {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "model")}
 
 
+@pytest.mark.slow
 def test_replay_into_a_store_without_the_run_makes_a_whole_new_run(tmp_path, monkeypatch):
     """A spool replayed into another store: the whole record, as a new run."""
     from rnnbench import tracking
@@ -551,6 +559,7 @@ def test_replay_into_a_store_without_the_run_makes_a_whole_new_run(tmp_path, mon
     assert not spool.exists()
 
 
+@pytest.mark.slow
 def test_a_run_that_ends_normally_leaves_no_spool(tmp_path, monkeypatch):
     from rnnbench import tracking
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import cli_env, run_cli
+from helpers import cli_env, run_cli
 from rnnbench.report.cli import main as report_main
 
 pytestmark = pytest.mark.slow

@@ -73,14 +73,32 @@ def test_arrays_round_trip_and_build_only_once(cache_dir):
 
 
 BUILDER = """
-import sys, time
+import os, sys, time
 import numpy as np
 from rnnbench.tasks import cache
+
+def waiting_on(lock):
+    # /proc/locks marks a process blocked on a lock with "->"; the field before the
+    # range is MAJOR:MINOR:INODE of the locked file
+    inode = str(os.stat(lock).st_ino)
+    with open("/proc/locks") as fh:
+        rows = [line.split() for line in fh]
+    return any("->" in row and row[-3].rsplit(":", 1)[-1] == inode for row in rows)
 
 def build():
     with open(sys.argv[1], "a") as log:
         log.write("built\\n")
-    time.sleep(1.5)  # long enough for the other process to arrive and wait
+    # This process holds the lock: keep it until the other one is provably blocked on
+    # it, so that the other one reads this entry after waiting instead of arriving late.
+    path = cache.entry_path("race", "k1")
+    lock = path.with_name(path.name + ".lock")
+    deadline = time.monotonic() + 60
+    while not waiting_on(lock):
+        if time.monotonic() > deadline:
+            sys.exit("the other process never waited for the lock")
+        time.sleep(0.01)
+    with open(sys.argv[1], "a") as log:
+        log.write("another process waited\\n")
     return {"a": np.arange(4) * 3}
 
 out = cache.cached_arrays("race", "k1", build)
@@ -88,9 +106,11 @@ print(out["a"].tolist())
 """
 
 
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
 def test_two_processes_build_an_entry_once(cache_dir, tmp_path):
     """Two processes that need the same entry at once: one builds, the other waits for
-    the lock and reads the entry; no mismatched sidecar, no second build."""
+    the lock and reads the entry; no mismatched sidecar, no second build. The builder
+    holds the lock until /proc/locks shows the other process blocked on it."""
     import os
     import subprocess
     import sys
@@ -103,7 +123,7 @@ def test_two_processes_build_an_entry_once(cache_dir, tmp_path):
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
     assert [out.strip() for out, _ in outs] == ["[0, 3, 6, 9]"] * 2
-    assert log.read_text().splitlines() == ["built"]
+    assert log.read_text().splitlines() == ["built", "another process waited"]
     assert cache.is_valid(cache.entry_path("race", "k1"))
 
 

@@ -111,6 +111,7 @@ def test_bucketed_pipeline_cuts_each_batch_to_its_bucket_and_loses_nothing():
         make_pipeline(x, y, 2, shuffle=False, seed=0, lengths=lengths, boundaries=[4, 8])
 
 
+@pytest.mark.slow
 def test_chorale_batches_are_bucketed_by_length(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNBENCH_CACHE", str(tmp_path / "cache"))
     task = get_task(ChoralesConfig(name="chorales", limit=6))

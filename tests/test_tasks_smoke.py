@@ -7,11 +7,8 @@ import math
 
 import mlflow
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_cli, store_runs
-from rnnbench.cli.schema import register_configs
-from rnnbench.config import to_object
+from helpers import ROOT, compose_run, run_cli, store_runs, task_overrides, tiny_task_run
 from rnnbench.errors import ConfigError
 from rnnbench.tasks import TASKS, get_task
 
@@ -30,41 +27,6 @@ EXPECTED = {
     "copy": {"xent", "accuracy", "copy_accuracy"},
     "chorales": {"nll", "frame_accuracy"},
 }
-
-
-def task_overrides(name: str, inputs) -> list[str]:
-    return {
-        "co2": ["task.limit=32"],
-        "sunspots": ["task.limit=32"],
-        "electricity": ["task.limit=16", "task.lookback=96"],
-        "timeseries_csv": [f"task.path={inputs['csv']}", "task.column=value", "task.limit=32",
-                           "task.lookback=12", "task.horizon=3"],
-        "lm_char": ["task.corpus=lee", "task.limit=12", "task.bptt=20"],
-        "lm_word": ["task.corpus=lee", "task.limit=12", "task.carry_state=false"],
-        "speech_vowels": ["task.limit=48", "cell.bidirectional=true"],
-        "speech_audio": [f"task.path={inputs['wavs']}"],
-        "adding": ["task.length=20", "task.limit=64"],
-        "copy": ["task.length=8", "task.limit=64"],
-        "chorales": ["task.limit=2"],
-    }[name]
-
-
-def compose_run(overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return to_object(compose("config", overrides=overrides))
-
-
-def tiny_task_run(name: str, inputs, db, *extra: str):
-    """One real training run of task ``name`` on tiny data (8 units, 2 steps of 8 per
-    epoch, XLA off), logged to ``db``; ``extra`` overrides go last. Returns the
-    composed config and the run's result."""
-    from rnnbench.train import RunContext, run
-
-    cfg = compose_run([f"task={name}", "debug=smoke", "model.units=8",
-                       "train.steps_per_epoch=2", "train.batch_size=8", "hardware.xla=off",
-                       f"tracking.uri=sqlite:///{db}", *task_overrides(name, inputs), *extra])
-    return cfg, run(cfg, RunContext(command=f"test {name}"))
 
 
 def test_every_task_is_registered_with_a_config():

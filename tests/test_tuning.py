@@ -14,19 +14,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_cli, store_runs
+from helpers import FAST, compose_tune, oracle_sequence, run_cli, store_runs
 from rnnbench.cli.schema import register_configs
 from rnnbench.config import to_object
 from rnnbench.errors import ConfigError, RunFailed, TrackingError
 
 register_configs()
-
-# Tiny trials: a smoke-sized run without XLA (compiling costs more than the training),
-# without the gradient diagnostics and without saving the model.
-FAST = ["debug=smoke", "hardware.xla=off", "diagnostics.enabled=false",
-        "tracking.log_model=false", "train.verbose=0", "tuner.max_epochs=2"]
 
 # Plain SGD with a learning rate of 1e12 makes the loss inf at its first steps (checked:
 # "non-finite loss at epoch 1 step 2"); 0.01 trains normally.
@@ -62,14 +56,6 @@ def spaces_dir(tmp_path: Path) -> Path:
     (folder / "search_space" / "all_nan.yaml").write_text(ALL_NAN)
     (folder / "search_space" / "tiny.yaml").write_text(TINY)
     return folder
-
-
-def compose_tune(overrides: list[str]):
-    """The sweep config exactly as ``rnnbench-tune <overrides>`` composes it, as objects
-    (every value check runs)."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("tune", overrides=overrides)
-    return to_object(cfg)
 
 
 def local_store(tmp_path: Path) -> list[str]:
@@ -210,29 +196,6 @@ def test_cell_family_entries_change_the_space_for_those_cells():
 
 
 # ---- seeded oracles ------------------------------------------------------------------
-
-def oracle_sequence(cfg, tmp_path: Path, n: int) -> list[dict]:
-    """Drive the sweep's real oracle for ``n`` trials with a fixed, deterministic score
-    (the oracle's choices may depend on the scores: Bayesian optimisation)."""
-    from rnnbench.tuning.plan import SweepPlan
-    from rnnbench.tuning.tuner import SweepTuner, make_oracle
-
-    plan = SweepPlan.create(cfg)
-    tuner = SweepTuner(make_oracle(plan), plan, record=None, directory=str(tmp_path),
-                       project_name="p", overwrite=True)
-    oracle, seq = tuner.oracle, []
-    for _ in range(n):
-        trial = oracle.create_trial("tuner0")
-        if trial.status != "RUNNING":
-            break
-        values = dict(trial.hyperparameters.values)
-        seq.append(values)
-        score = (math.log10(values["lr"]) + 2.5) ** 2 + values["units"] / 100
-        oracle.update_trial(trial.trial_id, {plan.objective: score})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-    return seq
-
 
 # bayesian: 2 random points, then 1 chosen by the Gaussian process (each GP step costs
 # seconds: 50 restarts of L-BFGS-B)

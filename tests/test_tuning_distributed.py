@@ -14,8 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import cli_env
-from test_tuning import FAST
+from helpers import FAST, cli_env
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

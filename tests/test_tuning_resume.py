@@ -15,8 +15,7 @@ import time
 import mlflow
 import pytest
 
-from conftest import cli_env, run_cli
-from test_tuning import FAST, compose_tune, oracle_sequence
+from helpers import FAST, cli_env, compose_tune, oracle_sequence, run_cli
 
 pytestmark = pytest.mark.slow
 
