@@ -267,7 +267,7 @@ def overhead(args) -> int:
 
 def init_table(args) -> int:
     """Decay ratio and horizon at initialisation on the adding problem (T = 100, 16 units,
-    16 sequences, seeds 0-4), as in the README."""
+    16 sequences, seeds 0-4), as in `docs/diagnostics.md`."""
     import keras
     import numpy as np
 

@@ -19,7 +19,7 @@ imported). It does three things and finishes in well under 5 minutes:
    rnnbench's own `lstm`, `gru` and `peephole` (`cell.gradient=bptt` and `autodiff`),
    on one fixed random batch, in interleaved rounds (best round kept).
 3. **A small JSON** (`--out`) with the date, the device, the versions, the evidence and
-   the timings; the README's hardware section quotes it.
+   the timings; `benchmarks/README.md`'s hardware section quotes it.
 
 Without a GPU it exits with status 2 and says so. `--allow-cpu` runs the same code on
 the CPU (a dry run of the logic with the given shapes; nothing in it says anything about

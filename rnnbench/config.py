@@ -241,7 +241,7 @@ class ObjectiveConfig:
 
 @dataclass
 class DiagnosticsConfig:
-    """Vanishing-gradient diagnostics: see the README's diagnostics section."""
+    """Vanishing-gradient diagnostics: see `docs/diagnostics.md`."""
 
     enabled: bool = True
     every_n_epochs: int = 1

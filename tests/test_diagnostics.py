@@ -179,7 +179,7 @@ def test_adding_problem_rnn_decays_orders_of_magnitude_faster_than_lstm():
     # for memories of up to T steps. With Keras's default forget bias of 1 instead, an
     # untrained LSTM keeps f ≈ σ(1) ≈ 0.73 and its gradient decays orders of magnitude
     # FASTER than the orthogonally initialised vanilla RNN's: that is asserted too, as
-    # the README says so.
+    # docs/diagnostics.md says.
     steps, seeds = 100, range(3)
     cells = {"rnn": {"name": "rnn"}, "lstm_chrono": {"name": "lstm", "chrono_init": steps},
              "lstm_default": {"name": "lstm"}}

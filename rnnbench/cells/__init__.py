@@ -1,4 +1,4 @@
-"""Every recurrent cell of `shared/specs/cells.md`: registry, config checks, layers.
+"""Every recurrent cell of the spec (`docs/cells.md`): registry, config checks, layers.
 
 - `CELLS`, `CellSpec`, `cell_names()`: what the spec says about each cell, and how each
   implementation builds it (`rnnbench.cells.registry`, no Keras).

@@ -1,4 +1,4 @@
-"""The registry of every cell of `shared/specs/cells.md`, and how each one is built.
+"""The registry of every cell of the spec (`docs/cells.md`), and how each one is built.
 
 This module imports nothing heavy (no Keras): the CLI and the config checks read it
 before the backend is chosen. It is the one place that maps a cell name to what builds

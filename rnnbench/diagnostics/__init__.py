@@ -1,4 +1,4 @@
-"""Vanishing-gradient diagnostics of a training run (see the README, "How to read the diagnostics").
+"""Vanishing-gradient diagnostics of a training run (how to read them: `docs/diagnostics.md`).
 
 - :mod:`~rnnbench.diagnostics.flow`: gradient flow through time, ``g(k)``, its decay
   ratio and effective horizon.

@@ -9,7 +9,7 @@
 
 Seeding is in :mod:`rnnbench.seeding`, the cuDNN rules in :mod:`rnnbench.cudnn`.
 
-What each backend supports (see also the README, "Hardware, backends and docker"):
+What each backend supports (see also `docs/hardware.md`):
 
 | | tensorflow | jax | torch |
 | --- | --- | --- | --- |

@@ -381,7 +381,7 @@ def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
         jit = False
     elif backend == "tensorflow":
         # Keras's "auto" turns XLA off on a TF CPU, where XLA speeds up the project's own
-        # cells (README, "Hardware, backends and docker"), so auto means on, except where Keras refuses XLA
+        # cells (`docs/hardware.md`), so auto means on, except where Keras refuses XLA
         # (op determinism, tf.distribute). Keras still drops it for cuDNN layers.
         jit = not (hw.deterministic or strategy is not None)
     else:
