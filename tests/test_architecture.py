@@ -190,3 +190,18 @@ def test_only_the_tracking_package_imports_mlflow():
     assert importers, "the check found no importer at all: it is looking in the wrong place"
     outside = {m for m in importers if not any(m == a or m.startswith(a + ".") for a in allowed)}
     assert not outside, f"modules outside tracking that import mlflow: {sorted(outside)}"
+
+
+if __name__ == "__main__":
+    # python tests/test_architecture.py [checkout]: the import cycles and the long files
+    # of any checkout (e.g. an older commit in a git worktree), for before/after comparisons.
+    import sys
+
+    checkout = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT).resolve()
+    modules = module_files(checkout / "rnnbench")
+    for component in cycles(import_graph(modules)):
+        print("cycle:", " ⇄ ".join(component))
+    for path in modules.values():
+        if (n := len(path.read_text().splitlines())) > MAX_LINES:
+            print(f"over {MAX_LINES} lines: {path.relative_to(checkout)} ({n})")
+    print(f"{len(modules)} modules")
