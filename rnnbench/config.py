@@ -22,8 +22,6 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnbench.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
-CELL_IMPLS = ("auto", "builtin", "custom")
-CELL_GRADIENTS = ("auto", "autodiff", "bptt")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 XLA_MODES = ("auto", "on", "off")
 DEVICES = ("cpu", "gpu")
@@ -93,8 +91,11 @@ class CellConfig:
     gradient: str = "auto"
 
     def __post_init__(self) -> None:
-        check_choice("cell.impl", self.impl, CELL_IMPLS)
-        check_choice("cell.gradient", self.gradient, CELL_GRADIENTS)
+        # the cell rules live in rnnbench.cells.settings (Keras-free, like this module)
+        from rnnbench.cells import settings
+
+        check_choice("cell.impl", self.impl, settings.IMPLS)
+        check_choice("cell.gradient", self.gradient, settings.GRADIENTS)
         if self.gradient == "bptt":  # refused here, before the backend is loaded
             from rnnbench.cells.registry import CELLS
             from rnnbench.cells.settings import bptt_on_builtin_message
@@ -105,9 +106,7 @@ class CellConfig:
         check_fraction("cell.dropout", self.dropout)
         check_fraction("cell.recurrent_dropout", self.recurrent_dropout)
         if self.chrono_init is not None:
-            from rnnbench.cells.settings import check_chrono_init
-
-            check_chrono_init(self.chrono_init)
+            settings.check_chrono_init(self.chrono_init)
 
 
 @dataclass

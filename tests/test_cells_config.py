@@ -137,7 +137,7 @@ def test_builtin_impl_for_a_cell_keras_does_not_have():
         ({"recurrent_dropout": 1.5}, "recurrent_dropout"),
         ({"kernel_initializer": "glorot"}, "glorot_uniform"),
         ({"recurrent_initializer": "orthogonall"}, "orthogonal"),
-        ({"impl": "cudnn"}, "builtin, custom, auto"),
+        ({"impl": "cudnn"}, "auto, builtin, custom"),
         ({"chrono_init": 1}, "chrono_init"),
         ({"chrono_init": 10.5}, "chrono_init"),
         ({"forget_bias": 1.0, "chrono_init": 100}, "only one"),

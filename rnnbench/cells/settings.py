@@ -16,7 +16,7 @@ from typing import Any
 from rnnbench.cells.registry import CELL_OPTIONS, CELLS, builtin_cell_names, cell_names
 from rnnbench.errors import ConfigError
 
-IMPLS = ("builtin", "custom", "auto")
+IMPLS = ("auto", "builtin", "custom")
 
 #: Values of `cell.gradient`: how the gradient of the recurrent loop is computed.
 #: `bptt` is rnnbench's hand-written backward pass through time (`rnnbench.cells.bptt`),
