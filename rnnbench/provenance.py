@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rnnbench import __version__
+from rnnbench.tracking.schema import EnvTags
 
 # settings that cannot change a run's numbers: where the record goes, how much the
 # console shows, and which metric a Hydra sweeper reads
@@ -57,12 +58,13 @@ def version_tags() -> dict[str, str]:
     """The versions that can change a number: rnnbench, Python, Keras and TensorFlow."""
     import keras
 
-    tags = {"rnnbench_version": __version__, "python_version": platform.python_version(),
-            "keras_version": keras.__version__}
+    tags = {EnvTags.RNNBENCH_VERSION: __version__,
+            EnvTags.PYTHON_VERSION: platform.python_version(),
+            EnvTags.KERAS_VERSION: keras.__version__}
     try:
         import tensorflow as tf
 
-        tags["tensorflow_version"] = tf.__version__
+        tags[EnvTags.TENSORFLOW_VERSION] = tf.__version__
     except ImportError:
         pass
     return tags

@@ -21,7 +21,7 @@ from rnnbench import conventions, hardware, objective, tracking
 from rnnbench.config import flatten
 from rnnbench.errors import HardwareError, RunFailed
 from rnnbench.provenance import config_hash, git_commit, version_tags
-from rnnbench.tracking import Artifacts, Metrics, RunKind, Tags
+from rnnbench.tracking import Artifacts, EnvTags, Metrics, RunKind, Tags
 
 
 @dataclass
@@ -160,7 +160,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
         Tags.TASK: task.name, Tags.TASK_FAMILY: task.family, Tags.CELL: cfg.cell.name,
         Tags.IMPL: what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
         "gradient": what["gradient"],
-        Tags.SEED: cfg.seed, "hardware": cfg.hardware.name, Tags.CONFIG_HASH: chash,
+        Tags.SEED: cfg.seed, EnvTags.HARDWARE: cfg.hardware.name, Tags.CONFIG_HASH: chash,
         Tags.SWEEP_ID: ctx.sweep_id, Tags.RUN_KIND: ctx.run_kind, Tags.GIT_COMMIT: commit,
         Tags.SWEEP_IDS: tracking.sweeps_tag(ctx.sweep_id) if ctx.sweep_id else None,
         Tags.PRIMARY_METRIC: task.primary_metric, Tags.PRIMARY_MODE: task.primary_mode,

@@ -155,11 +155,12 @@ def run_job(cfg: Any) -> float:
 
 
 def _train(obj: Any, hc: dict[str, Any]) -> Outcome:
+    from rnnbench.tracking.schema import SweepTags, Tags
     from rnnbench.train import RunContext, run
 
     ctx = RunContext(overrides=hc["overrides"], sweep_id=hc["sweep_id"],
                      command=hc["command"], sweeper_direction=hc["sweeper_direction"],
-                     tags={"sweep_name": hc["sweep_name"], "sweep_job": hc["sweep_job"]})
+                     tags={SweepTags.SWEEP_NAME: hc["sweep_name"], Tags.SWEEP_JOB: hc["sweep_job"]})
     result = run(obj, ctx)
     print_summary(obj, result)
     return Outcome("skipped" if result.skipped else "finished", result.run_id,

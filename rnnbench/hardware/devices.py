@@ -23,6 +23,7 @@ from typing import Any, Iterator
 from rnnbench.errors import ConfigError, HardwareError
 from rnnbench.hardware.what_ran import determinism_message, is_determinism_error
 from rnnbench.seeding import seed_everything
+from rnnbench.tracking.schema import EnvTags, Tags
 
 _BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 _INSTALL_HINTS = {"tensorflow": "pip install 'tensorflow>=2.21,<2.22'",
@@ -115,21 +116,21 @@ class HardwareInfo:
     def tags(self) -> dict[str, str]:
         """The hardware tags known before the model exists."""
         tags = {
-            "backend": self.backend,
-            "device": self.device,
-            "device_type": self.device_type,
-            "devices_used": ",".join(self.devices_used or [self.device]),
-            "visible_devices": ",".join(self.visible_devices),
-            "precision": self.precision,
-            "xla": "on" if self.jit_compile is True else "off",
-            "xla_requested": self.xla_request,
-            "deterministic": str(self.deterministic).lower(),
-            "replicas": str(self.replicas),
-            "lr_scale": f"{self.lr_scale:g}",
-            "cpu": cpu_name(),
+            EnvTags.BACKEND: self.backend,
+            EnvTags.DEVICE: self.device,
+            EnvTags.DEVICE_TYPE: self.device_type,
+            EnvTags.DEVICES_USED: ",".join(self.devices_used or [self.device]),
+            EnvTags.VISIBLE_DEVICES: ",".join(self.visible_devices),
+            EnvTags.PRECISION: self.precision,
+            Tags.XLA: "on" if self.jit_compile is True else "off",
+            EnvTags.XLA_REQUESTED: self.xla_request,
+            EnvTags.DETERMINISTIC: str(self.deterministic).lower(),
+            EnvTags.REPLICAS: str(self.replicas),
+            EnvTags.LR_SCALE: f"{self.lr_scale:g}",
+            EnvTags.CPU: cpu_name(),
         }
         if self.device_name:
-            tags["device_name"] = self.device_name
+            tags[EnvTags.DEVICE_NAME] = self.device_name
         if self.backend != "tensorflow":
             module = sys.modules.get(_BACKEND_PACKAGES[self.backend])
             tags[f"{self.backend}_version"] = getattr(module, "__version__", "unknown")

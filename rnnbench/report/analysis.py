@@ -21,12 +21,10 @@ from rnnbench.report.gradient_flow import fill_gradient_flow
 from rnnbench.report.runs import (exclusion, guess_mode, is_row_param, is_task_param, mean_of,
                                   natural_key, run_sort_key, steady, varying)
 from rnnbench.report.sweeps import importance, objective_value, trial_objective
-from rnnbench.tracking import Metrics, RunKind, Tags
+from rnnbench.tracking import EnvTags, Metrics, RunKind, Tags
 
 # the tags of the environment table: what the runs ran on
-ENV_TAGS = ("rnnbench_version", "python_version", "tensorflow_version", "keras_version",
-            "backend", "hardware", "device", "visible_devices", "cpu", "replicas", "cudnn",
-            "cudnn_eligible", "xla", "precision", "deterministic", "git_commit")
+ENV_TAGS = EnvTags.ENVIRONMENT
 
 
 def analyse(selection: Selection, options: ReportOptions, history: History) -> Analysis:

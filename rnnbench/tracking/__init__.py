@@ -25,7 +25,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 from rnnbench.errors import TrackingError  # noqa: E402
 from rnnbench.redaction import redact as redact_uri  # noqa: E402
 from rnnbench.tracking.schema import (  # noqa: E402
-    Artifacts, Metrics, Params, RunKind, SweepTags, Tags)
+    Artifacts, EnvTags, Metrics, Params, RunKind, SweepTags, Tags)
 
 _LAZY = {
     "rnnbench.tracking.store": (
@@ -45,7 +45,7 @@ _LAZY = {
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = ["Artifacts", "Metrics", "Params", "RunKind", "SweepTags", "Tags", "TrackingError",
+__all__ = ["Artifacts", "EnvTags", "Metrics", "Params", "RunKind", "SweepTags", "Tags", "TrackingError",
            "redact_uri", *sorted(_HOME)]
 
 

@@ -56,6 +56,7 @@ class Tags:
     GIT_COMMIT = "git_commit"  # ``<sha>`` or ``<sha>-dirty``
     COMMAND = "command"
     SWEEP_ID = "sweep_id"  # the Hydra multirun folder, or the keras-tuner project
+    SWEEP_JOB = "sweep_job"  # a Hydra multirun job's number (its folder: SweepTags.SWEEP_NAME)
     SWEEP_IDS = "sweep_ids"  # every sweep a reused run belongs to: ``;<id>;<id>;``
     REPLAYED_FROM = "replayed_from"  # the run id a replayed spool was logged as first
     # how it ended
@@ -69,6 +70,39 @@ class Tags:
     # MLflow's own
     PARENT_RUN_ID = "mlflow.parentRunId"
     RUN_NAME = "mlflow.runName"
+
+
+class EnvTags:
+    """Tags of what a run ran on and with which versions.
+
+    Written by :func:`rnnbench.train.run` from :meth:`rnnbench.hardware.HardwareInfo.tags`
+    (the hardware known before the model exists), :func:`rnnbench.provenance.version_tags`
+    and the layers' description (``CUDNN_ELIGIBLE``); read by reports, whose environment
+    table lists ``ENVIRONMENT`` in this order.
+    """
+
+    RNNBENCH_VERSION = "rnnbench_version"
+    PYTHON_VERSION = "python_version"
+    TENSORFLOW_VERSION = "tensorflow_version"
+    KERAS_VERSION = "keras_version"
+    BACKEND = "backend"
+    HARDWARE = "hardware"
+    DEVICE = "device"
+    DEVICE_TYPE = "device_type"
+    DEVICE_NAME = "device_name"
+    DEVICES_USED = "devices_used"
+    VISIBLE_DEVICES = "visible_devices"
+    CPU = "cpu"
+    REPLICAS = "replicas"
+    CUDNN_ELIGIBLE = "cudnn_eligible"
+    PRECISION = "precision"
+    XLA_REQUESTED = "xla_requested"
+    DETERMINISTIC = "deterministic"
+    LR_SCALE = "lr_scale"
+    #: the environment table of a report, in its order
+    ENVIRONMENT = (RNNBENCH_VERSION, PYTHON_VERSION, TENSORFLOW_VERSION, KERAS_VERSION,
+                   BACKEND, HARDWARE, DEVICE, VISIBLE_DEVICES, CPU, REPLICAS, Tags.CUDNN,
+                   CUDNN_ELIGIBLE, Tags.XLA, PRECISION, DETERMINISTIC, Tags.GIT_COMMIT)
 
 
 class SweepTags:
