@@ -21,6 +21,7 @@ loading; using any Keras name of this package does it too.
 
 from rnnbench.cells.registry import CELLS, CellSpec, cell_names
 from rnnbench.cells.settings import CellSettings, validate_cell_config
+from rnnbench.lazy import lazy_getattr
 
 _LAZY = {
     "make_recurrent_layer": "rnnbench.cells.layers",
@@ -46,11 +47,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'rnnbench.cells' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

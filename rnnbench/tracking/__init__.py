@@ -24,6 +24,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 from rnnbench.errors import TrackingError  # noqa: E402
 from rnnbench.redaction import redact as redact_uri  # noqa: E402
+from rnnbench.lazy import lazy_getattr  # noqa: E402
 from rnnbench.tracking.schema import (  # noqa: E402
     Artifacts, EnvTags, Metrics, Params, RunKind, SweepTags, Tags)
 
@@ -49,11 +50,4 @@ __all__ = ["Artifacts", "EnvTags", "Metrics", "Params", "RunKind", "SweepTags", 
            "redact_uri", *sorted(_HOME)]
 
 
-def __getattr__(name):
-    if name in _HOME:
-        import importlib
-
-        value = getattr(importlib.import_module(_HOME[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'rnnbench.tracking' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)
