@@ -6,6 +6,7 @@ these tests."""
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -556,6 +557,69 @@ def test_replay_into_a_store_without_the_run_makes_a_whole_new_run(tmp_path, mon
     assert sorted((m.step, m.value) for m in client.get_metric_history(new_id, "loss")) == [
         (1, 1.0), (2, 0.5)]
     assert [a.path for a in client.list_artifacts(new_id, "config")] == ["config/config.yaml"]
+    assert not spool.exists()
+
+
+def test_mlflow_error_records_of_retried_locks_stay_off_the_console(tmp_path, capfd):
+    """MLflow logs every "database is locked" at ERROR with a SQLAlchemy traceback before
+    raising it; :func:`retry_locked` retries those, so once a store is opened that record
+    is dropped. Any other database error still shows."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from rnnbench import tracking
+
+    tracking.configure(f"sqlite:///{tmp_path / 'a.db'}")
+    logger = logging.getLogger("mlflow.store.db.utils")
+
+    def emit(message: str) -> str:
+        err = sqlalchemy.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError(message))
+        try:
+            raise err
+        except sqlalchemy.exc.OperationalError as exc:
+            # what mlflow.store.db.utils does before re-raising
+            logger.exception("SQLAlchemy database error. The following exception is caught.\n%s",
+                             exc)
+        return capfd.readouterr().err
+
+    capfd.readouterr()
+    assert emit("database is locked") == ""
+    shown = emit("disk I/O error")
+    assert "disk I/O error" in shown and "Traceback" in shown
+
+
+@pytest.mark.slow
+def test_replay_closes_a_run_whose_process_was_killed(tmp_path):
+    """SIGKILL mid-run with the store fine: the store shows the run RUNNING. Replaying
+    its spool closes it as KILLED with the reason, keeping every write; a second replay
+    says there is nothing left to do."""
+    db = tmp_path / "a.db"
+    script = (
+        "import os, signal\n"
+        "from rnnbench import tracking\n"
+        f"tracking.configure('sqlite:///{db}')\n"
+        "with tracking.start_run('exp', 'r', {'cell': 'gru'}) as run:\n"
+        "    run.log_metrics({'loss': 1.0}, step=1)\n"
+        "    print(run.run_id, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    run_id = proc.stdout.split()[-1]
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    assert client.get_run(run_id).info.status == "RUNNING"
+    spool = tmp_path / "rnnbench-spool" / run_id
+    assert spool.is_dir()
+
+    out = subprocess.run([sys.executable, "-m", "rnnbench", "replay", str(spool)], cwd=tmp_path,
+                         env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "closed as KILLED" in out.stderr and "Traceback" not in out.stderr
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert "killed before the run ended" in run.data.tags["failure_reason"]
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0]
     assert not spool.exists()
 
 

@@ -137,14 +137,9 @@ def replay(folder: str | Path, uri: str | None = None, timeout_s: float = 15.0) 
     except (OSError, ValueError) as exc:
         raise TrackingError(f"{folder} is not a run spooled by rnnbench ({exc}). Give the "
                             f"folder that the error message of the run named.") from None
-    if "offline_reason" not in header:  # the store took every write: nothing to add
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
-        raise TrackingError(f"{folder}: the store took every write of run "
-                            f"{header.get('run_id')} (the process ended without losing "
-                            f"its store): there is nothing to replay. The folder is removed.")
     target = uri or header["uri"]
+    if "offline_reason" not in header:  # the store took every write: nothing to add
+        return _close_killed(folder, header, ops, target, timeout_s)
     store.configure(target, timeout_s)
     with store.store_faults(target, "replaying into"):
         existing = reading.get_run(header["run_id"])
@@ -165,3 +160,35 @@ def replay(folder: str | Path, uri: str | None = None, timeout_s: float = 15.0) 
 
     shutil.rmtree(folder, ignore_errors=True)
     return run_id
+
+
+def _close_killed(folder: Path, header: dict[str, Any], ops: list[dict[str, Any]],
+                  target: str, timeout_s: float) -> str:
+    """The spool of a run whose store took every write. When its process was killed
+    (SIGKILL, a lost machine) before the run ended, the store still shows the run
+    RUNNING: close it as KILLED with the reason, so that reports and resumed sweeps do
+    not take it for a live run. Either way the folder is removed."""
+    import shutil
+
+    run_id = header.get("run_id")
+    ended = any(op["op"] == "end" for op in ops)
+    closed = False
+    if not ended:
+        store.configure(target, timeout_s)
+        with store.store_faults(target, "closing a run in"):
+            run = reading.get_run(run_id) if run_id else None
+            if run is not None and run.info.status == "RUNNING":
+                client = mlflow.MlflowClient()
+                store.retry_locked(client.set_tag)(
+                    run_id, Tags.FAILURE_REASON,
+                    "the process was killed before the run ended (its spool was replayed)")
+                store.retry_locked(client.set_terminated)(run_id, "KILLED")
+                closed = True
+    shutil.rmtree(folder, ignore_errors=True)
+    if closed:
+        print(f"rnnbench: run {run_id} was left RUNNING by a process that was killed; "
+              f"the store had every write it made. It is now closed as KILLED.",
+              file=sys.stderr, flush=True)
+        return run_id
+    raise TrackingError(f"{folder}: the store took every write of run {run_id} and the "
+                        f"run is closed: there is nothing to replay. The folder is removed.")

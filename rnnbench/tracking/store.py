@@ -10,6 +10,7 @@ call of this package retries those with backoff instead of losing the write.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import random
 import tempfile
@@ -38,6 +39,26 @@ def _is_locked(exc: BaseException) -> bool:
             # it up, then inserts it, and the later insert fails; a retry finds it there
             or ("unique constraint failed: datasets." in text)
             or ("duplicate key" in text and "dataset_pk" in text))
+
+
+class _RetriedLockFilter(logging.Filter):
+    """Drop MLflow's ERROR record (with a whole SQLAlchemy traceback) of a "database is
+    locked" answer: :func:`retry_locked` retries those, and says so itself when the lock
+    outlasts its retries. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and _is_locked(exc))
+
+
+_LOCK_FILTER = _RetriedLockFilter()
+
+
+def quiet_retried_locks() -> None:
+    """Install :class:`_RetriedLockFilter` on MLflow's SQL store logger (idempotent)."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if _LOCK_FILTER not in logger.filters:
+        logger.addFilter(_LOCK_FILTER)
 
 
 def retry_locked(fn: Callable[..., T]) -> Callable[..., T]:
@@ -222,6 +243,7 @@ def configure(uri: str, timeout_s: float = 15.0) -> None:
     real = connect_uri(uri)
     check_reachable(split_credentials(uri)[0], timeout_s)
     check_sqlite_file(uri, write=True)
+    quiet_retried_locks()
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = os.environ.get(
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     mlflow.set_tracking_uri(real)
@@ -249,6 +271,7 @@ def open_store(uri: str, timeout_s: float = 15.0) -> None:
     check_sqlite_file(uri, write=False)
     real = connect_uri(uri)
     check_reachable(split_credentials(uri)[0], timeout_s)
+    quiet_retried_locks()
     mlflow.set_tracking_uri(real)
     try:
         _open_existing(real)
