@@ -1,0 +1,175 @@
+"""Where the time of one training step of a custom cell goes: the hand-written backward
+pass through time (`cell.gradient=bptt`) taken apart, next to autodiff of the same loop.
+
+    python benchmarks/bptt_parts.py [--cells lstm gru] [--time 100] [--n 256] [--rounds 8]
+
+For each cell, on the shapes of `benchmarks/cells.py` (B=64, T=100, d=64, n=256), one
+XLA-compiled TensorFlow function per part, each fed the same random pre-activations
+`zx` (the input projection is left out: both gradients share it):
+
+| part | what it computes |
+|---|---|
+| `h·U` loop | T steps of the recurrent products alone, `h = tanh(h·U)` (the floor of any forward) |
+| forward | the bptt forward loop, keeping what the reverse loop needs |
+| + reverse loop | the forward, then the reverse loop (`dA` and `dA·Uᵀ` per step) |
+| + weight gradients | the whole bptt backward: the batched `(T·B)`-row weight gradients too |
+| batched `dU` alone | the weight-gradient products alone, on stacked random operands |
+| autodiff | the gradient tape of the same forward (the loop Keras runs), for every input |
+
+Timing is interleaved (every part once per turn, `--rounds` turns, best turn kept),
+with both the process CPU time and the wall time; on a shared machine the CPU time is the
+steadier figure. Differences between consecutive rows are the cost of what each adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def parse_args(argv):
+    from rnnbench.cells import cell_names
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=cell_names())
+    p.add_argument("--rounds", type=int, default=8, help="turns (best is kept)")
+    p.add_argument("--repeat", type=int, default=3, help="calls per turn")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--time", type=int, default=100)
+    p.add_argument("--d", type=int, default=64)
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def parts(cell_name, args):
+    """`{part: zero-argument function}` for one cell, each compiled and run once. Every
+    function returns the sum of what it computed: "+ weight gradients" and "autodiff"
+    compute the same gradients, so their sums agree to float round-off."""
+    import numpy as np
+    import tensorflow as tf
+
+    from rnnbench.cells import bptt, make_recurrent_layer
+    from rnnbench.cells.bptt_kernels import kernel_for
+
+    layer = make_recurrent_layer({"name": cell_name, "impl": "custom", "gradient": "bptt"},
+                                 args.n, return_sequences=False, name=f"rec_{cell_name}")
+    layer.build((args.batch, args.time, args.d))
+    cell = layer.cell
+    rng = np.random.default_rng(args.seed)
+    kernel = kernel_for(cell)
+    w = {k: tf.constant(v) for k, v in cell.read_step_weights().items()}
+    width = int(cell.kernel.shape[-1])
+    zx = tf.constant(rng.normal(size=(args.time, args.batch, width)).astype("float32") * 0.5)
+    states0 = [tf.zeros((args.batch, s), tf.float32) for s in kernel.state_widths]
+    plan = bptt._Plan(kernel, masked=False, return_sequences=False, zero_output=False,
+                      batch=args.batch)
+    d_out = tf.constant(rng.normal(size=(args.batch, args.n)).astype("float32"))
+
+    def total(*tensors):
+        return tf.add_n([tf.reduce_sum(t) for t in tf.nest.flatten(tensors)])
+
+    mats = [v for v in w.values() if len(v.shape) == 2 and v.shape[0] == args.n]
+
+    @tf.function(jit_compile=True)
+    def hu_loop():
+        def body(t, h):
+            return t + 1, tf.tanh(tf.add_n([(h @ m)[:, : args.n] for m in mats]))
+
+        _, h = tf.while_loop(lambda t, h: t < args.time, body, (0, states0[0]),
+                             maximum_iterations=args.time)
+        return tf.reduce_sum(h)
+
+    @tf.function(jit_compile=True)
+    def forward():
+        outputs, final, residuals = bptt._forward(plan, zx, states0, w, None, None)
+        return total(outputs, final, residuals)
+
+    def back(with_weights):
+        @tf.function(jit_compile=True)
+        def f():
+            outputs, final, residuals = bptt._forward(plan, zx, states0, w, None, None)
+            d_final = [tf.zeros_like(s) for s in final]
+            da, d_init, d_w = bptt._backward(plan, residuals, w, None, None, d_out, d_final)
+            return total(da, d_init, d_w) if with_weights else total(da, d_init)
+        return f
+
+    stacked = {name: (tf.constant(rng.normal(size=(args.time * args.batch, v.shape[0]))
+                                  .astype("float32")),
+                      tf.constant(rng.normal(size=(args.time * args.batch, v.shape[1]))
+                                  .astype("float32")))
+               for name, v in w.items() if len(v.shape) == 2}
+
+    @tf.function(jit_compile=True)
+    def batched_dw():
+        return total([tf.matmul(a, b, transpose_a=True) for a, b in stacked.values()])
+
+    @tf.function(jit_compile=True)
+    def autodiff():
+        with tf.GradientTape() as tape:
+            tape.watch([zx, *states0, *w.values()])
+            ns = len(kernel.state_widths)
+
+            def body(t, states):
+                new, _, _ = kernel.step(zx[t], list(states), w, None)
+                return t + 1, new[:ns]
+            _, final = tf.while_loop(lambda t, s: t < args.time, body, (0, states0),
+                                     maximum_iterations=args.time)
+            loss = tf.reduce_sum(final[0] * d_out)
+        return total(tape.gradient(loss, [zx, *states0, *w.values()]))
+
+    fns = {
+        "h·U loop": hu_loop,
+        "forward": forward,
+        "+ reverse loop": back(False),
+        "+ weight gradients": back(True),
+        "batched dU alone": batched_dw,
+        "autodiff": autodiff,
+    }
+    runs = {}
+    for name, fn in fns.items():
+        def run(fn=fn):
+            return float(fn().numpy())
+        run()  # compiles
+        runs[name] = run
+    return runs
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    print(f"B={args.batch} T={args.time} n={args.n}, XLA on, {args.rounds} turns of "
+          f"{args.repeat} calls, best turn; load average "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs",
+          flush=True)
+    fns = {(c, part): run for c in args.cells for part, run in parts(c, args).items()}
+    wall = {k: float("inf") for k in fns}
+    cpu = dict(wall)
+    keys = list(fns)
+    for turn in range(args.rounds):
+        for key in keys[turn % len(keys):] + keys[: turn % len(keys)]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(args.repeat):
+                fns[key]()
+            wall[key] = min(wall[key], (time.perf_counter() - t0) / args.repeat)
+            cpu[key] = min(cpu[key], (time.process_time() - c0) / args.repeat)
+    print("| cell | part | CPU ms | wall ms | CPU ×autodiff |")
+    print("|---|---|---|---|---|")
+    for cell in args.cells:
+        ref = cpu[(cell, "autodiff")]
+        for (c, part) in keys:
+            if c == cell:
+                print(f"| {cell} | {part} | {cpu[(c, part)] * 1e3:.1f} | "
+                      f"{wall[(c, part)] * 1e3:.1f} | {cpu[(c, part)] / ref:.2f} |")
+    print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
