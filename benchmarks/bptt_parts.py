@@ -14,11 +14,15 @@ XLA-compiled TensorFlow function per part, each fed the same random pre-activati
 | + reverse loop | the forward, then the reverse loop (`dA` and `dA·Uᵀ` per step) |
 | + weight gradients | the whole bptt backward: the batched `(T·B)`-row weight gradients too |
 | batched `dU` alone | the weight-gradient products alone, on stacked random operands |
-| autodiff | the gradient tape of the same forward (the loop Keras runs), for every input |
+| autodiff | the gradient tape of the same step in a plain `tf.while_loop`, for every input |
+| layer, bptt | the whole layer's gradient (input projection included) with `cell.gradient=bptt` |
+| layer, autodiff of Keras's loop | the same with `cell.gradient=autodiff`: what training runs |
 
 Timing is interleaved (every part once per turn, `--rounds` turns, best turn kept),
 with both the process CPU time and the wall time; on a shared machine the CPU time is the
-steadier figure. Differences between consecutive rows are the cost of what each adds.
+steadier figure. Differences between consecutive rows are the cost of what each adds;
+the two layer rows differ from the loop rows by the input projection and its gradient,
+the same on both paths.
 """
 
 from __future__ import annotations
@@ -122,6 +126,24 @@ def parts(cell_name, args):
             loss = tf.reduce_sum(final[0] * d_out)
         return total(tape.gradient(loss, [zx, *states0, *w.values()]))
 
+    x = tf.constant(rng.normal(size=(args.batch, args.time, args.d)).astype("float32"))
+
+    def whole_layer(gradient):
+        """The whole layer (projection, loop, gradient of every weight), as training
+        differentiates it: `bptt`, or autodiff of Keras's own loop over the cell."""
+        other = make_recurrent_layer({"name": cell_name, "impl": "custom", "gradient": gradient},
+                                     args.n, return_sequences=False, name=f"{cell_name}_{gradient}")
+        other.build((args.batch, args.time, args.d))
+        other.set_weights(layer.get_weights())
+
+        @tf.function(jit_compile=True)
+        def f():
+            with tf.GradientTape() as tape:
+                h = other(x, training=True)
+                loss = tf.reduce_sum(h * d_out)
+            return total(tape.gradient(loss, other.trainable_variables))
+        return f
+
     fns = {
         "h·U loop": hu_loop,
         "forward": forward,
@@ -129,6 +151,8 @@ def parts(cell_name, args):
         "+ weight gradients": back(True),
         "batched dU alone": batched_dw,
         "autodiff": autodiff,
+        "layer, bptt": whole_layer("bptt"),
+        "layer, autodiff of Keras's loop": whole_layer("autodiff"),
     }
     runs = {}
     for name, fn in fns.items():

@@ -28,10 +28,14 @@ def test_the_timed_bptt_gradient_equals_the_timed_autodiff(cell):
     args = argparse.Namespace(batch=4, time=6, d=3, n=5, seed=0)
     runs = bench.parts(cell, args)
     assert set(runs) == {"h·U loop", "forward", "+ reverse loop", "+ weight gradients",
-                         "batched dU alone", "autodiff"}
+                         "batched dU alone", "autodiff", "layer, bptt",
+                         "layer, autodiff of Keras's loop"}
     bptt, autodiff = runs["+ weight gradients"](), runs["autodiff"]()
     assert math.isfinite(bptt) and abs(bptt) > 0
     assert bptt == pytest.approx(autodiff, rel=1e-5, abs=1e-5)
+    # the whole layer: the same weights, so both gradients give the same sums
+    assert runs["layer, bptt"]() == pytest.approx(runs["layer, autodiff of Keras's loop"](),
+                                                  rel=1e-5, abs=1e-5)
 
 
 def test_the_script_prints_every_part(capsys):
@@ -40,4 +44,5 @@ def test_the_script_prints_every_part(capsys):
                        "--rounds", "1", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| gru |")]
-    assert len(rows) == 6 and rows[-1].endswith("| 1.00 |")
+    assert len(rows) == 8
+    assert [r for r in rows if r.startswith("| gru | autodiff |")][0].endswith("| 1.00 |")
