@@ -250,3 +250,35 @@ def test_a_native_crash_prints_where_python_was(tmp_path):
     assert proc.returncode == -signal.SIGSEGV
     assert "Segmentation fault" in proc.stderr
     assert "inside_a_training_step" in proc.stderr
+
+
+def test_a_stop_request_that_surfaces_as_another_error_ends_the_run_killed(tmp_path, monkeypatch):
+    """TensorFlow turns a KeyboardInterrupt raised in Python code it called into an error
+    of its own. After a stop request, whatever error ends the run means the run was
+    stopped: KILLED with the interrupt's reason, and a KeyboardInterrupt (exit 130 from
+    the CLI), not FAILED with exit 1. Without a stop request the error stays a failure."""
+    import mlflow
+
+    from rnnbench import interrupt, tracking
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    tracking.configure(uri)
+    try:
+        interrupt._handler(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        pass  # swallowed by library code
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            with tracking.start_run("exp", "stopped", {}) as stopped:
+                raise RuntimeError("UnknownError: KeyboardInterrupt: SIGINT received")
+    finally:
+        interrupt.reset()
+    with pytest.raises(RuntimeError):
+        with tracking.start_run("exp", "broken", {}) as broken:
+            raise RuntimeError("a real failure")
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(stopped.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"].startswith("interrupted")
+    assert client.get_run(broken.run_id).info.status == "FAILED"

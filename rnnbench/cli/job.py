@@ -140,6 +140,15 @@ def _hydra_job(cfg: Any, app: str, work: Callable[[Any, dict[str, Any]], Outcome
     except KeyboardInterrupt:
         print_error(interrupted())
         sys.exit(130)
+    except Exception:
+        # a stop request that library code turned into another error (see
+        # rnnbench.tracking.runs.start_run): the job was stopped, not broken
+        from rnnbench import interrupt
+
+        if interrupt.requested() is None:
+            raise
+        print_error(interrupted())
+        sys.exit(130)
     jobs.job_done(outcome.status, outcome.run_id, outcome.message, hc["command"])
     return outcome.value
 

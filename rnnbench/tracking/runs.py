@@ -145,6 +145,13 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
     try:
         try:
             yield run
+        except Exception as exc:
+            # A stop request that landed in library code can come out as another error
+            # (TensorFlow turns a KeyboardInterrupt raised in Python code it called into
+            # one of its own): the run was stopped, not broken.
+            if interrupt.requested() is None:
+                raise
+            raise KeyboardInterrupt(f"{interrupt.requested()} received") from exc
         finally:
             if monitor is not None:
                 monitor.finish()
