@@ -176,7 +176,7 @@ def test_ctrl_c_stops_a_run_that_inherited_sigint_ignored(tmp_path):
     installs its handler anyway, so ``kill -INT`` still ends the run KILLED."""
     proc, err = _interrupt_a_long_run(
         tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    assert proc.returncode == 130 and "KILLED" in err
+    assert proc.returncode == 130 and "KILLED" in err, err[-5000:]
     assert [r.info.status for r in store_runs(tmp_path)] == ["KILLED"]
 
 
