@@ -106,10 +106,12 @@ class SpecCell(keras.layers.Layer):
         """Creates the weights a subclass has beyond kernel, recurrent kernel, bias."""
 
     # -- what the layer calls ----------------------------------------------------
-    def project(self, sequences, training=False):
+    def project(self, sequences, training=False, bias=True):
         """Input side of every gate for all steps: `(B, T, d) -> (B, T, k·n)`.
 
-        Applies the input dropout mask (the same for every step) in training.
+        Applies the input dropout mask (the same for every step) in training. With
+        `bias=False` the fused bias is left out (the hand-written gradient adds it
+        inside its loop, where the addition costs no pass over the whole tensor).
         """
         dtype = self.compute_dtype
         sequences = ops.cast(sequences, dtype)
@@ -124,7 +126,9 @@ class SpecCell(keras.layers.Layer):
         # remove them), where a batch-major product would move it twice in memory.
         shape = ops.shape(sequences)
         flat = ops.reshape(ops.transpose(sequences, (1, 0, 2)), (-1, shape[-1]))
-        z = ops.matmul(flat, ops.cast(self.kernel, dtype)) + ops.cast(self.bias, dtype)
+        z = ops.matmul(flat, ops.cast(self.kernel, dtype))
+        if bias:
+            z = z + ops.cast(self.bias, dtype)
         z = ops.reshape(z, (shape[1], shape[0], len(self.blocks) * self.units))
         return ops.transpose(z, (1, 0, 2))
 

@@ -3,8 +3,10 @@
 Autodiff through the time loop computes each weight gradient as a sum of small per-step
 products (`G += aᵀ·y` inside the reverse loop). Here the step of every cell is split into
 
-- its linear parts: the input projection `X·W + b` (done for all steps before the loop
-  by `SpecCell.project`, outside this module) and the recurrent product `h·U`;
+- its linear parts: the input projection `X·W` (done for all steps before the loop by
+  `SpecCell.project`, outside this module), the fused bias `b` (added in the loop, where
+  it costs no pass of its own over the `(T, B, k·n)` tensor) and the recurrent product
+  `h·U`;
 - its element-wise part, which turns the pre-activations and the previous state into
   the new state (`h'`, and `c'` and the previous gates of `fgr`).
 
@@ -13,7 +15,8 @@ reverse loop computes, per step, the gradient with respect to the pre-activation
 (`dA`, derived by hand for each cell family in `rnnbench.cells.bptt_kernels`) and the
 gradient of the previous state (through the element-wise part and `dA·Uᵀ`). Every weight gradient is then ONE product
 over all steps at once: `dU = H_prevᵀ·dA` on `(T·B)`-row matrices, the peephole and
-`bh2` gradients one reduction. The input kernel and bias get theirs by autodiff of the
+`bh2` gradients one reduction. The fused bias's gradient is summed in the reverse loop,
+while each step's `dA` is in cache; the input kernel gets its gradient by autodiff of the
 projection from `dA` (again one `(T·B)`-row product).
 
 Masking follows `keras.layers.RNN` on each backend: at a masked step the states carry
@@ -106,10 +109,11 @@ def _forward(plan, zx, states0, w, mask, dm):
     `(T, B, ·)` tensors: the states entering each step, then the kernel's residuals.
     """
     k, ns = plan.kernel, plan.n_states
+    bias = w.get("bias")
 
     def body(carry, x):
         states, y = carry[:ns], carry[ns]
-        new, h_new, res = k.step(x[0], states, w, dm)
+        new, h_new, res = k.step(x[0] if bias is None else x[0] + bias, states, w, dm)
         if plan.masked:
             m = x[1]
             new = [ops.where(m, a, b) for a, b in zip(new, states)]
@@ -142,21 +146,29 @@ def _backward(plan, residuals, w, mask, dm, d_outputs, d_final):
     """
     k, ns = plan.kernel, plan.n_states
     n_res = len(k.res_widths)
+    with_bias = "bias" in w
+
+    # Unmasked, the output of a step is its h', so nothing but `dy` of the step itself
+    # flows into it and no output gradient needs carrying from step to step.
+    carry_dy = plan.masked
 
     def body(carry, x):
-        d_states, dy_carry = carry[:ns], carry[ns]
+        d_states = carry[:ns]
         states, res = x[:ns], x[ns : ns + n_res]
         rest = x[ns + n_res :]
         m = rest.pop(0) if plan.masked else None
-        dy = dy_carry + rest[0] if plan.return_sequences else dy_carry
-        d_new = [d_states[0] + dy, *d_states[1:]]
-        dy_next = ops.zeros_like(dy)
+        dy = carry[ns] if carry_dy else None
+        if plan.return_sequences:
+            dy = rest[0] if dy is None else dy + rest[0]
+        d_new = list(d_states) if dy is None else [d_states[0] + dy, *d_states[1:]]
+        passed = []
         if m is None:
             da, d_prev = k.back(d_new, states, res, w, dm)
         else:
             da, d_prev = k.back([ops.where(m, d, ops.zeros_like(d)) for d in d_new], states,
                                 res, w, dm)
             # what a masked step passes through unchanged to the step before
+            dy_next = ops.zeros_like(dy)
             if plan.output_is_state:
                 through = d_new  # the output is the carried h itself
             else:
@@ -164,19 +176,32 @@ def _backward(plan, residuals, w, mask, dm, d_outputs, d_final):
                 if not plan.zero_output:
                     dy_next = ops.where(m, dy_next, dy)
             d_prev = [p + ops.where(m, ops.zeros_like(d), d) for p, d in zip(d_prev, through)]
-        return [*d_prev, dy_next], [da]
+            passed = [dy_next]
+        # the bias gradient summed while `dA` of the step is in cache, not in one more
+        # pass over the stacked `dA` after the loop
+        d_bias = [carry[-1] + ops.sum(da, axis=0)] if with_bias else []
+        return [*d_prev, *passed, *d_bias], [da]
 
     xs = list(residuals) + ([mask] if plan.masked else [])
+    d_final = list(d_final)
+    dy0 = []
     if plan.return_sequences:
         xs.append(d_outputs)
-        dy0 = ops.zeros_like(d_final[0])
+        if carry_dy:
+            dy0 = [ops.zeros_like(d_final[0])]
+    elif carry_dy:
+        dy0 = [d_outputs]
     else:
-        dy0 = d_outputs
+        d_final[0] = d_final[0] + d_outputs  # the last output is the final h
     # the transposed matrices the reverse loop multiplies by, made once before it
     w = {**w, **{f"{name}.T": ops.transpose(v) for name, v in w.items() if len(v.shape) == 2}}
-    carry, (da,) = _scan(body, [*d_final, dy0], xs, [k.da_width], plan.batch, reverse=True)
+    db0 = [ops.zeros_like(w["bias"])] if with_bias else []
+    carry, (da,) = _scan(body, [*d_final, *dy0, *db0], xs, [k.da_width], plan.batch,
+                         reverse=True)
     d_init = carry[:ns]
     d_w = k.weight_grads(residuals[:ns], residuals[ns:], da, w, dm)
+    if with_bias:
+        d_w["bias"] = carry[-1]
     return da, d_init, d_w
 
 
@@ -192,7 +217,8 @@ def run(cell, projected, initial_state, mask, *, go_backwards, return_sequences,
 
     Args:
         cell: the built `SpecCell`.
-        projected: `(B, T, k·n)`, the output of `cell.project`.
+        projected: `(B, T, k·n)`, the output of `cell.project(..., bias=False)`: the
+            loop adds the cell's fused bias itself.
         initial_state: list of the initial states.
         mask: `(B, T)` boolean mask, or None.
         go_backwards: whether to run the sequence backwards (outputs in the order of
@@ -214,7 +240,7 @@ def run(cell, projected, initial_state, mask, *, go_backwards, return_sequences,
         zx = ops.flip(zx, axis=0)
         if m is not None:
             m = ops.flip(m, axis=0)
-    weights = cell.read_step_weights()
+    weights = {**cell.read_step_weights(), "bias": ops.cast(cell.bias, dtype)}
     names = sorted(weights)
     plan = _Plan(
         kernel_for(cell),

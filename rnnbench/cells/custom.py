@@ -156,9 +156,10 @@ class CustomRecurrent(keras.layers.RNN):
         return "bptt", None
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        projected = self.cell.project(sequences, training=training)
         first = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
         gradient, reason = self.gradient_plan()
+        # bptt adds the bias in its loop (see rnnbench.cells.bptt)
+        projected = self.cell.project(sequences, training=training, bias=gradient != "bptt")
         if reason is not None and not self._fallback_warned:
             self._fallback_warned = True
             warnings.warn(
