@@ -14,6 +14,8 @@ XLA-compiled TensorFlow function per part, each fed the same random pre-activati
 | + reverse loop | the forward, then the reverse loop (`dA` and `dA·Uᵀ` per step) |
 | + weight gradients | the whole bptt backward: the batched `(T·B)`-row weight gradients too |
 | batched `dU` alone | the weight-gradient products alone, on stacked random operands |
+| `h·U` products, one loop | the recurrent kernel's three products as `benchmarks/cells.py`'s batched ceiling runs them: a step's forward and backward product in one loop iteration, then one `(T·B)`-row weight-gradient product |
+| `h·U` products, two loops | the same products in the order a backward pass has to run them: the forward loop first, then the reverse loop |
 | autodiff | the gradient tape of the same step in a plain `tf.while_loop`, for every input |
 | layer, bptt | the whole layer's gradient (input projection included) with `cell.gradient=bptt` |
 | layer, autodiff of Keras's loop | the same with `cell.gradient=autodiff`: what training runs |
@@ -23,6 +25,14 @@ with both the process CPU time and the wall time; on a shared machine the CPU ti
 steadier figure. Differences between consecutive rows are the cost of what each adds;
 the two layer rows differ from the loop rows by the input projection and its gradient,
 the same on both paths.
+
+`--kernels` then profiles the one-loop products and the two whole-layer parts kernel by
+kernel (TensorFlow's
+profiler records every kernel XLA's CPU runtime runs): the kernels that run once per
+loop step, summed as matrix products, waits of one thread for the other, and the rest
+(element-wise fusions, stores of kept values, copies), and the costliest kernels. The
+profiler's CPU times are those of the thread that runs a kernel; a product split over
+both threads shows as one kernel plus the other thread's wait.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ def parse_args(argv):
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kernels", action="store_true",
+                   help="also profile the two whole-layer parts kernel by kernel")
     return p.parse_args(argv)
 
 
@@ -108,6 +120,44 @@ def parts(cell_name, args):
                                   .astype("float32")))
                for name, v in w.items() if len(v.shape) == 2}
 
+    u = w["recurrent_kernel"]
+    k_n = int(u.shape[1])
+    a0 = tf.constant(rng.normal(size=(args.batch, args.n)).astype("float32"))
+
+    def kept(ta):
+        return tf.reshape(ta.stack(), (args.time * args.batch, -1))
+
+    @tf.function(jit_compile=True)
+    def products_one_loop():
+        """The recurrent products as `benchmarks/cells.py`'s batched ceiling does them:
+        forward and backward product of a step in ONE loop, then `G = Aᵀ·Y`."""
+        def body(t, a, ka, ky):
+            y = a @ u
+            return t + 1, tf.matmul(y, u, transpose_b=True) * 0.01, ka.write(t, a), ky.write(t, y)
+        tas = (tf.TensorArray(tf.float32, size=args.time), tf.TensorArray(tf.float32, size=args.time))
+        _, a, ka, ky = tf.while_loop(lambda t, *_: t < args.time, body, (0, a0, *tas),
+                                     maximum_iterations=args.time)
+        return total(a, tf.matmul(kept(ka), kept(ky), transpose_a=True))
+
+    @tf.function(jit_compile=True)
+    def products_two_loops():
+        """The same products in the order a backward pass must run them: all forward
+        products first (keeping `a`), then all backward products (keeping `y`)."""
+        def fbody(t, a, ka):
+            return t + 1, (a @ u)[:, : args.n] * 0.01, ka.write(t, a)
+        _, a, ka = tf.while_loop(lambda t, *_: t < args.time, fbody,
+                                 (0, a0, tf.TensorArray(tf.float32, size=args.time)),
+                                 maximum_iterations=args.time)
+
+        def rbody(t, y, ky):
+            back = tf.matmul(y, u, transpose_b=True) * 0.01
+            return t - 1, tf.tile(back, (1, k_n // args.n)), ky.write(t, y)
+        _, y, ky = tf.while_loop(lambda t, *_: t >= 0, rbody,
+                                 (args.time - 1, tf.tile(a, (1, k_n // args.n)),
+                                  tf.TensorArray(tf.float32, size=args.time)),
+                                 maximum_iterations=args.time)
+        return total(y, tf.matmul(kept(ka), kept(ky), transpose_a=True))
+
     @tf.function(jit_compile=True)
     def batched_dw():
         return total([tf.matmul(a, b, transpose_a=True) for a, b in stacked.values()])
@@ -150,6 +200,8 @@ def parts(cell_name, args):
         "+ reverse loop": back(False),
         "+ weight gradients": back(True),
         "batched dU alone": batched_dw,
+        "h·U products, one loop": products_one_loop,
+        "h·U products, two loops": products_two_loops,
         "autodiff": autodiff,
         "layer, bptt": whole_layer("bptt"),
         "layer, autodiff of Keras's loop": whole_layer("autodiff"),
@@ -192,7 +244,71 @@ def main(argv=None) -> int:
                 print(f"| {cell} | {part} | {cpu[(c, part)] * 1e3:.1f} | "
                       f"{wall[(c, part)] * 1e3:.1f} | {cpu[(c, part)] / ref:.2f} |")
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    if args.kernels:
+        for cell in args.cells:
+            for part in ("h·U products, one loop", "layer, bptt",
+                         "layer, autodiff of Keras's loop"):
+                print(kernel_table(f"{cell}: {part}", kernel_profile(fns[(cell, part)],
+                                                                     args.repeat), args.time))
     return 0
+
+
+def kernel_profile(run, calls):
+    """`{kernel: (CPU seconds per call, executions per call)}` of an XLA-compiled
+    function, from TensorFlow's profiler: XLA's CPU runtime records each compiled kernel
+    (a fusion, a matrix product, a copy) it runs, on the thread that runs it."""
+    import collections
+    import glob
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    seconds, count = collections.Counter(), collections.Counter()
+    with tempfile.TemporaryDirectory() as logdir:
+        run()
+        tf.profiler.experimental.start(logdir)
+        for _ in range(calls):
+            run()
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        for path in glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True):
+            with open(path, "rb") as f:
+                space.ParseFromString(f.read())
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if line.name == "python":  # the calling thread's Python and executor events
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "?")
+                # a loop's own event spans the kernels it runs
+                if name.startswith(("end:", "ThunkExecutor", "Threadpool", "while")):
+                    continue
+                seconds[name] += event.duration_ps * 1e-12
+                count[name] += 1
+    return {k: (seconds[k] / calls, count[k] / calls) for k in seconds}
+
+
+def kernel_table(title, profile, steps, top=12):
+    """The kernels run once per loop step, summed as matrix products, waits for the
+    other threads, and the rest (element-wise fusions, stores, copies), then the
+    costliest kernels."""
+    per_step = {k: v for k, v in profile.items() if v[1] >= steps or "Await" in k}
+    groups = {"matrix products": 0.0, "waits for other threads": 0.0, "the rest": 0.0}
+    kinds = {"matrix products": 0, "waits for other threads": 0, "the rest": 0}
+    for name, (sec, _) in per_step.items():
+        kind = ("matrix products" if "matmul" in name.lower() or name.startswith("dot")
+                else "waits for other threads" if "Await" in name else "the rest")
+        groups[kind] += sec
+        kinds[kind] += 1
+    lines = [f"\n{title}: kernels run once or more per loop step (CPU ms per call, kernels)",
+             "| per-step kernels | CPU ms | kernels |", "|---|---|---|"]
+    lines += [f"| {k} | {groups[k] * 1e3:.1f} | {kinds[k]} |" for k in groups]
+    lines += ["| kernel | CPU ms per call | runs per call | µs per run |", "|---|---|---|---|"]
+    for name, (sec, runs) in sorted(profile.items(), key=lambda kv: -kv[1][0])[:top]:
+        lines.append(f"| {name} | {sec * 1e3:.2f} | {runs:.0f} | {sec / runs * 1e6:.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
