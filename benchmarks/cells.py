@@ -217,12 +217,12 @@ def targets(table, args, load_before, load_after):
 
     def line(target, r, key, goal, with_cpu=True):
         wall, cpu = r[key], r[f"{key}_cpu"] if with_cpu else None
-        cpu_text = "—" if cpu is None else f"{cpu:.2f}"
+        cpu_text = "—" if cpu is None else f"{cpu:.3f}"  # 3 digits: 1.249 is not 1.25
         met = wall >= goal and (cpu is None or cpu >= goal)
         turns = [spread(r[f"{key}_turns"])]
         turns.append(spread(r[f"{key}_cpu_turns"]) if with_cpu else "—")
         lines.append(
-            f"| {target} | {r['cell']} | {wall:.2f} | {cpu_text} | {'yes' if met else 'NO'} "
+            f"| {target} | {r['cell']} | {wall:.3f} | {cpu_text} | {'yes' if met else 'NO'} "
             f"| {turns[0]} | {turns[1]} |"
         )
 
