@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -253,6 +254,11 @@ def main(argv=None) -> int:
     return 0
 
 
+#: an XLA kernel's name (`MatMul.24`, `add_divide_fusion.1`, `copy.20`); a loop's own
+#: event (`while.9`) spans the kernels it runs and is left out
+KERNEL_NAME = re.compile(r"^(?!while\b)[A-Za-z_][\w\-]*(\.\d+)?$")
+
+
 def kernel_profile(run, calls):
     """`{kernel: (CPU seconds per call, executions per call)}` of an XLA-compiled
     function, from TensorFlow's profiler: XLA's CPU runtime records each compiled kernel
@@ -277,13 +283,18 @@ def kernel_profile(run, calls):
                 space.ParseFromString(f.read())
     for plane in space.planes:
         names = {k: v.name for k, v in plane.event_metadata.items()}
-        for line in plane.lines:
-            if line.name == "python":  # the calling thread's Python and executor events
-                continue
+        for line in plane.lines:  # one per thread; small loops may run on the caller's
+            # kernels are the events inside XLA's executor spans (the caller's thread
+            # also records Python and TensorFlow events outside them)
+            spans = [(e.offset_ps, e.offset_ps + e.duration_ps) for e in line.events
+                     if names.get(e.metadata_id) == "ThunkExecutor::Execute"]
             for event in line.events:
                 name = names.get(event.metadata_id, "?")
-                # a loop's own event spans the kernels it runs
-                if name.startswith(("end:", "ThunkExecutor", "Threadpool", "while")):
+                if not (KERNEL_NAME.match(name) or "Await" in name):
+                    continue
+                if line.name == "python" and not any(
+                        a <= event.offset_ps and event.offset_ps + event.duration_ps <= b
+                        for a, b in spans):
                     continue
                 seconds[name] += event.duration_ps * 1e-12
                 count[name] += 1
