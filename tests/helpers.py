@@ -1,5 +1,5 @@
 """What several test modules share: the real CLI in a temporary folder and its MLflow
-store, composed configs, tiny training runs and sweeps, and a float64 NumPy reference of
+store, the benchmark scripts as modules, composed configs, tiny training runs and sweeps, and a float64 NumPy reference of
 every cell. Fixtures stay in conftest.py; test modules import from here, never from each
 other."""
 
@@ -14,6 +14,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark(name: str):
+    """The script `benchmarks/<name>.py` as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}",
+                                                  ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ------------------------------------------------------------ the CLI and its store

@@ -4,22 +4,18 @@ refused with the reason."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, load_benchmark
 
 pytest.importorskip("tensorflow")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("ab_step", ROOT / "benchmarks" / "ab_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ab_step")
 
 
 def test_the_revision_is_loaded_from_git_under_its_own_name(tmp_path):

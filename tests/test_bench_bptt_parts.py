@@ -5,22 +5,18 @@ the script prints a row per part."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import re
 
 import pytest
 
-from helpers import ROOT
+from helpers import load_benchmark
 
 pytest.importorskip("tensorflow")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bptt_parts", ROOT / "benchmarks" / "bptt_parts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bptt_parts")
 
 
 @pytest.mark.parametrize("cell", ["peephole", "gru"])

@@ -3,21 +3,17 @@ both from the best turns (what `met` judges) and turn by turn."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
 
-from helpers import ROOT
+from helpers import load_benchmark
 
 pytest.importorskip("tensorflow")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_cells", ROOT / "benchmarks" / "cells.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("cells")
 
 
 SPREAD = re.compile(r"^(\d+\.\d\d) \[(\d+\.\d\d)–(\d+\.\d\d)\]$")
