@@ -624,6 +624,42 @@ def test_replay_closes_a_run_whose_process_was_killed(tmp_path):
 
 
 @pytest.mark.slow
+def test_replay_of_an_offline_run_whose_process_was_killed_closes_it_killed(tmp_path):
+    """The store went away, then the process was SIGKILLed: the spool holds writes the
+    store never took and no end. Replay logs them and closes the run KILLED with the
+    same reason as a killed run whose store took everything (not FAILED)."""
+    db = tmp_path / "a.db"
+    script = (
+        "import os, signal\n"
+        "from rnnbench import tracking\n"
+        f"tracking.configure('sqlite:///{db}')\n"
+        "with tracking.start_run('exp', 'r', {'cell': 'gru'}) as run:\n"
+        "    run.log_metrics({'loss': 1.0}, step=1)\n"
+        "    run.offline = 'the store went away'  # what a write that failed sets\n"
+        "    run.spool.went_offline(run.offline)\n"
+        "    run.log_metrics({'loss': 0.5}, step=2)\n"
+        "    print(run.run_id, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    run_id = proc.stdout.split()[-1]
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0]
+    spool = tmp_path / "rnnbench-spool" / run_id
+
+    out = subprocess.run([sys.executable, "-m", "rnnbench", "replay", str(spool)], cwd=tmp_path,
+                         env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert "killed before the run ended" in run.data.tags["failure_reason"]
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss")) == [
+        (1, 1.0), (2, 0.5)]
+    assert not spool.exists()
+
+
+@pytest.mark.slow
 def test_a_run_that_ends_normally_leaves_no_spool(tmp_path, monkeypatch):
     from rnnbench import tracking
 

@@ -125,6 +125,11 @@ def finish_spool(run: Any, raise_error: bool) -> None:
     print(f"rnnbench: error: {message}", file=sys.stderr, flush=True)
 
 
+#: The failure reason of a replayed run whose process ended before the run did (SIGKILL,
+#: a lost machine): its spool has no `end` write.
+KILLED_REASON = "the process was killed before the run ended (its spool was replayed)"
+
+
 def replay(folder: str | Path, uri: str | None = None, timeout_s: float = 15.0) -> str:
     """Log a spooled run (see :class:`Spool`) to its store, or to ``uri``. The writes the
     store already took are not repeated when the run is there; otherwise a new run gets
@@ -154,8 +159,9 @@ def replay(folder: str | Path, uri: str | None = None, timeout_s: float = 15.0) 
         for op in todo:
             store.retry_locked(apply_write)(client, run_id, op)
         if not any(op["op"] == "end" for op in ops):  # the process died before the end
-            client.set_tag(run_id, Tags.FAILURE_REASON, "the process ended before the run")
-            client.set_terminated(run_id, "FAILED")
+            # the same status and reason as a killed run whose store took every write
+            client.set_tag(run_id, Tags.FAILURE_REASON, KILLED_REASON)
+            client.set_terminated(run_id, "KILLED")
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -179,9 +185,7 @@ def _close_killed(folder: Path, header: dict[str, Any], ops: list[dict[str, Any]
             run = reading.get_run(run_id) if run_id else None
             if run is not None and run.info.status == "RUNNING":
                 client = mlflow.MlflowClient()
-                store.retry_locked(client.set_tag)(
-                    run_id, Tags.FAILURE_REASON,
-                    "the process was killed before the run ended (its spool was replayed)")
+                store.retry_locked(client.set_tag)(run_id, Tags.FAILURE_REASON, KILLED_REASON)
                 store.retry_locked(client.set_terminated)(run_id, "KILLED")
                 closed = True
     shutil.rmtree(folder, ignore_errors=True)
