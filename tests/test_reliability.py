@@ -589,24 +589,31 @@ def test_mlflow_error_records_of_retried_locks_stay_off_the_console(tmp_path, ca
     assert "disk I/O error" in shown and "Traceback" in shown
 
 
-@pytest.mark.slow
-def test_replay_closes_a_run_whose_process_was_killed(tmp_path):
-    """SIGKILL mid-run with the store fine: the store shows the run RUNNING. Replaying
-    its spool closes it as KILLED with the reason, keeping every write; a second replay
-    says there is nothing left to do."""
-    db = tmp_path / "a.db"
+def _run_killed_mid_run(tmp_path, db, more: str = "") -> str:
+    """A run in a child process on the SQLite store `db` that logs `loss` 1.0 at step 1,
+    runs the lines `more` inside the run, then SIGKILLs itself. Returns the run id."""
     script = (
         "import os, signal\n"
         "from rnnbench import tracking\n"
         f"tracking.configure('sqlite:///{db}')\n"
         "with tracking.start_run('exp', 'r', {'cell': 'gru'}) as run:\n"
         "    run.log_metrics({'loss': 1.0}, step=1)\n"
+        f"{more}"
         "    print(run.run_id, flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    run_id = proc.stdout.split()[-1]
+    return proc.stdout.split()[-1]
+
+
+@pytest.mark.slow
+def test_replay_closes_a_run_whose_process_was_killed(tmp_path):
+    """SIGKILL mid-run with the store fine: the store shows the run RUNNING. Replaying
+    its spool closes it as KILLED with the reason, keeping every write; a second replay
+    says there is nothing left to do."""
+    db = tmp_path / "a.db"
+    run_id = _run_killed_mid_run(tmp_path, db)
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     assert client.get_run(run_id).info.status == "RUNNING"
     spool = tmp_path / "rnnbench-spool" / run_id
@@ -629,21 +636,10 @@ def test_replay_of_an_offline_run_whose_process_was_killed_closes_it_killed(tmp_
     store never took and no end. Replay logs them and closes the run KILLED with the
     same reason as a killed run whose store took everything (not FAILED)."""
     db = tmp_path / "a.db"
-    script = (
-        "import os, signal\n"
-        "from rnnbench import tracking\n"
-        f"tracking.configure('sqlite:///{db}')\n"
-        "with tracking.start_run('exp', 'r', {'cell': 'gru'}) as run:\n"
-        "    run.log_metrics({'loss': 1.0}, step=1)\n"
+    run_id = _run_killed_mid_run(tmp_path, db, (
         "    run.offline = 'the store went away'  # what a write that failed sets\n"
         "    run.spool.went_offline(run.offline)\n"
-        "    run.log_metrics({'loss': 0.5}, step=2)\n"
-        "    print(run.run_id, flush=True)\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    run_id = proc.stdout.split()[-1]
+        "    run.log_metrics({'loss': 0.5}, step=2)\n"))
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0]
     spool = tmp_path / "rnnbench-spool" / run_id
