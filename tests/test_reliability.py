@@ -459,6 +459,32 @@ def _open_at_once(kind: str, uri: str, barrier, results) -> None:
         results.put((kind, f"{type(exc).__name__}: {exc}"))
 
 
+def test_a_sqlite_stores_artifacts_sit_beside_it_not_in_the_working_folder(tmp_path,
+                                                                           monkeypatch):
+    """MLflow's default puts a SQLite store's artifacts in ./mlruns of whatever folder the
+    process runs in: a store given by an absolute path would be parted from them."""
+    from rnnbench.tracking import configure, ensure_experiment
+
+    elsewhere, store = tmp_path / "elsewhere", tmp_path / "store"
+    elsewhere.mkdir(), store.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri()
+    try:
+        configure(uri)
+        experiment_id = ensure_experiment("beside")
+        assert ensure_experiment("beside") == experiment_id  # found again, not re-made
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_text("kept", "notes/a.txt")
+    finally:
+        mlflow.set_tracking_uri(before)
+    kept = store / "mlruns" / experiment_id / run.info.run_id / "artifacts" / "notes" / "a.txt"
+    assert kept.read_text() == "kept"
+    assert list(elsewhere.iterdir()) == []
+    client = mlflow.MlflowClient(uri)  # and MLflow reads them back from the record
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "notes")] == ["notes/a.txt"]
+
+
 @pytest.mark.slow
 def test_a_new_store_opened_by_several_processes_at_once(tmp_path):
     ctx = multiprocessing.get_context("spawn")

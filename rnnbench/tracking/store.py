@@ -297,7 +297,7 @@ def ensure_experiment(name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+            return _create_experiment(client, name)
         except MlflowException:
             exp = client.get_experiment_by_name(name)  # created by a parallel job
             if exp is None:
@@ -307,6 +307,22 @@ def ensure_experiment(name: str) -> str:
     if EXPERIMENT_KIND[0] not in exp.tags:  # made by an older rnnbench, or by hand
         client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id
+
+
+def _create_experiment(client: mlflow.MlflowClient, name: str) -> str:
+    """A new experiment. In a SQLite store, its artifacts go to ``mlruns/<id>`` beside
+    the database file: MLflow's own default is ``./mlruns`` of whatever folder the
+    creating process runs in, which parts a store given by an absolute path from its
+    artifacts (the same place when the store is ``sqlite:///mlflow.db``, the default)."""
+    db = sqlite_path(mlflow.get_tracking_uri())
+    if db is None:
+        return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+    from mlflow.entities import ExperimentTag
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(mlflow.get_tracking_uri(),
+                            (db.resolve().parent / "mlruns").as_uri())
+    return store.create_experiment(name, tags=[ExperimentTag(*EXPERIMENT_KIND)])
 
 
 @retry_locked
