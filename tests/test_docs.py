@@ -10,8 +10,10 @@ import pytest
 
 from helpers import ROOT
 
-PAGES = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("*/README.md"),
-                *ROOT.glob("experiments/*/README.md")])
+# the project's pages only: not the README pytest writes in .pytest_cache/
+PAGES = sorted(p for p in [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("*/README.md"),
+                           *ROOT.glob("experiments/*/README.md")]
+               if not any(part.startswith(".") for part in p.relative_to(ROOT).parts))
 LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)\)")
 FENCE = re.compile(r"^\s*```")
 
