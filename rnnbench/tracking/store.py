@@ -314,14 +314,14 @@ def _create_experiment(client: mlflow.MlflowClient, name: str) -> str:
     the database file: MLflow's own default is ``./mlruns`` of whatever folder the
     creating process runs in, which parts a store given by an absolute path from its
     artifacts (the same place when the store is ``sqlite:///mlflow.db``, the default)."""
-    db = sqlite_path(mlflow.get_tracking_uri())
+    uri = mlflow.get_tracking_uri()
+    db = sqlite_path(uri)
     if db is None:
         return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
     from mlflow.entities import ExperimentTag
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    store = SqlAlchemyStore(mlflow.get_tracking_uri(),
-                            (db.resolve().parent / "mlruns").as_uri())
+    store = SqlAlchemyStore(uri, (db.resolve().parent / "mlruns").as_uri())
     return store.create_experiment(name, tags=[ExperimentTag(*EXPERIMENT_KIND)])
 
 
