@@ -38,3 +38,44 @@ def inputs(tmp_path_factory):
             x = 0.5 * np.sin(2 * np.pi * freq * np.arange(n) / 8000) + rng.normal(0, 0.02, n)
             wavfile.write(wavs / f"{label}_synth_{i}.wav", 8000, (x * 32767).astype(np.int16))
     return {"csv": csv, "wavs": wavs}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """`small_disk(kib) -> Path`: a real, nearly full filesystem (a tmpfs of `kib` KiB
+    mounted on a fresh folder), for the faults of a full disk. Skipped, with the reason,
+    where this process may not mount (not root, or a container without the capability)."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(kib: int = 64) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'}); "
+                        "run the tests as root to check full-disk behaviour")
+        mounted.append(where)
+        return where
+
+    yield make
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> None:
+    """Write filler into `folder` until its filesystem has at most `leave` bytes free."""
+    filler = folder / ".filler"
+    with open(filler, "ab") as out:
+        chunk = b"\0" * 4096
+        while True:
+            free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+            if free <= leave:
+                break
+            try:
+                out.write(chunk[: max(1, min(len(chunk), free - leave))])
+                out.flush()
+            except OSError:
+                break
