@@ -64,18 +64,3 @@ def small_disk(tmp_path: Path):
     for where in reversed(mounted):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
-
-def fill_disk(folder: Path, leave: int = 0) -> None:
-    """Write filler into `folder` until its filesystem has at most `leave` bytes free."""
-    filler = folder / ".filler"
-    with open(filler, "ab") as out:
-        chunk = b"\0" * 4096
-        while True:
-            free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
-            if free <= leave:
-                break
-            try:
-                out.write(chunk[: max(1, min(len(chunk), free - leave))])
-                out.flush()
-            except OSError:
-                break

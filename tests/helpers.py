@@ -294,3 +294,19 @@ def load_params(layer, cell, P):
         # rows: the previous gate (source), columns: the gate it feeds (target)
         R = np.block([[P["R"][tgt + src] for tgt in "ifo"] for src in "ifo"])
         c.gate_recurrent_kernel.assign(R)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> None:
+    """Write filler into `folder` until its filesystem has at most `leave` bytes free."""
+    filler = folder / ".filler"
+    with open(filler, "ab") as out:
+        chunk = b"\0" * 4096
+        while True:
+            free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+            if free <= leave:
+                break
+            try:
+                out.write(chunk[: max(1, min(len(chunk), free - leave))])
+                out.flush()
+            except OSError:
+                break
