@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 MASK = "***"
-# scheme://user:password@ (the password ends at the first @ or white space)
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*):(?P<pw>[^@\s'\"/]*)@")
+# the start of a URI: its scheme and "//"; the URI then runs to white space or a quote
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_URI_END = re.compile(r"[\s'\"]")
 _QUERY = re.compile(r"(?P<head>[?&;](?:password|passwd|pwd|token|secret)=)(?P<pw>[^&\s'\"]*)",
                     re.IGNORECASE)
 # where :func:`take_secrets` keeps a database password taken off the command line
@@ -26,24 +28,62 @@ DB_PASSWORD_ENV = "RNNBENCH_TRACKING_PASSWORD"
 HTTP_USER_ENV, HTTP_PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 
 
+def _userinfo(uri: str) -> tuple[str, str | None, str | None, str]:
+    """``(scheme://, user, password, rest)`` of one URI, as written (not decoded).
+
+    The user information ends at the LAST ``@`` of the URI: a password may hold ``/``,
+    ``?``, ``#``, ``:`` or ``@`` written as they are, which the standard URI grammar (and
+    :func:`urllib.parse.urlsplit`) would take for the end of the host. The user ends at the
+    first ``:``. Without ``@`` there is no user information (user and password None)."""
+    m = _SCHEME.match(uri)
+    if not m:
+        return "", None, None, uri
+    head, after = m[0], uri[m.end():]
+    info, at, rest = after.rpartition("@")
+    if not at:
+        return head, None, None, after
+    user, colon, password = info.partition(":")
+    return head, user, (password if colon else None), rest
+
+
+def _redact_uri(uri: str) -> str:
+    head, user, password, rest = _userinfo(uri)
+    if not password:
+        return uri
+    return f"{head}{user}:{MASK}@{rest}"
+
+
 def redact(text: str) -> str:
-    """``text`` with every password of a URI in it replaced by ``***``."""
+    """``text`` with every password of a URI in it replaced by ``***``.
+
+    Each URI in ``text`` (``scheme://`` up to white space or a quote) keeps its scheme,
+    user, host and path; what lies between the user's ``:`` and the last ``@`` becomes
+    ``***``. A ``?password=`` (``passwd``, ``pwd``, ``token``, ``secret``) query value
+    is hidden too."""
     if not isinstance(text, str) or ("@" not in text and "=" not in text):
         return text
-    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@" if m["pw"] else m[0], text)
-    return _QUERY.sub(lambda m: m["head"] + MASK if m["pw"] else m[0], text)
+    out, pos = [], 0
+    for m in _SCHEME.finditer(text):
+        if m.start() < pos:
+            continue  # inside the URI just handled
+        end = _URI_END.search(text, m.end())
+        stop = end.start() if end else len(text)
+        out += [text[pos:m.start()], _redact_uri(text[m.start():stop])]
+        pos = stop
+    out.append(text[pos:])
+    return _QUERY.sub(lambda q: q["head"] + MASK if q["pw"] else q[0], "".join(out))
 
 
 def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
-    """``(uri without user:password@, user, password)`` of an http(s) URI; other URIs
-    come back unchanged with no credentials."""
-    m = re.match(r"^(https?://)([^/@\s]*)@(.*)$", uri)
-    if not m:
+    """``(uri without user:password@, user, password)`` of an http(s) URI, the user and
+    password decoded (``%40`` is ``@``); other URIs come back unchanged with no
+    credentials. The credentials end at the last ``@``."""
+    if not uri.startswith(("http://", "https://")):
         return uri, None, None
-    user, _, password = m[2].partition(":")
-    from urllib.parse import unquote
-
-    return m[1] + m[3], unquote(user) or None, unquote(password) if password else None
+    head, user, password, rest = _userinfo(uri)
+    if user is None:
+        return uri, None, None
+    return head + rest, unquote(user) or None, unquote(password) if password else None
 
 
 def take_secrets(args: list[str]) -> list[str]:
@@ -52,7 +92,8 @@ def take_secrets(args: list[str]) -> list[str]:
     An ``http(s)://user:pw@host`` URI loses its credentials, which go where MLflow reads
     them (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``). A database URI keeps
     ``user:***@``, and the password goes to ``RNNBENCH_TRACKING_PASSWORD``, from which
-    :func:`rnnbench.tracking.configure` puts it back when it connects."""
+    :func:`rnnbench.tracking.configure` puts it back when it connects. In both the
+    password runs to the last ``@``, so that one holding ``@`` or ``/`` stays whole."""
     out = []
     for arg in args:
         key, eq, value = arg.partition("=")
@@ -63,20 +104,24 @@ def take_secrets(args: list[str]) -> list[str]:
             if password:
                 os.environ[HTTP_PASSWORD_ENV] = password
             arg = f"{key}={bare}"
+        elif eq and _SCHEME.match(value):
+            password = _userinfo(value)[2]
+            if password and password != MASK:
+                os.environ[DB_PASSWORD_ENV] = password
+            arg = f"{key}={redact(value)}"
         elif eq:
-            m = _USERINFO.search(value)
-            if m and m["pw"] and m["pw"] != MASK:
-                os.environ[DB_PASSWORD_ENV] = m["pw"]
             arg = f"{key}={redact(value)}"
         out.append(arg)
     return out
 
 
 def restore_password(uri: str) -> str:
-    """A database URI with ``user:***@`` gets the password taken off the command line."""
+    """A database URI with ``user:***@`` gets the password taken off the command line,
+    percent-encoded, so that the driver (which decodes it) reads it whole even when it
+    holds ``@``, ``/``, ``?`` or ``#``."""
     password = os.environ.get(DB_PASSWORD_ENV)
     if password and f":{MASK}@" in uri:
-        return uri.replace(f":{MASK}@", f":{password}@", 1)
+        return uri.replace(f":{MASK}@", f":{quote(unquote(password), safe='')}@", 1)
     return uri
 
 
