@@ -6,7 +6,10 @@ Slurm: the job may run in another process or on another machine), leaves a small
 id, command, message. :class:`MultirunSummary`, a Hydra callback registered in
 ``conf/config.yaml``, reads them when the multirun ends and prints what finished, what
 failed and what was skipped, with their MLflow run ids; the command then exits 1 when a
-job failed. A job folder without a record is a job whose process died.
+job failed. A job folder without a record is a job whose process died, unless the
+multirun was stopped (Ctrl-C, SIGTERM, SIGHUP): then the summary says which job the
+signal stopped, how many of the jobs finished and which never started, and the command
+exits with the stop's status (:func:`rnnbench.interrupt.exit_code`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Iterator, TextIO
 from hydra.experimental.callback import Callback
 
 RECORD = "rnnbench-job.json"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _current: dict[str, Any] = {}  # this process's job: what the task function said
 _multirun: dict[str, Any] = {}  # the main process's multirun: sweep dir, start, outcome
 
@@ -29,6 +33,58 @@ def job_done(status: str, run_id: str | None = None, message: str = "",
              command: str = "") -> None:
     """Remember how this process's job ended (written out by :meth:`on_job_end`)."""
     _current.update(status=status, run_id=run_id, message=message, command=command)
+
+
+def print_error(message: str) -> None:
+    """A user-facing error on stderr, passwords hidden (a closed terminal is no error)."""
+    from rnnbench.redaction import redact
+
+    try:
+        print(f"rnnbench: error: {redact(message)}", file=sys.stderr, flush=True)
+    except OSError:  # SIGHUP: the terminal is gone
+        pass
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Exit with a clear error (status 2) when Hydra's output folder ``folder`` (config
+    key ``key``) cannot be created or written: a read-only file system or folder, which
+    Hydra would meet as a raw PermissionError. Nothing is written to the store then."""
+    import os
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".rnnbench-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = folder.resolve()
+        existing = next((p for p in (where, *where.parents) if p.exists()), where)
+        print_error(f"cannot write the output folder {where} ({key}): "
+                    f"{exc.strerror or exc}. Give a writable folder, e.g. '{key}=/tmp/rnnbench/"
+                    f"${{now:%Y-%m-%d_%H-%M-%S}}', or start from a writable working folder, or "
+                    f"make {existing} writable (chmod u+w, or remount it read-write).")
+        sys.exit(2)
+
+
+def planned_jobs(config: Any) -> list[list[str]] | None:
+    """The overrides of every job a multirun will launch, in order, when Hydra's basic
+    sweeper runs it (None for another sweeper: Optuna decides as it goes)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args),
+                                               None)
+        return [list(job) for batch in batches for job in batch]
+    except Exception:  # a sweep syntax only the launcher's config loader resolves (glob)
+        return None
 
 
 class _Tee:
@@ -109,44 +165,61 @@ def log_file() -> Path | None:
 class MultirunSummary(Callback):
     """Writes each job's record; prints the multirun's summary at its end."""
 
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        check_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        check_writable(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
         _multirun.clear()
         _multirun.update(dir=Path(str(config.hydra.sweep.dir)).resolve(),
-                         start=time.time() - 1.0, printed=False)
+                         start=time.time() - 1.0, printed=False, planned=planned_jobs(config))
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         _current.clear()
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
         from hydra.core.utils import JobStatus
-        from hydra.types import RunMode
 
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return
-        record = {"job": hc.job.num, "overrides": list(hc.overrides.task),
-                  "status": _current.get("status"), "run_id": _current.get("run_id"),
-                  "message": _current.get("message", ""), "command": _current.get("command"),
-                  "ended": time.time()}
+        failure = None
         if job_return.status == JobStatus.FAILED:
             exc = job_return._return_value
-            record["status"] = "failed"
-            record["message"] = record["message"] or f"{type(exc).__name__}: {exc}"
-        elif record["status"] is None:  # ended without telling (a SystemExit, say)
-            record["status"] = "failed"
-            record["message"] = "the job ended without a result"
-        path = Path(hc.runtime.output_dir) / RECORD
-        path.write_text(json.dumps(record, indent=1, default=str))
-        _current.clear()
+            failure = f"{type(exc).__name__}: {exc}"
+        write_record(failure)
+
+
+def write_record(failure: str | None = None) -> None:
+    """Write this job's record into its output folder (a job of a multirun only).
+    Hydra calls :meth:`MultirunSummary.on_job_end` only for a job that returns; a job
+    that a signal stops calls this itself before it exits."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    record = {"job": hc.job.num, "overrides": list(hc.overrides.task),
+              "status": _current.get("status"), "run_id": _current.get("run_id"),
+              "message": _current.get("message", ""), "command": _current.get("command"),
+              "ended": time.time()}
+    if failure is not None:
+        record["status"] = "failed"
+        record["message"] = record["message"] or failure
+    elif record["status"] is None:  # ended without telling (a SystemExit, say)
+        record["status"] = "failed"
+        record["message"] = "the job ended without a result"
+    path = Path(hc.runtime.output_dir) / RECORD
+    path.write_text(json.dumps(record, indent=1, default=str))
+    _current.clear()
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         print_summary()
 
 
-def collect(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
+def collect(sweep_dir: Path, since: float = 0.0,
+            stopped_by: str | None = None) -> list[dict[str, Any]]:
     """The records of the jobs under ``sweep_dir`` written after ``since``, and one
-    ``failed`` entry per job folder of this multirun that has none."""
+    entry per job folder of this multirun that has none: ``failed`` (its process died),
+    or ``stopped`` when this process was stopped by the signal ``stopped_by``."""
     jobs = []
     for cfg in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
         folder = cfg.parent.parent
@@ -159,6 +232,11 @@ def collect(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
                 continue
             except ValueError:
                 pass
+        if stopped_by:
+            jobs.append({"job": folder.name, "status": "stopped", "run_id": None,
+                         "overrides": [], "message": f"stopped by {stopped_by} before its "
+                                                     "run began"})
+            continue
         jobs.append({"job": folder.name, "status": "failed", "run_id": None,
                      "overrides": [], "message": f"no result in {folder}: the job's "
                                                  "process died (killed, out of memory?)"})
@@ -170,21 +248,42 @@ def collect(sweep_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
 def print_summary() -> int:
     """Print the summary of the multirun this process launched; return how many jobs
     failed (0 when there was no multirun, or it was printed already)."""
+    from rnnbench import interrupt
+
     if not _multirun or _multirun.get("printed"):
         return _multirun.get("failed", 0)
     _multirun["printed"] = True
-    jobs = collect(_multirun["dir"], _multirun["start"])
-    counts = {s: sum(j["status"] == s for j in jobs) for s in ("finished", "skipped", "failed")}
+    stop = interrupt.requested()
+    jobs = collect(_multirun["dir"], _multirun["start"], stop)
+    planned = _multirun.get("planned")
+    counts = {s: sum(j["status"] == s for j in jobs)
+              for s in ("finished", "skipped", "failed", "stopped")}
     _multirun["failed"] = counts["failed"]
     line = "=" * 72
     print(line)
-    print(f"multirun {_multirun['dir']}: {len(jobs)} job(s): {counts['finished']} finished, "
-          f"{counts['failed']} failed, {counts['skipped']} skipped")
+    if stop:
+        where = ", ".join(f"#{j.get('job')}" for j in jobs if j["status"] == "stopped")
+        total = f"{len(planned)}" if planned else "?"
+        done = counts["finished"] + counts["skipped"]
+        rest = (f"{len(planned) - len(jobs)} not started" if planned
+                else "the rest not started")
+        print(f"multirun {_multirun['dir']}: stopped by {stop}"
+              + (f" during job {where}" if where else " between jobs")
+              + f": {done} of {total} job(s) done ({counts['finished']} finished, "
+              f"{counts['skipped']} skipped), {counts['stopped']} stopped, "
+              f"{counts['failed']} failed, {rest}")
+    else:
+        print(f"multirun {_multirun['dir']}: {len(jobs)} job(s): {counts['finished']} "
+              f"finished, {counts['failed']} failed, {counts['skipped']} skipped")
     for j in jobs:
         what = " ".join(j.get("overrides") or [])
         run = f"run {j['run_id']}" if j.get("run_id") else "no run"
         note = {"failed": f": {j.get('message') or 'no reason given'}",
+                "stopped": f": {j.get('message') or 'stopped'}",
                 "skipped": " (reused: this config FINISHED before)"}.get(j["status"], "")
         print(f"  #{j.get('job')} {j['status']:<8} {run}  {what}{note}")
+    if stop and planned:
+        for num in range(len(jobs), len(planned)):
+            print(f"  #{num} not started  {' '.join(planned[num])}")
     print(line, flush=True)
     return counts["failed"]

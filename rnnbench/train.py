@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
-from rnnbench import conventions, hardware, objective, tracking
+from rnnbench import conventions, hardware, interrupt, objective, tracking
 from rnnbench.config import flatten
 from rnnbench.errors import HardwareError, RunFailed
 from rnnbench.provenance import config_hash, git_commit, version_tags
@@ -119,7 +119,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     import keras
 
     from rnnbench import callbacks
-    from rnnbench.model import build_model, check_compatible, describe_model, make_optimizer
+    from rnnbench.model import (build_model, check_compatible, describe_model,
+                                make_optimizer, sizing_params)
     from rnnbench.tasks import get_task
 
     task = get_task(cfg.task)
@@ -171,7 +172,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     run_name = ctx.run_name or f"{task.name}-{cfg.cell.name}-s{cfg.seed}"
     with tracking.start_run(experiment, run_name, tags, ctx.parent_run_id) as mlrun:
         mlrun.log_params({**flatten(cfg), **conventions.plain_params(cfg, task.name),
-                          **ctx.params})
+                          **sizing_params(what), **ctx.params})
         mlrun.log_metrics({Metrics.PARAMS_COUNT: what["params_count"],
                            Metrics.RECURRENT_PARAMS: what["recurrent_params"]})
         mlrun.log_json(what, Artifacts.WHAT_RAN)
@@ -201,6 +202,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                                 verbose=cfg.train.verbose, shuffle=False,
                                 initial_epoch=ctx.initial_epoch)
         fit_s = time.perf_counter() - t0
+        interrupt.raise_if_requested()  # a stop request swallowed after the last epoch
         units = task.metric_units(data)
         if units:  # factor and unit of the per-epoch metrics, for figures (the report's too)
             mlrun.set_tags({Tags.METRIC_UNITS: json.dumps(units, sort_keys=True)})

@@ -142,11 +142,24 @@ def main() -> None:
 
 def _run_hydra(task_function: Any, config_name: str, what: str) -> None:
     """Run the Hydra app; after a multirun, its summary (also when Hydra stopped it early)
-    and exit status 1 when a job failed."""
+    and exit status 1 when a job failed. A stop request that came between jobs, or whose
+    exception was swallowed, ends the command with the stop's status (128 + signal)."""
     try:
-        _hydra_main(task_function, config_name)
+        try:
+            _hydra_main(task_function, config_name)
+        except KeyboardInterrupt:  # it landed in Hydra's code, outside any job
+            pass
+        interrupt.raise_if_requested()
+    except KeyboardInterrupt:
+        with interrupt.deferred():
+            jobs.print_summary()
+            from rnnbench.cli.job import interrupted_message
+
+            print_error(interrupted_message())
+        sys.exit(interrupt.exit_code())
     finally:
-        failed = jobs.print_summary()
+        with interrupt.deferred():
+            failed = jobs.print_summary()
     if failed:
         print_error(f"{failed} {what} of the multirun FAILED (listed above).")
         sys.exit(1)

@@ -21,20 +21,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rnnbench import interrupt, jobs
-
-
-def print_error(message: str) -> None:
-    from rnnbench.redaction import redact
-
-    print(f"rnnbench: error: {redact(message)}", file=sys.stderr, flush=True)
+from rnnbench.jobs import print_error
 
 
 def interrupted_message(what: str = "run") -> str:
-    """What Ctrl-C left behind: the runs it closed as KILLED, or that none was open yet."""
+    """What a stop request left behind: the runs it closed as KILLED, or that none was
+    open yet."""
     killed = interrupt.killed_runs()
+    by = f"interrupted by {interrupt.requested() or 'SIGINT'}"
     if not killed:
-        return (f"interrupted before any MLflow {what} was opened: nothing was recorded.")
-    return (f"interrupted: MLflow run(s) {', '.join(killed)} closed as KILLED.")
+        return f"{by} before any MLflow {what} was opened: nothing was recorded."
+    return f"{by}: MLflow run(s) {', '.join(killed)} closed as KILLED."
 
 
 def redact_hydra_record() -> None:
@@ -113,6 +110,7 @@ def hydra_job(cfg: Any, app: str, work: Callable[[Any, dict[str, Any]], Outcome]
             context and the error message.
         interrupted: the message after Ctrl-C.
     """
+    interrupt.install()  # also in a launcher's own process (submitit), not only the CLI's
     with jobs.console_to(jobs.log_file()):
         return _hydra_job(cfg, app, work, failed, interrupted)
 
@@ -124,12 +122,15 @@ def _hydra_job(cfg: Any, app: str, work: Callable[[Any, dict[str, Any]], Outcome
     from rnnbench.errors import RnnbenchError, RunFailed
 
     hc = hydra_context(app)
-    redact_hydra_record()
+    outcome = None
     try:
+        redact_hydra_record()
+        interrupt.raise_if_requested()  # stopped between two jobs: this one never starts
         conventions.apply_environment(cfg, hc["overrides"])
         obj = config.to_object(cfg)
         hardware.select_backend(obj.backend.name)
         outcome = work(obj, hc)
+        interrupt.raise_if_requested()  # a stop request whose exception was swallowed
     except RnnbenchError as exc:
         print_error(str(exc))
         if hc["multirun"] and isinstance(exc, RunFailed):
@@ -138,19 +139,39 @@ def _hydra_job(cfg: Any, app: str, work: Callable[[Any, dict[str, Any]], Outcome
             return value  # the other jobs of the multirun go on
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print_error(interrupted())
-        sys.exit(130)
+        _stopped(hc, interrupted, outcome)
     except Exception:
         # a stop request that library code turned into another error (see
         # rnnbench.tracking.runs.start_run): the job was stopped, not broken
-        from rnnbench import interrupt
-
         if interrupt.requested() is None:
             raise
-        print_error(interrupted())
-        sys.exit(130)
+        _stopped(hc, interrupted, outcome)
     jobs.job_done(outcome.status, outcome.run_id, outcome.message, hc["command"])
     return outcome.value
+
+
+def _stopped(hc: dict[str, Any], interrupted: Callable[[], str],
+             outcome: Outcome | None) -> None:
+    """Say what a stop request left behind, write the job's record in a multirun (Hydra
+    writes none for a job that exits), and exit with the stop's status (128 + signal)."""
+    with interrupt.deferred():
+        signame = interrupt.requested() or "SIGINT"
+        if outcome is not None:  # the job's work was done when the stop came
+            message = (f"stopped by {signame} after the job's MLflow run {outcome.run_id} "
+                       f"was {outcome.status}: its record is complete.")
+            run_id = outcome.run_id
+        else:
+            message = interrupted()
+            killed = interrupt.killed_runs()
+            run_id = killed[-1] if killed else None
+        print_error(message)
+        if hc["multirun"]:
+            jobs.job_done(outcome.status if outcome else "stopped", run_id,
+                          f"stopped by {signame}" + (
+                f"; run {run_id} closed as KILLED" if outcome is None and run_id else ""),
+                hc["command"])
+            jobs.write_record()
+    sys.exit(interrupt.exit_code())
 
 
 # ---- rnnbench: one run ------------------------------------------------------------------
@@ -171,7 +192,8 @@ def _train(obj: Any, hc: dict[str, Any]) -> Outcome:
                      command=hc["command"], sweeper_direction=hc["sweeper_direction"],
                      tags={SweepTags.SWEEP_NAME: hc["sweep_name"], Tags.SWEEP_JOB: hc["sweep_job"]})
     result = run(obj, ctx)
-    print_summary(obj, result)
+    with interrupt.deferred():  # a stop request now is honoured when the job ends
+        print_summary(obj, result)
     return Outcome("skipped" if result.skipped else "finished", result.run_id,
                    result.message, result.objective)
 
@@ -225,7 +247,8 @@ def _sweep(obj: Any, hc: dict[str, Any]) -> Outcome:
     from rnnbench.tuning.app import run_sweep
 
     result = run_sweep(obj, hc["overrides"], hc["command"])
-    print_sweep(obj, result)
+    with interrupt.deferred():
+        print_sweep(obj, result)
     best = result.best or {}
     value = json.loads(json.dumps({"sweep_id": result.sweep_id, "run_id": result.parent_run_id,
                                    "best_trial": best.get("trial_id"),

@@ -21,7 +21,7 @@ from rnnbench.errors import TrackingError
 from rnnbench.redaction import redact as redact_uri
 from rnnbench.tracking import reading, store
 from rnnbench.tracking.schema import Tags
-from rnnbench.tracking.spool import Spool, apply_write, finish_spool
+from rnnbench.tracking.spool import Spool, apply_write, finish_spool, spool_root
 from rnnbench.tracking.store import is_store_fault, retry_locked
 
 MAX_PARAM_LEN = 6000
@@ -106,7 +106,7 @@ class Run:
                 f"taking writes ({self.offline}). Training goes on; this run's record is "
                 f"kept in {self.spool.folder}."), file=sys.stderr, flush=True)
         else:
-            if self.spool is not None:
+            if self.spool is not None and not self.spool.failed:
                 self.spool.acknowledged += 1
 
 
@@ -133,18 +133,23 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
     The run's record is spooled on disk while it is open. When the store goes away
     mid-run, training goes on, and at the end a TrackingError says where the record is
     and which command logs it."""
+    root = spool_root()  # a spool folder that cannot be made is refused before the run
     experiment_id = store.ensure_experiment(experiment)
     all_tags = {k: redact_uri(str(v)) for k, v in (tags or {}).items() if v is not None}
     if parent_run_id:
         all_tags[Tags.PARENT_RUN_ID] = parent_run_id
-    run_id = store._create_run(experiment_id, run_name, all_tags)
-    spool = Spool(run_id, {"uri": redact_uri(mlflow.get_tracking_uri()),
-                           "experiment": experiment, "run_name": run_name, "tags": all_tags})
-    run = Run(run_id, experiment_id, spool)
-    monitor = start_system_metrics(run.run_id)
+    with interrupt.deferred():  # a stop request now is honoured below: the run ends KILLED
+        run_id = store._create_run(experiment_id, run_name, all_tags)
+        spool = Spool(run_id, {"uri": redact_uri(mlflow.get_tracking_uri()),
+                               "experiment": experiment, "run_name": run_name, "tags": all_tags},
+                      root)
+        run = Run(run_id, experiment_id, spool)
+        monitor = start_system_metrics(run.run_id)
     try:
         try:
+            interrupt.raise_if_requested()
             yield run
+            interrupt.raise_if_requested()  # one whose exception something swallowed
         except Exception as exc:
             # A stop request that landed in library code can come out as another error
             # (TensorFlow turns a KeyboardInterrupt raised in Python code it called into
@@ -156,10 +161,11 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
             if monitor is not None:
                 monitor.finish()
     except KeyboardInterrupt:
-        run.set_tags({Tags.FAILURE_REASON: "interrupted (Ctrl-C or SIGTERM)"})
-        run.end("KILLED")
-        interrupt.note_killed(run.run_id)
-        finish_spool(run, raise_error=False)
+        with interrupt.deferred():  # a second signal must not leave the run RUNNING
+            run.set_tags({Tags.FAILURE_REASON: interrupt.reason()})
+            run.end("KILLED")
+            interrupt.note_killed(run.run_id)
+            finish_spool(run, raise_error=False)
         raise
     except BaseException as exc:
         if run.ended is None and (
@@ -229,4 +235,7 @@ def log_model(run: Run, model: Any, name: str = "model") -> None:
     it loads with ``mlflow.pyfunc.load_model("runs:/<run id>/<name>")``."""
     from rnnbench import mlflow_model
 
+    if run.offline:  # the store is gone: model/model.keras is in the spool, for replay
+        raise TrackingError(f"the MLflow store stopped taking writes ({run.offline}); the "
+                            f"Keras file model/model.keras is kept in the run's spool")
     mlflow_model.log_model(run.run_id, run.experiment_id, model, name)
