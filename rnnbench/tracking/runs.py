@@ -233,9 +233,9 @@ def start_system_metrics(run_id: str) -> Any | None:
 def log_model(run: Run, model: Any, name: str = "model") -> None:
     """Log a Keras model to ``run`` as an MLflow model (Keras flavour, pyfunc, signature);
     it loads with ``mlflow.pyfunc.load_model("runs:/<run id>/<name>")``."""
-    from rnnbench import mlflow_model
-
     if run.offline:  # the store is gone: model/model.keras is in the spool, for replay
         raise TrackingError(f"the MLflow store stopped taking writes ({run.offline}); the "
                             f"Keras file model/model.keras is kept in the run's spool")
+    from rnnbench import mlflow_model
+
     mlflow_model.log_model(run.run_id, run.experiment_id, model, name)

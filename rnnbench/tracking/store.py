@@ -41,14 +41,19 @@ def _is_locked(exc: BaseException) -> bool:
             or ("duplicate key" in text and "dataset_pk" in text))
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    return "database or disk is full" in str(exc).lower()
+
+
 class _RetriedLockFilter(logging.Filter):
     """Drop MLflow's ERROR record (with a whole SQLAlchemy traceback) of a "database is
     locked" answer: :func:`retry_locked` retries those, and says so itself when the lock
-    outlasts its retries. Every other record passes."""
+    outlasts its retries. The same for a full disk under a SQLite store: the run spools
+    its writes and says so in one message. Every other record passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (exc is not None and _is_locked(exc))
+        return not (exc is not None and (_is_locked(exc) or _is_disk_full(exc)))
 
 
 _LOCK_FILTER = _RetriedLockFilter()
@@ -244,8 +249,7 @@ def configure(uri: str, timeout_s: float = 15.0) -> None:
     check_reachable(split_credentials(uri)[0], timeout_s)
     check_sqlite_file(uri, write=True)
     quiet_retried_locks()
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = os.environ.get(
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    bound_http_requests(timeout_s)
     mlflow.set_tracking_uri(real)
     try:
         init_sqlite_store(real)
@@ -255,6 +259,47 @@ def configure(uri: str, timeout_s: float = 15.0) -> None:
         raise
     except Exception as exc:  # SQLAlchemy / MLflow errors of a damaged store
         raise store_error(uri, exc, "opening") from None
+
+
+#: MLflow's variables for its HTTP requests, and the values :func:`bound_http_requests`
+#: last gave them (a variable set by the user is left alone)
+HTTP_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+HTTP_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+_HTTP_SET: dict[str, str] = {}
+
+
+def bound_http_requests(timeout_s: float) -> None:
+    """Make every request to a tracking server give up after about ``timeout_s``
+    (``tracking.timeout_s``): two tries of half of it each. MLflow's own defaults (120 s
+    per try, 7 retries) hold a run for many minutes on a server that accepts connections
+    but does not answer (a frozen process); with this bound the write fails, the run
+    spools and goes on. A variable the user set in the environment wins."""
+    wanted = {HTTP_TIMEOUT_ENV: str(max(1, int(timeout_s / 2))), HTTP_RETRIES_ENV: "1"}
+    for key, value in wanted.items():
+        current = os.environ.get(key)
+        if current is None or current == _HTTP_SET.get(key):
+            os.environ[key] = value
+            _HTTP_SET[key] = value
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative SQLite path made absolute (``sqlite:///mlflow.db`` names a
+    different file in every folder); other URIs unchanged."""
+    db = sqlite_path(uri)
+    if db is None or db.is_absolute():
+        return uri
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return f"sqlite:///{db.resolve()}" + (f"?{query}" if query else "")
+
+
+def same_store(a: str, b: str) -> bool:
+    """Whether two URIs name the same store (SQLite paths compared resolved)."""
+    def norm(uri: str) -> str:
+        db = sqlite_path(uri)
+        bare = split_credentials(redact_uri(uri))[0]
+        return str(db.resolve()) if db is not None else bare.rstrip("/").lower()
+
+    return norm(a) == norm(b)
 
 
 def open_store(uri: str, timeout_s: float = 15.0) -> None:
