@@ -274,7 +274,8 @@ class RunConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self) -> None:
-        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        # NumPy's seeder takes 0 .. 2**32 - 1 and fails with a traceback past it
+        check(0 <= self.seed < 2**32, "seed", self.seed, "an integer from 0 to 4294967295")
 
 
 def unknown_keys(node: Any, path: str = "") -> list[tuple[str, list[str]]]:
