@@ -1,7 +1,8 @@
 """The base of rnnbench's own cells (`impl=custom`): `SpecCell`, in `keras.ops`.
 
 A cell computes one step and a layer (`rnnbench.cells.custom.CustomRecurrent`) runs
-the loop, as in Keras. The cells of each family are in `rnnbench.cells.variants`.
+the loop, as in Keras. The cell of each family is in its module of
+`rnnbench.cells.families` (the protocol a family follows is written there).
 
 Layout, chosen for speed (measured with `benchmarks/cells.py`):
 
@@ -36,14 +37,22 @@ from keras import ops
 register = keras.saving.register_keras_serializable(package="rnnbench")
 
 
+def drop(h, dm):
+    """`h` as it enters a recurrent product: times the recurrent dropout mask `dm`, if any."""
+    return h if dm is None else h * dm
+
+
 class SpecCell(keras.layers.Layer):
     """Base class of rnnbench's cells: fused weights, dropout masks, projection.
 
-    Subclasses set `blocks` (names of the fused kernel blocks, in order) and `family`
-    (the registry's `CellSpec.family`, which also picks the cell's hand-written gradient
-    in `rnnbench.cells.bptt_kernels`), and implement `step`. The layer running the cell calls `project` once on the whole sequence,
-    then runs the loop inside `looping` (dropout mask and weights drawn and read once),
-    calling the cell once per step.
+    Subclasses set `blocks` (names of the fused kernel blocks, in order), `family`
+    (the registry's `CellSpec.family`), `kernel` (their hand-written gradient, a
+    `rnnbench.cells.bptt_kernels.Kernel` subclass, or None) and `recurrent` (False: no
+    fused recurrent kernel is created), and implement `forward`, the one forward step
+    (`step` and the kernel both call it); a family with a parallel-over-time form also
+    defines `scan`. The layer running the cell calls `project` once on the whole
+    sequence, then runs the loop inside `looping` (dropout mask and weights drawn and read
+    once), calling the cell once per step. See `rnnbench.cells.families`.
 
     Args:
         units: number of units `n`.
@@ -58,6 +67,13 @@ class SpecCell(keras.layers.Layer):
 
     blocks: tuple[str, ...] = ()
     family: str = ""
+    #: The hand-written gradient (a `Kernel` subclass), or None: autodiff.
+    kernel = None
+    #: Whether the cell has a fused recurrent kernel `U` (`n × k·n`).
+    recurrent = True
+    #: `scan(projected, initial_state, mask, *, return_sequences)`: every step at once
+    #: (families with a parallel-over-time form), or None.
+    scan = None
 
     def __init__(
         self,
@@ -94,9 +110,11 @@ class SpecCell(keras.layers.Layer):
         self.kernel = self.add_weight(
             shape=(input_shape[-1], k * n), initializer=self.kernel_initializer, name="kernel"
         )
-        self.recurrent_kernel = self.add_weight(
-            shape=(n, k * n), initializer=self.recurrent_initializer, name="recurrent_kernel"
-        )
+        if self.recurrent:
+            self.recurrent_kernel = self.add_weight(
+                shape=(n, k * n), initializer=self.recurrent_initializer,
+                name="recurrent_kernel"
+            )
         self.bias = self.add_weight(
             shape=(k * n,), initializer=self.fused_bias_initializer(), name="bias"
         )
@@ -190,7 +208,25 @@ class SpecCell(keras.layers.Layer):
         return (activations if trace else h), new_states
 
     def step(self, z_x, states):
-        """Returns `(h', new_states, activations)`; implemented by each cell."""
+        """Returns `(h', new_states, values)`: `forward` with the loop's weights and
+        recurrent dropout mask."""
+        return self.forward(z_x, states, self.step_weights(), self.recurrent_mask)
+
+    def forward(self, z_x, states, w, dm):
+        """The one forward step of the cell, implemented by each family.
+
+        Args:
+            z_x: the projected input of the step, `(B, k·n)`, bias included.
+            states: the list of states, `h` first.
+            w: the weights of the step by variable name (`read_step_weights()`); only
+                these are read, never a variable.
+            dm: the recurrent dropout mask `(B, n)`, or None.
+
+        Returns:
+            `(h', new_states, values)`: `values` maps every name of `trace_names`, and
+            whatever the family's kernel keeps for its backward pass, to `(B, n)`
+            tensors.
+        """
         raise NotImplementedError
 
     @property

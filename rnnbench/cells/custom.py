@@ -1,17 +1,18 @@
 """`CustomRecurrent`: one recurrent layer of any cell, in rnnbench's own implementation.
 
-The layer runs the loop; the cell (`rnnbench.cells.variants`, on the base
-`rnnbench.cells.base.SpecCell`) computes one step. The input products of all steps are
+The layer runs the loop; the cell (its family's class, `rnnbench.cells.families`, on the
+base `rnnbench.cells.base.SpecCell`) computes one step. The input products of all steps are
 one matrix product before the loop (`SpecCell.project`); the loop is Keras's
 (`keras.layers.RNN`), so masking, `go_backwards`, `stateful`, `Bidirectional`, stacking
 and every backend work as for the built-in layers. `CustomRecurrent.trace` runs the
 same cell through a tracing cell that outputs every gate's activation at every step.
 
-Gradient: with `gradient="bptt"` (and `"auto"`) the loop runs with rnnbench's
-hand-written backward pass through time (`rnnbench.cells.bptt`), which computes every
-weight gradient as one product over all steps; `"autodiff"` differentiates Keras's loop.
-Where the hand-written gradient does not apply (`unroll=True`, a backend other than
-TensorFlow or JAX) the layer warns and uses autodiff: the numbers are the same.
+Gradient: with `gradient="bptt"` (and `"auto"`, for a family with a hand-written
+gradient) the loop runs with rnnbench's hand-written backward pass through time
+(`rnnbench.cells.bptt`), which computes every weight gradient as one product over all
+steps; `"autodiff"` differentiates Keras's loop (or the family's parallel `scan`, where it
+has one). Where the hand-written gradient does not apply (`unroll=True`, a backend other
+than TensorFlow or JAX) the layer warns and uses autodiff: the numbers are the same.
 
 Importing this module registers every cell class and the layer for `.keras` loading.
 """
@@ -25,8 +26,11 @@ from keras import ops
 
 from rnnbench.cells import bptt
 from rnnbench.cells.base import register
+from rnnbench.cells.registry import CELLS, FAMILY_SPECS, OPTIONS, kernel_families
 from rnnbench.cells.settings import GRADIENTS
-from rnnbench.cells.variants import make_cell
+from rnnbench.cells.variants import load_all, make_cell
+
+load_all()  # every family's cell class, registered for .keras loading
 
 
 class _TracingCell(keras.layers.Layer):
@@ -75,11 +79,13 @@ class CustomRecurrent(keras.layers.RNN):
             Keras).
         stateful: whether the final states of a batch are the initial states of the
             next one.
-        gradient: `"bptt"` (rnnbench's hand-written backward pass through time),
-            `"autodiff"` (the backend's autodiff of the loop) or `"auto"` (bptt where
-            it applies). Defaults to `"auto"`. `gradient_ran` says which one the last
-            call used.
-        **kwargs: other `keras.layers.RNN` arguments (`unroll`, `name`, `dtype`...).
+        gradient: `"bptt"` (rnnbench's hand-written backward pass through time, for the
+            families that have one), `"autodiff"` (the backend's autodiff of the loop) or
+            `"auto"` (bptt where it applies). Defaults to `"auto"`. `gradient_ran` says
+            which one the last call used.
+        **kwargs: the options of the cell's family (e.g. `r_min=0.5`; see
+            `rnnbench.cells.registry.OPTIONS`), and other `keras.layers.RNN` arguments
+            (`unroll`, `name`, `dtype`...).
 
     Example:
 
@@ -109,11 +115,19 @@ class CustomRecurrent(keras.layers.RNN):
     ):
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}: {gradient!r}")
+        options = {key: kwargs.pop(key) for key in list(kwargs) if key in OPTIONS}
+        spec = CELLS.get(cell)
+        if gradient == "bptt" and spec is not None and not FAMILY_SPECS[spec.family].kernel:
+            raise ValueError(
+                f"cell {cell!r} (family {spec.family}) has no hand-written gradient, so "
+                f"gradient='bptt' is not possible; families with one: "
+                f"{', '.join(kernel_families())} (use gradient='auto' or 'autodiff')")
         cell_obj = make_cell(
             cell,
             units,
             forget_bias=forget_bias,
             chrono_init=chrono_init,
+            **options,
             dropout=dropout,
             recurrent_dropout=recurrent_dropout,
             kernel_initializer=kernel_initializer,
@@ -134,6 +148,7 @@ class CustomRecurrent(keras.layers.RNN):
         self.cell_name = cell
         self.forget_bias = forget_bias
         self.chrono_init = chrono_init
+        self.cell_options = options
         self.gradient = gradient
         self.gradient_ran = None
         self._fallback_warned = False
@@ -146,8 +161,8 @@ class CustomRecurrent(keras.layers.RNN):
     def gradient_plan(self) -> tuple[str, str | None]:
         """`(gradient, reason)`: the gradient the next call uses, and why bptt was not
         possible when it was asked for (`gradient="bptt"` or `"auto"`) but cannot run."""
-        if self.gradient == "autodiff":
-            return "autodiff", None
+        if self.gradient == "autodiff" or self.cell.kernel is None:
+            return "autodiff", None  # a family without a kernel: gradient=bptt is refused
         backend = keras.backend.backend()
         if backend not in bptt.BACKENDS:
             return "autodiff", f"the {backend} backend (bptt runs on {', '.join(bptt.BACKENDS)})"
@@ -180,7 +195,20 @@ class CustomRecurrent(keras.layers.RNN):
                     zero_output_for_mask=self.zero_output_for_mask,
                     recurrent_mask=self.cell.recurrent_mask,
                 )
+            if self.cell.scan is not None and not self.unroll:
+                result = self._scan(projected, initial_state, mask)
+                if result is not None:
+                    return result
             return super().inner_loop(projected, initial_state, mask, training=training)
+
+    def _scan(self, projected, initial_state, mask):
+        """The family's parallel form, in Keras's `go_backwards` order, or None."""
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [
+            initial_state]
+        if self.go_backwards:
+            projected = ops.flip(projected, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
+        return self.cell.scan(projected, states, mask, return_sequences=self.return_sequences)
 
     def trace(self, inputs, mask=None):
         """Per-step activations of the cell on `inputs` (no dropout, zero initial state).
@@ -219,6 +247,7 @@ class CustomRecurrent(keras.layers.RNN):
             units=self.units,
             forget_bias=self.forget_bias,
             chrono_init=self.chrono_init,
+            **self.cell_options,
             dropout=cell["dropout"],
             recurrent_dropout=cell["recurrent_dropout"],
             kernel_initializer=cell["kernel_initializer"],

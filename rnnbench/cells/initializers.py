@@ -79,3 +79,27 @@ class GateBias(keras.initializers.Initializer):
             "coupled": self.coupled,
             "seed": self.seed,
         }
+
+
+class ForgetBiasMixin:
+    """The fused bias of a cell with a forget gate: `forget_bias`, `chrono_init`.
+
+    For `SpecCell` subclasses that set `forget_bias`, `chrono_init` (and `coupled`, for
+    `f = 1 − i`): the fused bias starts as `GateBias` makes it, with a forget bias of
+    1.0 when neither option is set.
+    """
+
+    coupled = False
+
+    def fused_bias_initializer(self):
+        forget_bias = self.forget_bias
+        if forget_bias is None and self.chrono_init is None:
+            forget_bias = 1.0
+        return GateBias(
+            self.blocks,
+            base=self.bias_initializer,
+            forget_bias=forget_bias,
+            chrono_init=self.chrono_init,
+            coupled=self.coupled,
+            seed=self.seed,
+        )

@@ -58,12 +58,14 @@ def make_recurrent_layer(
         "name": name,
     }
     if s.impl == "custom":
+        others = {k: v for k, v in s.options.items() if k not in ("forget_bias", "chrono_init")}
         return CustomRecurrent(
             s.name,
             units,
             forget_bias=s.forget_bias,
             chrono_init=s.chrono_init,
             gradient=s.gradient,
+            **others,
             **common,
         )
     builtin = CELLS[s.name].builtin

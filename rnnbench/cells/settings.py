@@ -7,21 +7,34 @@ mapping, or any object with the fields as attributes) into a `CellSettings`, or 
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any
+from typing import Any, Optional
 
-from rnnbench.cells.registry import CELL_OPTIONS, CELLS, builtin_cell_names, cell_names
+from rnnbench.cells.families.gate_options import CHRONO_INIT, CHRONO_INIT_MIN
+from rnnbench.cells.registry import (
+    CELLS,
+    FAMILY_SPECS,
+    OPTIONS,
+    builtin_cell_names,
+    cell_names,
+    kernel_families,
+)
 from rnnbench.errors import ConfigError
+
+__all__ = ["CHRONO_INIT_MIN", "GRADIENTS", "IMPLS", "INITIALIZERS", "CellSettings",
+           "bptt_on_builtin_message", "check_chrono_init", "check_gradient",
+           "check_options", "validate_cell_config", "with_option_fields"]
 
 IMPLS = ("auto", "builtin", "custom")
 
 #: Values of `cell.gradient`: how the gradient of the recurrent loop is computed.
 #: `bptt` is rnnbench's hand-written backward pass through time (`rnnbench.cells.bptt`),
-#: `autodiff` the backend's automatic differentiation of the loop; `auto` is `bptt`
-#: for rnnbench's own layers and `autodiff` for Keras's built-in ones.
+#: for the families that have one; `autodiff` the backend's automatic differentiation of
+#: the loop; `auto` is `bptt` for rnnbench's own layers of those families and `autodiff`
+#: otherwise (Keras's built-in layers, families without a hand-written gradient).
 GRADIENTS = ("auto", "autodiff", "bptt")
 
 #: Initialiser names accepted for `kernel_initializer`, `recurrent_initializer` and
@@ -44,28 +57,16 @@ INITIALIZERS = (
 )
 
 
-#: The smallest `cell.chrono_init` (T_max). The chrono initialisation draws the forget
-#: bias as `log(u)` with `u ~ Uniform(1, T_max - 1)` (Tallec & Ollivier 2018); at
-#: T_max = 2 that range is the single point 1, so every forget bias would be 0 and
-#: nothing would be drawn. 3 is the smallest T_max for which the option does what it says.
-CHRONO_INIT_MIN = 3
-
-
 def check_chrono_init(value: Any) -> int:
     """Checks a `cell.chrono_init` that is set (not None) and returns it.
 
-    The one rule for this option: the config schema (`rnnbench.config.CellConfig`)
-    and `validate_cell_config` both call it.
+    The one rule for this option (`rnnbench.cells.families.gate_options.CHRONO_INIT`),
+    as the config schema and `validate_cell_config` apply it.
 
     Raises:
         ConfigError: `value` is not an integer >= `CHRONO_INIT_MIN`.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < CHRONO_INIT_MIN:
-        raise ConfigError(
-            f"cell.chrono_init={value!r} is not allowed: cell.chrono_init must be null or "
-            f"an integer T_max >= {CHRONO_INIT_MIN} (the longest dependency, in steps)."
-        )
-    return value
+    return CHRONO_INIT.parse(value, "lstm")
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ class CellSettings:
         recurrent_initializer: initialiser name of the recurrent kernels.
         bias_initializer: initialiser name of the biases.
         gradient: `"auto"`, `"autodiff"` or `"bptt"` (see `GRADIENTS`); `"bptt"` only
-            with `impl="custom"`.
+            with `impl="custom"` and a family with a hand-written gradient.
+        options: every option the cell accepts, as set or at its default (the cell's
+            constructor arguments; `forget_bias` and `chrono_init` are also above).
     """
 
     name: str
@@ -96,6 +99,7 @@ class CellSettings:
     recurrent_initializer: str = "orthogonal"
     bias_initializer: str = "zeros"
     gradient: str = "auto"
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 def _field(cfg: Any, key: str, default: Any) -> Any:
@@ -108,6 +112,62 @@ def _field(cfg: Any, key: str, default: Any) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check_gradient(name: str, impl: str, gradient: str) -> None:
+    """`cell.gradient` against the cell (`impl` resolved or `auto`).
+
+    Raises:
+        ConfigError: not one of `GRADIENTS`; `bptt` on a Keras built-in layer or for a
+            family without a hand-written gradient.
+    """
+    if gradient not in GRADIENTS:
+        raise ConfigError(
+            f"cell.gradient={gradient!r} is not allowed; allowed: {_allowed(GRADIENTS)}"
+        )
+    spec = CELLS.get(name)
+    if gradient != "bptt" or spec is None:
+        return
+    if impl == "builtin" or (impl == "auto" and spec.has_builtin):
+        raise ConfigError(bptt_on_builtin_message(name))
+    if not FAMILY_SPECS[spec.family].kernel:
+        raise ConfigError(
+            f"cell.gradient=bptt needs a hand-written gradient, which cell {name!r} "
+            f"(family {spec.family}) does not have; families with one: "
+            f"{_allowed(kernel_families())}; use cell.gradient=auto or autodiff"
+        )
+
+
+def check_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of the cell `name`: `values` (option name -> value or None) checked.
+
+    Returns:
+        Every option the cell accepts, at its checked value or its default.
+
+    Raises:
+        ConfigError: an option set that the cell does not accept (naming those it does),
+            a value its option refuses, or a rule between options broken.
+    """
+    spec = CELLS[name]
+    family = FAMILY_SPECS[spec.family]
+    for key, value in values.items():
+        if value is not None and key not in spec.options:
+            takers = [n for n, s in CELLS.items() if key in s.options]
+            raise ConfigError(
+                f"cell {name!r} has no option {key!r} (its options: "
+                f"{_allowed(sorted(spec.options))}); cells that accept {key}: "
+                f"{_allowed(takers)}"
+            )
+    resolved = {}
+    for key in sorted(spec.options):
+        option = family.option_map[key]
+        value = values.get(key)
+        resolved[key] = option.default if value is None else option.parse(value, family.name)
+    if family.check is not None:
+        problem = family.check(resolved)
+        if problem:
+            raise ConfigError(f"cell {name!r}: {problem}")
+    return resolved
 
 
 def _allowed(names) -> str:
@@ -128,8 +188,9 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
     """Checks the `cell` config node and returns it as `CellSettings`.
 
     Args:
-        cell_cfg: the `cell` config node, with fields `name`, `impl`, `forget_bias`,
-            `chrono_init`, `dropout`, `recurrent_dropout`, `kernel_initializer`,
+        cell_cfg: the `cell` config node, with fields `name`, `impl`, the family
+            options (`forget_bias`, `chrono_init`, ...: `registry.OPTIONS`), `dropout`,
+            `recurrent_dropout`, `kernel_initializer`,
             `recurrent_initializer`, `bias_initializer`, `gradient` (missing ones take their
             defaults; `bidirectional` is the model builder's and is not read here).
 
@@ -137,9 +198,10 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
         The checked `CellSettings`, with `impl="auto"` resolved.
 
     Raises:
-        ConfigError: unknown cell, option the cell does not have, `impl=builtin` for a
-            cell Keras has no layer for, `chrono_init` below `CHRONO_INIT_MIN`, dropout
-            out of [0, 1), unknown initialiser, `gradient=bptt` on a Keras built-in layer.
+        ConfigError: unknown cell, option the cell does not have (or a value its
+            family refuses), `impl=builtin` for a cell Keras has no layer for, dropout
+            out of [0, 1), unknown initialiser, `gradient=bptt` on a Keras built-in layer
+            or for a family without a hand-written gradient.
     """
     name = _field(cell_cfg, "name", None)
     if not isinstance(name, str) or name not in CELLS:
@@ -158,27 +220,15 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
     if impl == "auto":
         impl = "builtin" if spec.has_builtin else "custom"
 
-    options = {key: _field(cell_cfg, key, None) for key in CELL_OPTIONS}
-    for key, value in options.items():
-        if value is not None and key not in spec.options:
-            takers = [n for n, s in CELLS.items() if key in s.options]
+    options = check_options(name, {key: _field(cell_cfg, key, None) for key in OPTIONS})
+    if impl == "builtin":
+        ignored = sorted(k for k, v in options.items()
+                         if v is not None and k not in ("forget_bias", "chrono_init"))
+        if ignored:
             raise ConfigError(
-                f"cell {name!r} has no option {key!r} (its options: "
-                f"{_allowed(sorted(spec.options))}); cells that accept {key}: "
-                f"{_allowed(takers)}"
+                f"cell.{ignored[0]} is not an option of Keras's built-in layer of cell "
+                f"{name!r}; use cell.impl=custom"
             )
-    forget_bias, chrono_init = options["forget_bias"], options["chrono_init"]
-    if forget_bias is not None:
-        if not _is_number(forget_bias) or not math.isfinite(forget_bias):
-            raise ConfigError(f"cell.forget_bias={forget_bias!r} must be a finite number")
-        forget_bias = float(forget_bias)
-    if chrono_init is not None:
-        check_chrono_init(chrono_init)
-    if forget_bias is not None and chrono_init is not None:
-        raise ConfigError(
-            "cell.forget_bias and cell.chrono_init both set the forget-gate bias; "
-            "set only one of them"
-        )
 
     rates = {}
     for key in ("dropout", "recurrent_dropout"):
@@ -202,19 +252,29 @@ def validate_cell_config(cell_cfg: Any) -> CellSettings:
         inits[key] = value
 
     gradient = _field(cell_cfg, "gradient", "auto")
-    if gradient not in GRADIENTS:
-        raise ConfigError(
-            f"cell.gradient={gradient!r} is not allowed; allowed: {_allowed(GRADIENTS)}"
-        )
-    if gradient == "bptt" and impl == "builtin":
-        raise ConfigError(bptt_on_builtin_message(name))
+    check_gradient(name, impl, gradient)
 
     return CellSettings(
         name=name,
         impl=impl,
         gradient=gradient,
-        forget_bias=forget_bias,
-        chrono_init=chrono_init,
+        forget_bias=options.get("forget_bias"),
+        chrono_init=options.get("chrono_init"),
+        options=options,
         **rates,
         **inits,
+    )
+
+
+def with_option_fields(cls: type) -> type:
+    """The dataclass `cls` (the `cell` node's schema) with one typed key per family
+    option (`Optional[kind]`, null by default), so that Hydra types `cell.r_min=0.5`
+    and takes it without `+`; a key no family declares stays an unknown key."""
+    fields = [(name, Optional[option.kind], dataclasses.field(default=None))
+              for name, option in OPTIONS.items()
+              if name not in {f.name for f in dataclasses.fields(cls)}]
+    return dataclasses.make_dataclass(
+        cls.__name__, fields, bases=(cls,),
+        namespace={"__doc__": cls.__doc__, "__module__": cls.__module__,
+                   "__qualname__": cls.__qualname__},
     )
