@@ -21,6 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnbench.errors import ConfigError
 
+# the cell node's options come from the cell families (Keras-free, like this module)
+from rnnbench.cells.settings import with_option_fields
+
 OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 XLA_MODES = ("auto", "on", "off")
@@ -64,15 +67,18 @@ class ModelConfig:
         check_fraction("model.dropout", self.dropout)
 
 
+@with_option_fields
 @dataclass
 class CellConfig:
     """Which recurrent cell, which implementation, and its options.
 
     ``impl``: ``auto`` uses Keras's built-in layer where one exists (rnn, lstm, gru,
     gru_v1) and the project's own otherwise; ``builtin`` and ``custom`` force one.
-    ``forget_bias`` (None: the cell's default) and ``chrono_init`` (T_max) apply to
-    cells with a forget gate. ``dropout``/``recurrent_dropout`` act on the cell's input
-    and recurrent connections. ``bidirectional`` is allowed only on non-causal tasks.
+    Every option a cell family declares (``rnnbench.cells.families``) is a key here,
+    null by default (the family's default): ``forget_bias`` (None: the cell's default)
+    and ``chrono_init`` (T_max) apply to cells with a forget gate.
+    ``dropout``/``recurrent_dropout`` act on the cell's input and recurrent connections.
+    ``bidirectional`` is allowed only on non-causal tasks.
     ``gradient``: ``bptt`` is the project's hand-written backward pass through time
     (own layers only), ``autodiff`` the backend's; ``auto`` is ``bptt`` for the
     project's own layers and ``autodiff`` for Keras's.
@@ -80,8 +86,6 @@ class CellConfig:
 
     name: str = MISSING
     impl: str = "auto"
-    forget_bias: Optional[float] = None
-    chrono_init: Optional[int] = None
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     bidirectional: bool = False
@@ -96,17 +100,11 @@ class CellConfig:
 
         check_choice("cell.impl", self.impl, settings.IMPLS)
         check_choice("cell.gradient", self.gradient, settings.GRADIENTS)
-        if self.gradient == "bptt":  # refused here, before the backend is loaded
-            from rnnbench.cells.registry import CELLS
-            from rnnbench.cells.settings import bptt_on_builtin_message
-
-            spec = CELLS.get(self.name)
-            if self.impl == "builtin" or (self.impl == "auto" and spec and spec.has_builtin):
-                raise ConfigError(bptt_on_builtin_message(self.name))
+        if self.name in settings.CELLS:  # refused here, before the backend is loaded
+            settings.check_gradient(self.name, self.impl, self.gradient)
+            settings.check_options(self.name, {k: getattr(self, k) for k in settings.OPTIONS})
         check_fraction("cell.dropout", self.dropout)
         check_fraction("cell.recurrent_dropout", self.recurrent_dropout)
-        if self.chrono_init is not None:
-            settings.check_chrono_init(self.chrono_init)
 
 
 @dataclass
