@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     if not 0 < args.trial_fraction <= 1:
         raise ConfigError(f"--trial-fraction {args.trial_fraction:g} is not allowed: give a "
                           "fraction in (0, 1], e.g. 0.1 for the best 10% of each sweep's trials.")
+    out = args.out if args.out is not None else Path("reports") / default_name(args)
+    writers.check_out(out)  # before the store is read: a bad --out fails at once
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
     if args.require_clean:
         analysis.check_clean([r for r in selection.runs if r.kind != RunKind.SWEEP])
@@ -152,7 +154,6 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
         f"sweep {args.sweep}" if args.sweep
         else ", ".join(sorted(set(args.experiment))) if args.experiment else "all experiments")
     doc = render.build(result, title, report_command(args))
-    out = args.out if args.out is not None else Path("reports") / default_name(args)
     writers.write(doc, out)
     return out, result
 
@@ -197,19 +198,41 @@ def print_summary(out: Path, result: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``rnnbench-report`` with ``argv``; return the exit status (2: a user error)."""
+    """Run ``rnnbench-report`` with ``argv``; return the exit status (2: a user error,
+    130: Ctrl-C)."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # started with & by a script
     args = parser().parse_args(argv)
     # MLflow's variables, as for rnnbench itself: the command line first
     args.tracking_uri = (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
                          or "sqlite:///mlflow.db")
     if args.experiment is None and os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip():
         args.experiment = [os.environ["MLFLOW_EXPERIMENT_NAME"].strip()]
+    from rnnbench.redaction import redact
+
     try:
         out, result = run(args)
     except RnnbenchError as exc:
-        from rnnbench.redaction import redact
-
         print(f"rnnbench-report: error: {redact(str(exc))}", file=sys.stderr, flush=True)
         return exc.exit_code
-    print_summary(out, result)
+    except KeyboardInterrupt as exc:
+        from rnnbench.report.writers import InterruptedAfterWriting
+
+        if isinstance(exc, InterruptedAfterWriting):
+            print("rnnbench-report: interrupted; the report itself was written whole.",
+                  file=sys.stderr, flush=True)
+            return 130
+        print("rnnbench-report: interrupted: no report was written (the --out folder holds "
+              "what it held before).", file=sys.stderr, flush=True)
+        return 130
+    try:
+        print_summary(out, result)
+    except KeyboardInterrupt:
+        print(f"rnnbench-report: interrupted; the report itself is complete in {out}.",
+              file=sys.stderr, flush=True)
+        return 130
     return 0

@@ -6,6 +6,7 @@ builds it from an analysis.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ class Heading:
 
 @dataclass
 class Para:
-    """A paragraph; `code` and **bold** are kept in HTML too."""
+    """A paragraph; `code` and **bold** are its only markup (see :func:`inline`): the
+    rest is text, escaped by each writer."""
 
     text: str
 
@@ -63,7 +65,6 @@ class Figure:
     caption: str
 
 
-@dataclass
 @dataclass
 class Document:
     """A report: its title and its blocks, in order."""
@@ -139,9 +140,58 @@ def utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+SLUG_MAX = 80  # a file name stays far below the 255 bytes every file system allows
+
+
 def slug(text: str) -> str:
+    """``text`` as a file name: lower-case letters, digits and ``-``; a long one is cut to
+    :data:`SLUG_MAX` characters ending in a digest of the whole, so names stay distinct."""
     out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(out) > SLUG_MAX:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        out = out[:SLUG_MAX - 11].rstrip("-") + "-" + digest
     return out or "report"
+
+
+# ---- inline markup ------------------------------------------------------------------
+# A code span opens and closes with the same number of backticks (as in CommonMark), so
+# that text holding backticks can be shown as code; **bold** holds no code.
+_INLINE = re.compile(r"(?<!`)(?P<fence>`+)(?!`)(?P<code>.+?)(?<!`)(?P=fence)(?!`)"
+                     r"|\*\*(?P<bold>[^*]+?)\*\*", re.DOTALL)
+
+
+def longest_run(text: str, char: str = "`") -> int:
+    """The length of the longest run of ``char`` in ``text``."""
+    return max((len(m) for m in re.findall(re.escape(char) + "+", text)), default=0)
+
+
+def code(text: Any) -> str:
+    """``text`` as an inline code span whatever backticks it holds: the fence is one
+    backtick longer than its longest run, with a space inside where it starts or ends
+    with one."""
+    text = " ".join(str(text).split("\n"))
+    fence = "`" * (longest_run(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def inline(text: str) -> list[tuple[str, str]]:
+    """``text`` as ``(kind, content)`` parts, kind ``text``, ``code`` or ``bold``."""
+    parts, pos = [], 0
+    for m in _INLINE.finditer(text):
+        if m.start() > pos:
+            parts.append(("text", text[pos:m.start()]))
+        if m["code"] is not None:
+            body = m["code"]
+            if len(body) > 2 and body[0] == body[-1] == " " and body.strip():
+                body = body[1:-1]
+            parts.append(("code", body))
+        else:
+            parts.append(("bold", m["bold"]))
+        pos = m.end()
+    if pos < len(text):
+        parts.append(("text", text[pos:]))
+    return parts
 
 
 def raw(x: Any) -> Any:

@@ -14,8 +14,8 @@ from typing import Any
 
 from rnnbench.report import figures
 from rnnbench.report.content import Analysis, TaskSection
-from rnnbench.report.document import (Code, Document, Figure, Heading, Para, Table, fmt, fmt_ci,
-                                      fmt_interval, fmt_p, fmt_pct, raw, slug, utc)
+from rnnbench.report.document import (Code, Document, Figure, Heading, Para, Table, code, fmt,
+                                      fmt_ci, fmt_interval, fmt_p, fmt_pct, raw, slug, utc)
 from rnnbench.report.runs import natural_key, shorten
 from rnnbench.tracking import Metrics, RunKind, Tags
 
@@ -44,7 +44,8 @@ def _introduction(doc: Document, analysis: Analysis) -> None:
     span = (f" The runs started between {utc(min(started))} and {utc(max(started))}."
             if started else "")
     doc.add(Para(f"{len(runs)} runs ({counts}) from {sel.described}.{span}"))
-    commits = "; ".join(f"`{c}` ({n} run{'s' if n != 1 else ''})" for c, n in analysis.commits)
+    commits = "; ".join(f"{code(c)} ({n} run{'s' if n != 1 else ''})"
+                        for c, n in analysis.commits)
     if analysis.provenance_warning:
         doc.add(Para(f"**Warning: mixed code versions.** {analysis.provenance_warning} "
                      f"Commits: {commits}."))
@@ -93,7 +94,7 @@ def _section(doc: Document, s: TaskSection, opts: Any) -> None:
     key = slug(s.title)
     doc.add(Heading(2, f"Task: {s.title}"))
     family = f" ({s.family})" if s.family else ""
-    doc.add(Para(f"Task `{s.task}`{family}, ranked by {s.metric_note}. {s.selection_note}"))
+    doc.add(Para(f"Task {code(s.task)}{family}, ranked by {s.metric_note}. {s.selection_note}"))
     if s.trivial:
         doc.add(Para("Trivial baselines of the task (`baseline_*`): " + ", ".join(
             f"{k} {fmt(v)}" for k, v in s.trivial.items()) + "."))
@@ -195,7 +196,7 @@ def _importance(doc: Document, s: TaskSection, key: str) -> None:
         return
     doc.add(Para(f"fANOVA (optuna's `FanovaImportanceEvaluator`, seed 0) over "
                  f"{imp.n_trials} finished trials at {imp.n_points} distinct "
-                 f"hyperparameter points, objective `{imp.objective}`: each "
+                 f"hyperparameter points, objective {code(imp.objective)}: each "
                  f"hyperparameter's main effect as a share of the objective's "
                  f"variance (not normalised); the rest, "
                  f"{imp.interactions:.3f}, is left to interactions between them."))
@@ -328,7 +329,7 @@ def _reproduce(doc: Document, analysis: Analysis, command: str) -> None:
             groups[(s.title, sweep)].add(cmd or f"(run {r.run_id} has no command tag)")
     csv_rows = []
     for (title, sweep) in sorted(groups):
-        where = f" (sweep `{sweep}`)" if sweep else " (single runs)"
+        where = f" (sweep {code(sweep)})" if sweep else " (single runs)"
         doc.add(Para(f"**{title}**{where}:"))
         cmds = sorted(groups[(title, sweep)], key=lambda c: [natural_key(t) for t in c.split()])
         doc.add(Code("\n".join(cmds)))
@@ -345,7 +346,7 @@ def _runs(doc: Document, analysis: Analysis) -> None:
             value = r.metrics.get(metric)
             rows.append([s.title, r.name, r.cell or "", r.seed, r.status,
                          f"{metric} {fmt(value)}" if value is not None else "—",
-                         f"`{r.run_id}`", r.tags.get(Tags.CONFIG_HASH, "—"),
+                         code(r.run_id), r.tags.get(Tags.CONFIG_HASH, "—"),
                          r.tags.get(Tags.GIT_COMMIT, "—")[:12]
                          + ("-dirty" if r.tags.get(Tags.GIT_COMMIT, "").endswith("-dirty")
                             else "")])
@@ -361,4 +362,4 @@ def _runs(doc: Document, analysis: Analysis) -> None:
                    "parent_run_id", "command"], csv_rows))
     if analysis.ignored:
         doc.add(Para("Ignored (not rnnbench runs: no `task`/`cell` tags): " + ", ".join(
-            f"`{r.name}` ({r.run_id})" for r in analysis.ignored) + "."))
+            f"{code(r.name)} ({r.run_id})" for r in analysis.ignored) + "."))
