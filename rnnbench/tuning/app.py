@@ -10,6 +10,7 @@ answer.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -113,24 +114,46 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
     The same config resumes the same search from ``tuner.directory``; completed trials
     are neither run nor logged again, the interrupted one runs again.
     """
+    from rnnbench.tuning import state
     from rnnbench.tuning.plan import SweepPlan
     from rnnbench.tuning.record import SweepRecord
-    from rnnbench.tuning.tuner import (CONSECUTIVE_FAILURES, SweepAborted, SweepHooks,
-                                       SweepTuner, make_oracle, planned_trials)
 
     plan = SweepPlan.create(cfg, overrides)
     t = cfg.tuner
     tracking.configure(cfg.tracking.uri, cfg.tracking.timeout_s)
     role = t.distributed.role
-    _set_distributed_env(t.distributed)
+    tuner_id = _set_distributed_env(t.distributed)
     record = SweepRecord(plan.experiment, plan.sweep_id, cfg.tracking.uri, plan.objective)
-    project_dir = Path(t.directory) / plan.sweep_id
-    resume = not t.overwrite and (project_dir / "oracle.json").is_file()
-    previous = record.saved_parent(project_dir) if role != "worker" else None
+    project_dir = state.project_folder(t.directory, plan.sweep_id, t.project is not None)
+    if role == "worker":  # the chief owns the search state; a worker only runs trials
+        return _run(plan, record, project_dir, False, None, command)
+    space = json.loads(json.dumps(plan.space.describe()))
+    with state.SweepLock(project_dir):
+        if t.overwrite:
+            previous = record.saved_parent(project_dir)  # closed as superseded if RUNNING
+            state.clear(project_dir)
+            resume = False
+        else:
+            resume = (project_dir / "oracle.json").is_file()
+            if resume:
+                state.check_saved(project_dir, tuner_id)
+                state.check_space(project_dir, plan.sweep_id, space)
+            previous = record.saved_parent(project_dir, resume)
+        state.mark(project_dir, plan.sweep_id, space)
+        return _run(plan, record, project_dir, resume, previous, command)
 
+
+def _run(plan: Any, record: Any, project_dir: Path, resume: bool, previous: str | None,
+         command: str) -> SweepResult:
+    from rnnbench.tuning.tuner import (CONSECUTIVE_FAILURES, SweepAborted, SweepHooks,
+                                       SweepTuner, make_oracle, planned_trials)
+
+    cfg, t = plan.cfg, plan.cfg.tuner
+    role = t.distributed.role
     oracle = make_oracle(plan)
-    tuner = SweepTuner(oracle, plan, record, role, directory=t.directory,
-                       project_name=plan.sweep_id, overwrite=t.overwrite)
+    # never keras-tuner's own overwrite: it deletes <directory>/<project> unchecked
+    tuner = SweepTuner(oracle, plan, record, role, directory=str(project_dir.parent),
+                       project_name=project_dir.name, overwrite=False)
     total = planned_trials(plan, oracle)
     hooks = SweepHooks(plan, record, total)
     reopened = False

@@ -22,6 +22,7 @@ from omegaconf import MISSING
 
 from rnnbench.config import RunConfig, check, check_choice
 from rnnbench.errors import ConfigError
+from rnnbench.paths import check_name
 
 TUNERS = ("random", "hyperband", "bayesian")
 DIRECTIONS = ("min", "max")
@@ -144,6 +145,8 @@ class TunerConfig:
         if self.project is not None:
             check(bool(_LABEL.match(self.project)), "tuner.project", self.project,
                   "null or a name of letters, digits, '_', '-', '.'")
+            check_name("tuner.project", self.project,
+                       "Set tuner.project=<a plain name>, e.g. tuner.project=my_sweep.")
         check(self.factor >= 2, "tuner.factor", self.factor, "an integer >= 2")
         check(self.hyperband_iterations >= 1, "tuner.hyperband_iterations",
               self.hyperband_iterations, "an integer >= 1")

@@ -58,6 +58,8 @@ def _override_key(override: str) -> str:
 
 
 def _format_value(value: Any) -> str:
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # a NumPy scalar (keras-tuner's Bayesian oracle gives them)
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -19,8 +19,7 @@ from typing import Any
 from rnnbench import tracking
 from rnnbench.tracking import Artifacts, RunKind, SweepTags, Tags
 from rnnbench.errors import TrackingError
-
-PARENT_FILE = "mlflow_sweep.json"
+from rnnbench.tuning.state import PARENT_FILE, save_json
 ORPHAN_REASON = ("orphaned: the process running this trial stopped before the trial "
                  "ended; the trial was run again")
 
@@ -45,19 +44,44 @@ class SweepRecord:
 
     # ---- the parent run -------------------------------------------------------------
 
-    def saved_parent(self, project_dir: Path) -> str | None:
-        """The parent run id saved with the search state, if it is in this store."""
+    def saved_parent(self, project_dir: Path, resume: bool = False) -> str | None:
+        """The parent run id saved with the search state, if it is in this store.
+
+        When a search resumes and that file is missing, damaged or names a run this
+        store does not have, the parent is looked up by its ``sweep_id`` tag instead,
+        with a warning: a resumed search never opens a second parent run silently."""
         path = Path(project_dir) / PARENT_FILE
+        problem = None
         if not path.is_file():
-            return None
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if saved.get("tracking_uri") != self.uri or saved.get("sweep_id") != self.sweep_id:
-            return None
-        run_id = saved.get("run_id")
-        return run_id if run_id and tracking.get_run(run_id) is not None else None
+            problem = f"{path} is missing"
+            saved = {}
+        else:
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                problem = f"{path} is damaged ({type(exc).__name__})"
+                saved = {}
+            if not isinstance(saved, dict):
+                problem, saved = f"{path} is damaged (not a mapping)", {}
+        if saved.get("tracking_uri") == self.uri and saved.get("sweep_id") == self.sweep_id:
+            run_id = saved.get("run_id")
+            if run_id and tracking.get_run(run_id) is not None:
+                return run_id
+            problem = f"{path} names run {run_id}, which is not in {self.uri}"
+        if not resume or problem is None:
+            return None  # another store: its own parent run
+        runs = tracking.search_runs(
+            [self.experiment], f"tags.{Tags.SWEEP_ID} = '{self.sweep_id}' and "
+                               f"tags.{Tags.RUN_KIND} = '{RunKind.SWEEP}'")
+        if runs:
+            run_id = runs[-1].info.run_id
+            print(f"[{self.sweep_id}] warning: {problem}; the sweep's MLflow run {run_id} "
+                  f"was found by its tag sweep_id={self.sweep_id} and is reopened", flush=True)
+            return run_id
+        print(f"[{self.sweep_id}] warning: {problem} and experiment '{self.experiment}' at "
+              f"{self.uri} has no run tagged sweep_id={self.sweep_id}: the resumed search "
+              "gets a new MLflow sweep run", flush=True)
+        return None
 
     def open_parent(self, project_dir: Path, previous: str | None, *, resume: bool,
                     run_name: str, tags: dict[str, Any], params: dict[str, Any],
@@ -71,6 +95,7 @@ class SweepRecord:
             run.set_tags({k: v for k, v in tags.items()
                           if k.startswith(("budget.", "mlflow.source.")) or k == Tags.COMMAND})
             self.parent_run_id = previous
+            self._save(project_dir, previous)  # again: it may have been missing or damaged
             return previous, True
         if previous is not None:
             self._close_if_running(previous, "superseded: the search was started afresh "
@@ -79,12 +104,15 @@ class SweepRecord:
         run.log_params(params)
         run.log_text(space_json, Artifacts.SWEEP_SEARCH_SPACE)
         self.parent_run_id = run.run_id
+        self._save(project_dir, run.run_id)
+        return run.run_id, False
+
+    def _save(self, project_dir: Path, run_id: str) -> None:
         path = Path(project_dir)
         path.mkdir(parents=True, exist_ok=True)
-        (path / PARENT_FILE).write_text(json.dumps(
-            {"run_id": run.run_id, "tracking_uri": self.uri, "sweep_id": self.sweep_id,
-             "experiment": self.experiment}, indent=2))
-        return run.run_id, False
+        save_json(path / PARENT_FILE,
+                  {"run_id": run_id, "tracking_uri": self.uri, "sweep_id": self.sweep_id,
+                   "experiment": self.experiment})
 
     def attach(self, timeout_s: float) -> str:
         """A worker's way in: the RUNNING parent run of this sweep, made by the chief."""

@@ -23,6 +23,7 @@ from keras_tuner.engine.trial import TrialStatus
 from rnnbench.errors import ConfigError, RnnbenchError, RunFailed
 from rnnbench.tracking import Params, RunKind, SweepTags, Tags
 from rnnbench.tuning.space import format_values
+from rnnbench.tuning.state import save_json
 
 ORACLES = {
     "random": kt.oracles.RandomSearchOracle,
@@ -146,6 +147,15 @@ class HookedOracle:
         if error is not None:
             raise error
 
+    # keras-tuner writes its state files in place: a full disk left an empty trial.json
+    # that no resume could read. These write each file whole (temp file, fsync, rename).
+    def save(self) -> None:
+        save_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial: Any) -> None:
+        save_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                  trial.get_state())
+
     def _call_hook(self, name: str, *args: Any) -> None:
         # The hooks only report. An error in them (the tracking server went away) must not
         # escape: keras-tuner's @synchronized would keep the oracle's lock held for good.
@@ -227,6 +237,12 @@ class SweepTuner(kt.Tuner):
         self.scores: dict[str, float] = {}
         super().__init__(oracle, hypermodel=None,
                          executions_per_trial=plan.cfg.tuner.executions_per_trial, **kwargs)
+
+    def save(self) -> None:
+        """keras-tuner's save, each file written whole (see :func:`save_json`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        save_json(self._get_tuner_fname(), self.get_state())
 
     # ---- one trial ------------------------------------------------------------------
 
