@@ -46,7 +46,7 @@ class SpecCell(keras.layers.Layer):
     """Base class of rnnbench's cells: fused weights, dropout masks, projection.
 
     Subclasses set `blocks` (names of the fused kernel blocks, in order), `family`
-    (the registry's `CellSpec.family`), `kernel` (their hand-written gradient, a
+    (the registry's `CellSpec.family`), `gradient_kernel` (their hand-written gradient, a
     `rnnbench.cells.bptt_kernels.Kernel` subclass, or None) and `recurrent` (False: no
     fused recurrent kernel is created), and implement `forward`, the one forward step
     (`step` and the kernel both call it); a family with a parallel-over-time form also
@@ -67,8 +67,9 @@ class SpecCell(keras.layers.Layer):
 
     blocks: tuple[str, ...] = ()
     family: str = ""
-    #: The hand-written gradient (a `Kernel` subclass), or None: autodiff.
-    kernel = None
+    #: The hand-written gradient (a `Kernel` subclass), or None: autodiff. (Not `kernel`:
+    #: that is the input kernel's weight.)
+    gradient_kernel = None
     #: Whether the cell has a fused recurrent kernel `U` (`n × k·n`).
     recurrent = True
     #: `scan(projected, initial_state, mask, *, return_sequences)`: every step at once

@@ -1,7 +1,7 @@
 """The per-cell half of the hand-written backward pass (`rnnbench.cells.bptt`).
 
 Each cell family with a hand-written gradient defines a `Kernel` subclass in its module
-(`rnnbench.cells.families.<family>`) and names it as its cell's `kernel`. A kernel knows
+(`rnnbench.cells.families.<family>`) and names it as its cell's `gradient_kernel`. A kernel knows
 the family's step split into its linear and element-wise parts: `step` (the forward
 step, which is the cell's own `forward`, keeping the values named in `res_names` for the
 backward pass), `back` (the per-step gradient: the pre-activations' `dA` and the
@@ -83,12 +83,12 @@ class Kernel:
 
 
 def kernel_for(cell):
-    """The gradient kernel of a built `SpecCell` (its class's `kernel`).
+    """The gradient kernel of a built `SpecCell` (its class's `gradient_kernel`).
 
     Raises:
         FamilyError: the cell's family has no hand-written gradient.
     """
-    kernel = getattr(type(cell), "kernel", None)
+    kernel = getattr(type(cell), "gradient_kernel", None)
     if kernel is None:
         raise FamilyError(
             f"cell family {getattr(cell, 'family', type(cell).__name__)!r} has no "

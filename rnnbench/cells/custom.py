@@ -161,7 +161,7 @@ class CustomRecurrent(keras.layers.RNN):
     def gradient_plan(self) -> tuple[str, str | None]:
         """`(gradient, reason)`: the gradient the next call uses, and why bptt was not
         possible when it was asked for (`gradient="bptt"` or `"auto"`) but cannot run."""
-        if self.gradient == "autodiff" or self.cell.kernel is None:
+        if self.gradient == "autodiff" or self.cell.gradient_kernel is None:
             return "autodiff", None  # a family without a kernel: gradient=bptt is refused
         backend = keras.backend.backend()
         if backend not in bptt.BACKENDS:

@@ -47,14 +47,14 @@ def _check(name: str, module: Any) -> type[SpecCell]:
     if cls.forward is SpecCell.forward:
         raise _fail(name, f"{cls.__name__} does not implement forward(z_x, states, w, dm)")
     if spec.kernel:
-        if not (isinstance(cls.kernel, type) and issubclass(cls.kernel, Kernel)):
-            raise _fail(name, f"the family declares kernel=True but {cls.__name__}.kernel is "
-                              f"{cls.kernel!r}, not a rnnbench.cells.bptt_kernels.Kernel subclass")
+        if not (isinstance(cls.gradient_kernel, type) and issubclass(cls.gradient_kernel, Kernel)):
+            raise _fail(name, f"the family declares kernel=True but {cls.__name__}.gradient_kernel is "
+                              f"{cls.gradient_kernel!r}, not a rnnbench.cells.bptt_kernels.Kernel subclass")
         for method in ("back", "weight_grads"):
-            if getattr(cls.kernel, method) is getattr(Kernel, method):
-                raise _fail(name, f"kernel {cls.kernel.__name__} does not implement {method}")
-    elif cls.kernel is not None:
-        raise _fail(name, f"{cls.__name__}.kernel is set but the family declares kernel=False")
+            if getattr(cls.gradient_kernel, method) is getattr(Kernel, method):
+                raise _fail(name, f"kernel {cls.gradient_kernel.__name__} does not implement {method}")
+    elif cls.gradient_kernel is not None:
+        raise _fail(name, f"{cls.__name__}.gradient_kernel is set but the family declares kernel=False")
     if spec.parallel != (cls.scan is not None):
         raise _fail(name, f"the family declares parallel={spec.parallel} but "
                           f"{cls.__name__}.scan is {'missing' if cls.scan is None else 'set'}")

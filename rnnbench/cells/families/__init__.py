@@ -11,7 +11,7 @@ Greff et al. variants). Each family is two modules of this package, both named a
 - `<family>.py`, the heavy half (Keras), loaded by name the first time a cell of the
   family is built (and when `import keras` registers rnnbench's classes). It holds the
   family's equations in its docstring and defines `CELL`: the cell class, a subclass of
-  `rnnbench.cells.base.SpecCell`, whose class attribute `kernel` is the hand-written
+  `rnnbench.cells.base.SpecCell`, whose class attribute `gradient_kernel` is the hand-written
   gradient (a subclass of `rnnbench.cells.bptt_kernels.Kernel`) or None.
 
 Nothing else names the family: `rnnbench.cells.registry` finds every `*_spec.py` of this
@@ -78,7 +78,8 @@ Heavy half: `<family>.py`
         family = "lru"
         blocks = ("re", "im")      # blocks of the fused input kernel (d × k·n) and bias
         recurrent = False          # no fused recurrent kernel U (n × k·n) is created
-        kernel = None              # or a Kernel subclass (hand-written gradient)
+        gradient_kernel = None     # or a Kernel subclass (hand-written gradient); NOT
+                                   # `kernel`, which is the input kernel's weight
 
         def __init__(self, units, r_min=0.0, r_max=0.99, **kwargs):   # its options
             ...
@@ -110,7 +111,7 @@ Heavy half: `<family>.py`
 - State: `state_size` (set in `__init__`) lists the widths of the states, `h` first.
   The layer gives a zero initial state; `stateful`, masks and `go_backwards` are the
   layer's (Keras's loop), so a cell needs nothing for them.
-- `kernel = SomeKernel` (subclass of `rnnbench.cells.bptt_kernels.Kernel`) when
+- `gradient_kernel = SomeKernel` (subclass of `rnnbench.cells.bptt_kernels.Kernel`) when
   `Family.kernel` is True: `res_names` (the `values` kept for the backward pass),
   `back(d_new, states, res, w, dm) -> (dA, d_prev_states)` and
   `weight_grads(states, res, dA, w, dm) -> {weight name: gradient}` (see
@@ -269,7 +270,7 @@ class Family:
         summary: one line.
         cells: its cells, one `CellSpec` each.
         options: its options.
-        kernel: whether `CELL.kernel` is a hand-written gradient (`gradient=bptt`).
+        kernel: whether `CELL.gradient_kernel` is a hand-written gradient (`gradient=bptt`).
         parallel: whether `CELL` has a parallel-over-time form (`scan`).
         check: a rule between options, `check(values) -> message or None`.
         module: the heavy module; empty means `rnnbench.cells.families.<name>`.
@@ -299,11 +300,11 @@ def _fail(family: str, piece: str) -> FamilyError:
 
 def check_family(family: Any, module: str) -> Family:
     """The light checks of one `FAMILY`; returns it with each cell's `family` filled in."""
-    where = module.rpartition(".")[2]
+    where = module.rpartition(".")[2].removesuffix("_spec")
     if not isinstance(family, Family):
         raise _fail(where, f"{module} must define FAMILY = Family(...), found {family!r}")
     name = family.name
-    if f"{name}_spec" != where:
+    if name != where:
         raise _fail(name, f"FAMILY.name {name!r} must be the file name before _spec ({where})")
     if not isinstance(family.kernel, bool) or not isinstance(family.parallel, bool):
         raise _fail(name, "FAMILY.kernel and FAMILY.parallel must be True or False")

@@ -84,7 +84,7 @@ class GRUVariantCell(SpecCell):
 
     family = "gru"
     blocks = ("update", "reset", "candidate")
-    kernel = GRUKernel
+    gradient_kernel = GRUKernel
 
     def __init__(self, units, reset_after=True, **kwargs):
         super().__init__(units, **kwargs)

@@ -56,7 +56,7 @@ class JANETCell(ForgetBiasMixin, SpecCell):
 
     family = "janet"
     blocks = ("forget", "cell")
-    kernel = JANETKernel
+    gradient_kernel = JANETKernel
 
     def __init__(self, units, forget_bias=None, chrono_init=None, beta=1.0, **kwargs):
         super().__init__(units, **kwargs)

@@ -180,7 +180,7 @@ class LSTMVariantCell(ForgetBiasMixin, SpecCell):
     """
 
     family = "lstm"
-    kernel = LSTMKernel
+    gradient_kernel = LSTMKernel
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ class ElmanCell(SpecCell):
 
     family = "rnn"
     blocks = ("h",)
-    kernel = ElmanKernel
+    gradient_kernel = ElmanKernel
 
     @property
     def trace_names(self):
