@@ -43,6 +43,8 @@ def _userinfo(uri: str) -> tuple[str, str | None, str | None, str]:
     if not at:
         return head, None, None, after
     user, colon, password = info.partition(":")
+    if "/" in user:  # the authority ended before any "@": the "@" is in the path
+        return head, None, None, after
     return head, user, (password if colon else None), rest
 
 
@@ -116,13 +118,18 @@ def take_secrets(args: list[str]) -> list[str]:
 
 
 def restore_password(uri: str) -> str:
-    """A database URI with ``user:***@`` gets the password taken off the command line,
-    percent-encoded, so that the driver (which decodes it) reads it whole even when it
+    """The URI a database driver connects with: ``user:***@`` gets back the password taken
+    off the command line, and the password (given back, or written in the URI) is
+    percent-encoded, so that the driver, which decodes it, reads it whole even when it
     holds ``@``, ``/``, ``?`` or ``#``."""
-    password = os.environ.get(DB_PASSWORD_ENV)
-    if password and f":{MASK}@" in uri:
-        return uri.replace(f":{MASK}@", f":{quote(unquote(password), safe='')}@", 1)
-    return uri
+    head, user, password, rest = _userinfo(uri)
+    if not password or head in ("http://", "https://"):
+        return uri
+    if password == MASK:
+        password = os.environ.get(DB_PASSWORD_ENV)
+        if not password:
+            return uri
+    return f"{head}{user}:{quote(unquote(password), safe='')}@{rest}"
 
 
 def redact_files(folder: Path, pattern: str = "*.yaml") -> None:

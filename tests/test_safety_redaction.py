@@ -46,9 +46,13 @@ def test_redact_hides_a_password_with_uri_special_characters(pw):
 def test_redact_leaves_uris_without_a_password_alone():
     from rnnbench.redaction import redact
 
+    from rnnbench.redaction import restore_password
+
     for text in ("sqlite:///mlflow.db", "http://127.0.0.1:5000", "postgresql://alice@db/m",
-                 "file:///tmp/a@b", "mail alice@example.org", "seed=1 cell=lstm"):
+                 "file:///tmp/a@b", "sqlite:///C:/runs/a@b.db", "http://host/x:y@z",
+                 "mail alice@example.org", "seed=1 cell=lstm"):
         assert redact(text) == text
+        assert restore_password(text) == text
 
 
 @pytest.mark.parametrize("pw", PASSWORDS)
@@ -64,6 +68,10 @@ def test_the_password_used_to_connect_is_whole(pw, clean_env):
     expected = pw.replace("%40", "@")  # a %-escape in a URI is the character it encodes
     assert (url.username, url.password, url.host, url.port, url.database) == (
         "alice", expected, "db", 5432, "mlflow")
+
+    # rnnbench-report --tracking-uri takes the URI as it is, password and all
+    url = make_url(connect_uri(f"postgresql://alice:{pw}@db:5432/mlflow"))
+    assert (url.username, url.password, url.host) == ("alice", expected, "db")
 
     (arg,) = take_secrets([f"tracking.uri=http://alice:{pw}@127.0.0.1:5000"])
     assert arg == "tracking.uri=http://127.0.0.1:5000"
