@@ -35,6 +35,8 @@ SPLITS = ("val", "test", "train")
 DIRECTIONS = ("minimize", "maximize")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .\-+=,:()]{0,199}$")
 MAX_UNITS = 16384
+DEFAULT_UNITS = 64  # model.units when neither it nor model.params is set
+PARAMS_OF = ("all", "recurrent")  # which weights model.params counts
 
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -54,15 +56,37 @@ def check_fraction(key: str, value: float) -> None:
 @dataclass
 class ModelConfig:
     """The network around the cell: ``units`` per layer, stacked ``layers``, and
-    ``dropout`` between recurrent layers and before the head."""
+    ``dropout`` between recurrent layers and before the head.
 
-    units: int = 64
+    ``params`` (null: off) sizes the model by its number of weights instead of its
+    width: the width is solved per cell and task (:mod:`rnnbench.sizing`) so that the
+    weights ``params_of`` names (``all``: the whole model; ``recurrent``: the recurrent
+    layers) come within 2% of ``params``. ``units`` must then be null; without
+    ``params``, a null ``units`` is ``DEFAULT_UNITS``.
+    """
+
+    units: Optional[int] = None
     layers: int = 1
     dropout: float = 0.0
+    params: Optional[int] = None
+    params_of: str = "all"
 
     def __post_init__(self) -> None:
-        check(1 <= self.units <= MAX_UNITS, "model.units", self.units,
-              f"an integer >= 1 and <= {MAX_UNITS} (a larger layer does not fit in memory)")
+        check_choice("model.params_of", self.params_of, PARAMS_OF)
+        if self.params is not None:
+            if self.units is not None:
+                raise ConfigError(
+                    f"model.params={self.params} and model.units={self.units} are both set: "
+                    "model.params solves the width of each cell, so model.units must be null. "
+                    "Keep one of them: add model.units=null to size by model.params (a debug "
+                    "or experiment config may set model.units), or drop model.params.")
+            check(self.params >= 1, "model.params", self.params,
+                  "null or a number of weights >= 1")
+        else:
+            if self.units is None:
+                self.units = DEFAULT_UNITS
+            check(1 <= self.units <= MAX_UNITS, "model.units", self.units,
+                  f"an integer >= 1 and <= {MAX_UNITS} (a larger layer does not fit in memory)")
         check(self.layers >= 1, "model.layers", self.layers, "an integer >= 1")
         check_fraction("model.dropout", self.dropout)
 

@@ -31,13 +31,32 @@ def build_model(cfg: Any, task: Task, data: TaskData) -> keras.Model:
 
     The recurrent layers are named ``rnn_0``, ``rnn_1``, … (wrapped in Bidirectional
     when asked); the last one returns sequences only for sequence-to-sequence tasks.
+    With ``model.params``, the width is solved first (:mod:`rnnbench.sizing`), and
+    ``describe_model`` reports it under ``sizing``.
     """
     check_compatible(cfg, task)
+    if cfg.model.params is None:
+        return _network(cfg, task, data, cfg.model.units)
+    from rnnbench import sizing
+
+    def count_at(n: int) -> int:
+        probe = _network(cfg, task, data, n)
+        return sizing.counted(cfg.model.params_of, probe, recurrent_layers(probe))
+
+    with sizing.random_state_kept():  # the probes draw no initial weight of the model
+        solved = sizing.size_model(cfg, count_at, task.name)
+    model = _network(cfg, task, data, solved.units)
+    model.rnnbench_sizing = sizing.check_built(solved, model, recurrent_layers(model),
+                                               sizing.describe_target(cfg, task.name))
+    return model
+
+
+def _network(cfg: Any, task: Task, data: TaskData, units: int) -> keras.Model:
     inputs, x = task.build_inputs(data)
     for i, name in enumerate(recurrent_layer_names(cfg)):
         last = i == cfg.model.layers - 1
         layer = make_recurrent_layer(
-            cfg.cell, cfg.model.units,
+            cfg.cell, units,
             return_sequences=(not last) or task.kind == "seq2seq",
             name=name, stateful=task.stateful,
         )
@@ -48,6 +67,19 @@ def build_model(cfg: Any, task: Task, data: TaskData) -> keras.Model:
             x = keras.layers.Dropout(cfg.model.dropout, name=f"dropout_{i}")(x)
     outputs = task.build_head(x, data)
     return keras.Model(inputs, outputs, name=f"{task.name}_{cfg.cell.name}")
+
+
+def sizing_params(what: dict[str, Any]) -> dict[str, Any]:
+    """The MLflow params of a model sized by ``model.params`` (``what``: describe_model's
+    answer): the solved width as ``model.units`` (and ``units``), the target and which
+    weights it counts. Empty for a model given by ``model.units``."""
+    from rnnbench.tracking.schema import Params
+
+    solved = what.get("sizing")
+    if not solved:
+        return {}
+    return {Params.UNITS: solved["units"], Params.PLAIN_UNITS: solved["units"],
+            Params.MODEL_PARAMS: solved["target"], Params.PARAMS_OF: solved["of"]}
 
 
 def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -66,6 +98,8 @@ def describe_model(model: keras.Model) -> dict[str, Any]:
         "layers": layers,
         "params_count": int(model.count_params()),
         "recurrent_params": int(sum(d["params"] for d in layers.values())),
+        **({"sizing": sizing.as_dict()} if (sizing := getattr(model, "rnnbench_sizing", None))
+           else {}),
     }
 
 

@@ -139,6 +139,11 @@ class Params:
     HP_PREFIX = "hp/"
     TUNER_OBJECTIVE = "tuner.objective"
     TUNER_DIRECTION = "tuner.direction"
+    # a model sized by model.params: the width solved for it, the target, which weights
+    UNITS = "model.units"
+    PLAIN_UNITS = "units"
+    MODEL_PARAMS = "model.params"
+    PARAMS_OF = "model.params_of"
 
 
 class Metrics:

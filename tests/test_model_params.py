@@ -1,0 +1,161 @@
+"""`model.params`: each cell's width solved so that the model (or its recurrent layers)
+has the asked number of weights, within 2%; the record and the refusals."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from helpers import compose_run, run_cli, store_runs, tiny_task_run
+from rnnbench.cells.registry import CELLS
+from rnnbench.errors import ConfigError
+
+TASKS = {  # a seq2one time series and a language task (embedding frontend, seq2seq)
+    "co2": ["task.limit=32"],
+    "lm_char": ["task.corpus=lee", "task.limit=12", "task.bptt=20"],
+}
+
+
+def sized(task: str, *extra: str):
+    return compose_run([f"task={task}", *TASKS[task], "debug=smoke", "model.units=null",
+                        *extra])
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    """Each task of TASKS with its (tiny) data, prepared once."""
+    from rnnbench.tasks import get_task
+
+    out = {}
+    for name in TASKS:
+        task = get_task(sized(name, "model.params=1000").task)
+        out[name] = (task, task.prepare(32, 0))
+    return out
+
+
+def built(cfg, prepared, name):
+    from rnnbench.model import build_model, describe_model
+
+    task, data = prepared[name]
+    model = build_model(cfg, task, data)
+    what = describe_model(model)
+    what["width"] = model.get_layer("rnn_0").output.shape[-1]  # the units really built
+    return what
+
+
+def count_at(cfg, prepared, name, units, of):
+    """The weights ``of`` names of the same model built with ``model.units=units``."""
+    from rnnbench.model import build_model, describe_model
+
+    task, data = prepared[name]
+    plain = compose_run([f"task={name}", *TASKS[name], "debug=smoke", f"cell={cfg.cell.name}",
+                         f"model.units={units}", f"model.layers={cfg.model.layers}"])
+    what = describe_model(build_model(plain, task, data))
+    return what["params_count" if of == "all" else "recurrent_params"]
+
+
+def check_nearest(cfg, prepared, name, target, what, neighbours=True):
+    """The solved width's real count is within 2% of target, and (``neighbours``) the
+    counts of the models one unit narrower and wider are not nearer."""
+    of = cfg.model.params_of
+    real = what["params_count" if of == "all" else "recurrent_params"]
+    n = what["width"]
+    assert what["sizing"] == {"target": target, "of": of, "units": n, "count": real,
+                              "error": round((real - target) / target, 6)}
+    assert abs(real - target) <= 0.02 * target, (cfg.cell.name, real)
+    for other in (n - 1, n + 1) if neighbours else ():
+        assert abs(count_at(cfg, prepared, name, other, of) - target) >= abs(real - target)
+    return n
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_cell_gets_within_two_percent_of_all_weights(task, prepared):
+    target = 60000
+    widths = {}
+    for cell in CELLS:
+        cfg = sized(task, f"cell={cell}", f"model.params={target}")
+        widths[cell] = check_nearest(cfg, prepared, task, target, built(cfg, prepared, task),
+                                     neighbours=cell in ("gru", "fgr"))
+    # fewer weights per unit, more units: the simple RNN is widest, fgr narrowest
+    assert widths["rnn"] > widths["gru"] > widths["lstm"] > widths["fgr"]
+
+
+@pytest.mark.slow
+def test_recurrent_weights_of_a_stack_are_solved_for_every_cell(prepared):
+    target = 40000
+    for cell in CELLS:
+        cfg = sized("co2", f"cell={cell}", f"model.params={target}",
+                    "model.params_of=recurrent", "model.layers=2")
+        what = built(cfg, prepared, "co2")
+        check_nearest(cfg, prepared, "co2", target, what)
+        assert what["params_count"] > what["recurrent_params"]  # the head is not counted
+
+
+def test_the_nearest_width_is_chosen_and_a_gap_is_refused():
+    from rnnbench.sizing import solve
+
+    quadratic = lambda n: 4 * (n * n + 2 * n)  # noqa: E731
+    # 30 units give 3840 weights, 31 give 4092: the nearer one, below or above
+    assert (solve(quadratic, 3900, "all", "t").units, solve(quadratic, 4050, "all", "t").units
+            ) == (30, 31)
+    assert solve(quadratic, 4050, "all", "t").count == 4092
+    with pytest.raises(ConfigError, match=r"no integer width comes within 2% of 1,500 "
+                                          r"weights: 1 units give 1,000 and 2 units give 2,000"):
+        solve(lambda n: 1000 * n, 1500, "all", "model.params=1500")
+    with pytest.raises(ConfigError, match="too large: even 8 units"):
+        solve(lambda n: n, 100, "all", "model.params=100", max_units=8)
+
+
+def test_a_target_under_one_unit_is_refused_with_the_least_that_fits(prepared):
+    from rnnbench.model import build_model
+
+    task, data = prepared["lm_char"]
+    with pytest.raises(ConfigError) as err:
+        build_model(sized("lm_char", "cell=lstm", "model.params=500"), task, data)
+    msg = str(err.value)
+    assert "model.params=500" in msg and "cell=lstm on task=lm_char" in msg
+    assert "too small" in msg and "model.params >= " in msg
+    least = int(re.search(r"model\.params >= (\d[\d,]*\d)", msg).group(1).replace(",", ""))
+    # the least target the message names is accepted, and one weight less is not
+    build_model(sized("lm_char", "cell=lstm", f"model.params={least}"), task, data)
+    with pytest.raises(ConfigError, match="too small"):
+        build_model(sized("lm_char", "cell=lstm", f"model.params={least - 1}"), task, data)
+
+
+def test_units_stay_as_they_were_without_params():
+    assert compose_run([]).model.units == 64
+    assert compose_run(["debug=smoke"]).model.units == 16
+    assert compose_run(["model.units=100"]).model.params is None
+
+
+def test_units_together_with_params_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="model.units=null"):
+        compose_run(["debug=smoke", "model.params=20000"])  # smoke sets units: 16
+    done = run_cli(["model.units=32", "model.params=20000"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "model.params=20000 and model.units=32 are both set" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_the_run_records_the_target_the_mode_and_the_solved_width(tmp_path, prepared):
+    db = tmp_path / "mlflow.db"
+    cfg, result = tiny_task_run("co2", {"csv": "", "wavs": ""}, db, "cell=gru", "model.units=null",
+                                "model.params=3000", "model.params_of=recurrent",
+                                "diagnostics.enabled=false", "tracking.log_model=false")
+    (run,) = store_runs(tmp_path, f"sqlite:///{db}")
+    p, m = run.data.params, run.data.metrics
+    assert (p["model.params"], p["model.params_of"]) == ("3000", "recurrent")
+    n = int(p["model.units"])
+    assert p["units"] == str(n)
+    d = prepared["co2"][1].n_features
+
+    def gru(n):  # Keras's GRU: the spec's count and a second bias of n for two gates
+        return CELLS["gru"].param_count(d, n) + 2 * n
+
+    assert m["recurrent_params"] == gru(n)
+    assert abs(gru(n) - 3000) <= min(abs(gru(n - 1) - 3000), abs(gru(n + 1) - 3000))
+    assert abs(m["recurrent_params"] - 3000) <= 60
+    assert m["params_count"] == gru(n) + n + 1  # and the head: a dense layer to one output
