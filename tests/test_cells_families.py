@@ -291,3 +291,17 @@ def test_the_forward_step_is_written_once_and_saved_names_are_kept():
     h2, new2, values = cell.step(z, states)
     np.testing.assert_array_equal(np.asarray(h), np.asarray(h2))
     assert len(res) == len(kernel.res_widths) and len(new) == len(new2) == 3
+
+
+def test_diagnostics_read_a_family_without_a_recurrent_kernel(toy):
+    from rnnbench.cells import CustomRecurrent
+    from rnnbench.diagnostics.recurrent import Direction, RecurrentProbe, gate_statistics
+
+    layer = CustomRecurrent("toy", 3, return_sequences=True)
+    x = np.random.default_rng(2).normal(size=(2, 5, 4)).astype("float32")
+    layer(x)
+    probe = RecurrentProbe.__new__(RecurrentProbe)
+    probe.directions = [Direction("rnn_0", layer, layer, (0,))]
+    assert probe.spectral_norms() == {}  # no U: nothing to read, and no AttributeError
+    stats = gate_statistics(layer.trace(x))
+    assert set(stats) == {"leak_mean", "leak_saturated", "state_tanh_saturated"}

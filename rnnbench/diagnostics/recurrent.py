@@ -10,19 +10,23 @@ layer: a step is real when the layer's mask (if the model has one) leaves it in 
 for a task that pads without a mask, when it comes before the example's length (the
 padded steps are still run through the layer, as in the model, but not counted):
 
-- ``gates/<layer>/<gate>_mean``: the mean of each gate the cell has (``input``,
-  ``forget``, ``output``, ``update``, ``reset``);
+- ``gates/<layer>/<gate>_mean``: the mean of each gate the cell has: the names come
+  from the cell's family (``CellSpec.gates`` in its ``rnnbench/cells/families/<family>_spec.py``,
+  the gates its ``trace()`` reports: ``input``, ``forget``, ``output`` for the LSTM family,
+  ``update``, ``reset`` for the GRUs, ``forget`` for JANET, none for ``rnn``), each a
+  value in [0, 1];
 - ``gates/<layer>/<gate>_saturated``: the fraction of gate values below 0.05 or above
   0.95;
 - ``gates/<layer>/state_tanh_saturated``: the fraction of ``|tanh(state)| > 0.95``,
   where the "tanh of the state" is what the cell's ``trace()`` calls ``state_tanh``:
   ``tanh(c')`` for the LSTM family, the candidate ``g`` for ``gru``, ``gru_v1`` and
-  ``janet``, ``h'`` itself for ``rnn``.
+  ``janet``, ``h'`` itself for ``rnn`` (each family says it in its module's docstring).
 
 Spectral norms (largest singular value), of the weights after the epoch:
 
 - ``spectral_norm/<layer>``: the whole fused recurrent kernel ``U`` (``n × k·n``), which
-  maps ``h`` to every block's recurrent pre-activation at once;
+  maps ``h`` to every block's recurrent pre-activation at once (none for a family
+  without one, ``SpecCell.recurrent = False``);
 - ``spectral_norm/<layer>/<block>``: each ``n × n`` block (``input``, ``forget``,
   ``cell``, ``output``; ``update``, ``reset``, ``candidate``), for cells with more
   than one block;
@@ -195,6 +199,8 @@ class RecurrentProbe:
         out: dict[str, float] = {}
         for d in self.directions:
             cell = (d.twin or d.layer).cell
+            if getattr(cell, "recurrent_kernel", None) is None:
+                continue  # a family without a fused recurrent kernel
             kernel = np.asarray(keras.ops.convert_to_numpy(cell.recurrent_kernel))
             if not np.all(np.isfinite(kernel)):
                 continue
