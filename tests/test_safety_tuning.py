@@ -252,6 +252,9 @@ def test_printed_command_of_the_best_trial_reproduces_its_config(tmp_path):
     result = tune(args)
     command = result.best["command"]
     assert "model.dropout=" in command and "np." not in command
+    for run in sweeps(tmp_path)[1]:  # every trial's own command, the Bayesian one included
+        assert "model.dropout=" in run.data.tags["command"], run.data.tags["command"]
+        assert "np." not in run.data.tags["command"], run.data.tags["command"]
     words = shlex.split(command)
     assert words[0] == "rnnbench"
     proc = run_cli(words[1:], tmp_path, timeout=180)
@@ -259,7 +262,7 @@ def test_printed_command_of_the_best_trial_reproduces_its_config(tmp_path):
     runs = {r.info.run_id: r for r in store_runs(tmp_path)}
     trial = runs[result.best["run_id"]]
     (single,) = [r for r in runs.values() if r.data.tags.get("run_kind") not in ("sweep", "trial")]
-    skip = ("hp.", "tracking.skip_finished")
+    skip = ("hp/", "tracking.skip_finished")
     a = {k: v for k, v in trial.data.params.items() if not k.startswith(skip)}
     b = {k: v for k, v in single.data.params.items() if not k.startswith(skip)}
     assert a == b
