@@ -159,3 +159,22 @@ def test_the_run_records_the_target_the_mode_and_the_solved_width(tmp_path, prep
     assert abs(gru(n) - 3000) <= min(abs(gru(n - 1) - 3000), abs(gru(n + 1) - 3000))
     assert abs(m["recurrent_params"] - 3000) <= 60
     assert m["params_count"] == gru(n) + n + 1  # and the head: a dense layer to one output
+
+
+def test_the_sized_model_starts_from_the_weights_of_a_model_given_that_width(prepared):
+    import keras
+    import numpy as np
+
+    from rnnbench.model import build_model
+
+    task, data = prepared["co2"]
+    keras.utils.set_random_seed(3)
+    sized_model = build_model(sized("co2", "cell=lstm", "model.params=4900"), task, data)
+    n = sized_model.get_layer("rnn_0").output.shape[-1]
+    keras.utils.set_random_seed(3)
+    plain = build_model(compose_run(["task=co2", *TASKS["co2"], "debug=smoke", "cell=lstm",
+                                     f"model.units={n}"]), task, data)
+    got, want = sized_model.get_weights(), plain.get_weights()
+    assert [w.shape for w in got] == [w.shape for w in want]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
