@@ -158,7 +158,8 @@ def test_the_run_records_the_target_the_mode_and_the_solved_width(tmp_path, prep
     assert m["recurrent_params"] == gru(n)
     assert abs(gru(n) - 3000) <= min(abs(gru(n - 1) - 3000), abs(gru(n + 1) - 3000))
     assert abs(m["recurrent_params"] - 3000) <= 60
-    assert m["params_count"] == gru(n) + n + 1  # and the head: a dense layer to one output
+    k = prepared["co2"][1].n_outputs
+    assert m["params_count"] == gru(n) + (n + 1) * k  # and the head: a dense layer
 
 
 def test_the_sized_model_starts_from_the_weights_of_a_model_given_that_width(prepared):
