@@ -33,12 +33,14 @@ from typing import Any, Iterator
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 _requested: str | None = None
 _held = 0  # depth of deferred() blocks: the handler raises nothing while > 0
+_signals = 0  # how many stop signals this process received
 _killed: list[str] = []  # MLflow runs closed as KILLED because of a stop request
 _default_unraisable = sys.unraisablehook
 
 
 def _handler(signum: int, frame: Any) -> None:
-    global _requested
+    global _requested, _signals
+    _signals += 1
     if _requested is None:
         _requested = signal.Signals(signum).name
     if not _held:
@@ -87,14 +89,26 @@ def reason() -> str:
     return f"interrupted ({what})" if what else "interrupted"
 
 
+class Hold:
+    """What :func:`deferred` yields: ``signalled`` says whether a stop signal came while
+    the block ran."""
+
+    def __init__(self) -> None:
+        self._at = _signals
+
+    @property
+    def signalled(self) -> bool:
+        return _signals > self._at
+
+
 @contextmanager
-def deferred() -> Iterator[None]:
+def deferred() -> Iterator[Hold]:
     """While the block runs, a stop request only sets the flag (nothing is raised);
-    the caller honours it after the block with :func:`raise_if_requested`."""
+    the caller honours it after the block (``signalled``, :func:`raise_if_requested`)."""
     global _held
     _held += 1
     try:
-        yield
+        yield Hold()
     finally:
         _held -= 1
 

@@ -151,7 +151,7 @@ def test_a_multirun_stopped_by_sigterm_says_which_job_and_what_never_started(tmp
     assert "process died" not in out and "Traceback" not in out
     runs = {r.info.status: r for r in store_runs(tmp_path)}
     assert sorted(runs) == ["FINISHED", "KILLED"]
-    assert f"#1 stopped  run {runs['KILLED'].info.run_id}" in " ".join(summary.split())
+    assert f"#1 stopped run {runs['KILLED'].info.run_id}" in " ".join(summary.split())
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
     all_tags = {k: redact_uri(str(v)) for k, v in (tags or {}).items() if v is not None}
     if parent_run_id:
         all_tags[Tags.PARENT_RUN_ID] = parent_run_id
-    with interrupt.deferred():  # a stop request now is honoured below: the run ends KILLED
+    with interrupt.deferred() as held:  # a stop request now is honoured below: KILLED
         run_id = store._create_run(experiment_id, run_name, all_tags)
         spool = Spool(run_id, {"uri": redact_uri(mlflow.get_tracking_uri()),
                                "experiment": experiment, "run_name": run_name, "tags": all_tags},
@@ -147,7 +147,8 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
         monitor = start_system_metrics(run.run_id)
     try:
         try:
-            interrupt.raise_if_requested()
+            if held.signalled:
+                interrupt.raise_if_requested()
             yield run
             interrupt.raise_if_requested()  # one whose exception something swallowed
         except Exception as exc:
