@@ -20,6 +20,7 @@ closed form, and :func:`check_built` holds the solution against the model built.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -54,23 +55,30 @@ class Sizing:
 
 
 def fitted_count(count_at: Callable[[int], int], what: str) -> Callable[[int], int]:
-    """``count(n)`` for every width from ``count_at`` evaluated at a few small widths
-    (the first four of ``PROBE_WIDTHS`` that build; a width that raises ValueError is
-    one the cell refuses, and is skipped)."""
+    """``count(n)`` for every width from ``count_at`` evaluated at a few small widths:
+    the first four of ``PROBE_WIDTHS`` that build. A width that raises ValueError or
+    ConfigError is one the cell refuses (``cell.heads`` must divide the width): the
+    widths then allowed are the multiples of the greatest common divisor of those that
+    built, and ``count`` raises ValueError for the others."""
     points: list[tuple[int, int]] = []
+    refused: Exception | None = None
     for n in PROBE_WIDTHS:
         try:
             points.append((n, int(count_at(n))))
-        except ValueError:
+        except (ValueError, ConfigError) as exc:
+            refused = refused or exc
             continue
         if len(points) == 4:
             break
     if len(points) < 4:
         raise ConfigError(f"{what}: the model could not be built at widths "
                           f"{PROBE_WIDTHS.start} to {PROBE_WIDTHS.stop - 1} to count its "
-                          "weights; set model.units instead.")
+                          f"weights ({refused}); set model.units instead.")
+    step = math.gcd(*(n for n, _ in points))
 
     def poly(n: int) -> int:  # Lagrange through the first three points, exact
+        if n % step:
+            raise ValueError(f"{n} units: not a multiple of {step}")
         total = Fraction(0)
         for i, (xi, yi) in enumerate(points[:3]):
             term = Fraction(yi)

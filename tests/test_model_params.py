@@ -108,6 +108,27 @@ def test_the_nearest_width_is_chosen_and_a_gap_is_refused():
         solve(lambda n: n, 100, "all", "model.params=100", max_units=8)
 
 
+def test_widths_a_cell_refuses_are_skipped():
+    from rnnbench.sizing import fitted_count, solve
+
+    built = []
+
+    def count_at(n):  # like slstm with cell.heads=4: the heads must divide the width
+        built.append(n)
+        if n % 4:
+            raise ConfigError(f"cell.heads=4 must divide the number of units ({n})")
+        return 4 * (3 * n + n * n // 4 + n)
+
+    count = fitted_count(count_at, "t")
+    assert built == list(range(1, 17))  # four widths built: 4, 8, 12, 16
+    got = solve(count, 4072, "all", "t")  # 56 units: 4032, 57 would give 4160
+    assert (got.units, got.count) == (56, 4032) == (56, count_at(56))
+    with pytest.raises(ConfigError, match="56 units give 4,032 and 60 units give 4,560"):
+        solve(count, 4300, "all", "t")
+    with pytest.raises(ConfigError, match=r"could not be built .*\(cell.heads=4 must divide"):
+        fitted_count(lambda n: count_at(n * 4 + 1), "t")
+
+
 def test_a_target_under_one_unit_is_refused_with_the_least_that_fits(prepared):
     from rnnbench.model import build_model
 
