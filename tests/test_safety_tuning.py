@@ -45,21 +45,22 @@ def tune(overrides: list[str]):
 def test_dot_projects_with_overwrite_are_refused_and_delete_nothing(tmp_path, project):
     """Issue 29.1/29.2: tuner.project=.. made keras-tuner delete the working folder
     (mlflow.db, outputs/); tuner.project=. deleted every sweep under tuning/."""
-    (tmp_path / "mlflow.db").write_text("not to be deleted")
-    (tmp_path / "outputs").mkdir()
-    (tmp_path / "outputs" / "keep.txt").write_text("x")
-    other = tmp_path / "tuning" / "another-sweep"
+    work = tmp_path / "work"  # the folder the command runs in
+    (work / "outputs").mkdir(parents=True)
+    (work / "outputs" / "keep.txt").write_text("x")
+    (work / "notes.txt").write_text("not to be deleted")
+    other = work / "tuning" / "another-sweep"
     other.mkdir(parents=True)
     (other / "oracle.json").write_text("{}")
-    proc = run_cli(["debug=smoke", "tuner.max_trials=1", "tuner.max_epochs=1",
-                    f"tuner.project={project}", "tuner.overwrite=true"], tmp_path,
-                   module="tune_main", timeout=120)
+    proc = run_cli([*ONE, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                    f"tuner.project={project}", "tuner.overwrite=true"], work,
+                   module="tune_main", timeout=300)
     out = proc.stdout + proc.stderr
+    assert (work / "notes.txt").read_text() == "not to be deleted"
+    assert (work / "outputs" / "keep.txt").is_file()
+    assert (other / "oracle.json").is_file()
     assert proc.returncode == 2, out
     assert "tuner.project" in out and "plain name" in out and "Traceback" not in out
-    assert (tmp_path / "mlflow.db").read_text() == "not to be deleted"
-    assert (tmp_path / "outputs" / "keep.txt").is_file()
-    assert (other / "oracle.json").is_file()
 
 
 def test_inside_refuses_escapes_and_symlinks(tmp_path):
@@ -105,12 +106,14 @@ def test_second_process_on_a_running_sweep_is_refused(tmp_path):
     """Issue 29.7: the same command started twice ran every trial twice. Here this
     (test) process holds the sweep; the real CLI started on it must refuse, naming the
     pid, and run no trial."""
-    from rnnbench.tuning.state import SweepLock
+    import fcntl
 
-    project = (tmp_path / "tuning").resolve() / "busy"
-    project.parent.mkdir()
+    (tmp_path / "tuning").mkdir()
     args = [*ONE, *store(tmp_path), "tuner.project=busy"]
-    with SweepLock(project):
+    with open(tmp_path / "tuning" / "busy.lock", "w") as lock:  # as a running sweep holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(f"{os.getpid()} this-host\n")
+        lock.flush()
         proc = run_cli(args, tmp_path, module="tune_main", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
