@@ -74,7 +74,9 @@ def spool_root() -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrackingError(f"{where}: the folder cannot be created ({exc.strerror}). "
-                            f"{fix} Nothing was recorded.") from None
+                            f"Free space or fix the permissions there, or set "
+                            f"{SPOOL_DIR_ENV} to a writable folder. Nothing was "
+                            f"recorded.") from None
     return root
 
 
