@@ -89,7 +89,7 @@ def test_recurrent_weights_of_a_stack_are_solved_for_every_cell(prepared):
         cfg = sized("co2", f"cell={cell}", f"model.params={target}",
                     "model.params_of=recurrent", "model.layers=2")
         what = built(cfg, prepared, "co2")
-        check_nearest(cfg, prepared, "co2", target, what)
+        check_nearest(cfg, prepared, "co2", target, what, neighbours=cell in ("gru", "fgr"))
         assert what["params_count"] > what["recurrent_params"]  # the head is not counted
 
 
