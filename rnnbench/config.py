@@ -126,7 +126,7 @@ class CellConfig:
         check_choice("cell.gradient", self.gradient, settings.GRADIENTS)
         if self.name in settings.CELLS:  # refused here, before the backend is loaded
             settings.check_gradient(self.name, self.impl, self.gradient)
-            settings.check_options(self.name, {k: getattr(self, k) for k in settings.OPTIONS})
+            settings.check_options(self.name, {k: getattr(self, k, None) for k in settings.OPTIONS})
         check_fraction("cell.dropout", self.dropout)
         check_fraction("cell.recurrent_dropout", self.recurrent_dropout)
 

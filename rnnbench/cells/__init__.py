@@ -9,9 +9,12 @@
 - `custom_twin(layer)`: rnnbench's layer with the same weights as a built-in one, to
   `trace()` its gates.
 
-rnnbench's own implementation: `base` (`SpecCell`, the fused layout), `variants` (one
-cell class per family), `custom` (the layer and its tracer), `bptt` and `bptt_kernels`
-(the hand-written backward pass through time), `initializers` (`GateBias`).
+rnnbench's own implementation: `families` (one cell family per module pair: its cells
+and options without Keras, its cell class and hand-written gradient with Keras; the
+protocol is in `rnnbench.cells.families`), `base` (`SpecCell`, the fused layout),
+`variants` (loads a family's cell class by name), `custom` (the layer and its tracer),
+`bptt` and `bptt_kernels` (the hand-written backward pass through time),
+`initializers` (`GateBias`).
 
 The names that need Keras are imported on first use, so that importing this package
 (for the registry or the config checks) does not import Keras before the backend is
