@@ -246,6 +246,27 @@ def test_a_full_store_disk_spools_with_one_message_and_replays_whole(tmp_path, b
         "config/config.yaml"]
 
 
+def test_a_store_disk_full_before_the_run_is_one_clear_error(tmp_path, blank_store,
+                                                             small_disk, monkeypatch, capfd):
+    from rnnbench import tracking
+
+    disk = small_disk(2048)
+    uri = blank_store(disk / "mlflow.db")
+    monkeypatch.setenv("RNNBENCH_SPOOL", str(tmp_path / "spool"))
+    tracking.configure(uri)
+    fill_disk(disk)
+    capfd.readouterr()
+    with pytest.raises(tracking.TrackingError, match="the disk that holds it is full.*Free "
+                                                     "space there"):
+        with tracking.start_run("exp", "r", {"cell": "gru"}):
+            pass
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "SQLAlchemy" not in err, err[-3000:]
+    (disk / ".filler").unlink()
+    client = mlflow.MlflowClient(uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
 # ---- a moved spool; RNNBENCH_SPOOL on a file; the seed ---------------------------------------
 
 def test_a_moved_spool_finds_its_artifacts_or_names_the_missing_one(tmp_path, blank_store,

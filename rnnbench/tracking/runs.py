@@ -134,12 +134,14 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
     mid-run, training goes on, and at the end a TrackingError says where the record is
     and which command logs it."""
     root = spool_root()  # a spool folder that cannot be made is refused before the run
-    experiment_id = store.ensure_experiment(experiment)
+    with store.store_faults(mlflow.get_tracking_uri(), "creating a run in"):  # a full disk
+        experiment_id = store.ensure_experiment(experiment)
     all_tags = {k: redact_uri(str(v)) for k, v in (tags or {}).items() if v is not None}
     if parent_run_id:
         all_tags[Tags.PARENT_RUN_ID] = parent_run_id
     with interrupt.deferred() as held:  # a stop request now is honoured below: KILLED
-        run_id = store._create_run(experiment_id, run_name, all_tags)
+        with store.store_faults(mlflow.get_tracking_uri(), "creating a run in"):
+            run_id = store._create_run(experiment_id, run_name, all_tags)
         spool = Spool(run_id, {"uri": redact_uri(mlflow.get_tracking_uri()),
                                "experiment": experiment, "run_name": run_name, "tags": all_tags},
                       root)

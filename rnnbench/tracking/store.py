@@ -213,6 +213,10 @@ def store_error(uri: str, exc: BaseException, doing: str) -> TrackingError:
             f"{doing} the MLflow store {uri} failed: the server refused the credentials "
             f"({reason}). Give them as http://user:password@host, or in the environment "
             f"as MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."))
+    if _is_disk_full(exc):
+        return TrackingError(redact_uri(
+            f"{doing} the MLflow store {uri} failed: the disk that holds it is full "
+            f"({reason[:200]}). Free space there, or give a store on another disk."))
     return TrackingError(redact_uri(
         f"{doing} the MLflow store {uri} failed: {type(exc).__name__}: {reason}. If it is a "
         f"SQLite file, check that it is an intact MLflow database in a writable folder "
