@@ -145,12 +145,9 @@ def _run_hydra(task_function: Any, config_name: str, what: str) -> None:
     and exit status 1 when a job failed. A stop request that came between jobs, or whose
     exception was swallowed, ends the command with the stop's status (128 + signal)."""
     try:
-        try:
-            _hydra_main(task_function, config_name)
-        except KeyboardInterrupt:  # it landed in Hydra's code, outside any job
-            pass
+        _hydra_main(task_function, config_name)
         interrupt.raise_if_requested()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # it landed in Hydra's code, outside any job
         with interrupt.deferred():
             jobs.print_summary()
             from rnnbench.cli.job import interrupted_message
