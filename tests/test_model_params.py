@@ -200,3 +200,15 @@ def test_the_sized_model_starts_from_the_weights_of_a_model_given_that_width(pre
     assert [w.shape for w in got] == [w.shape for w in want]
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_cell_whose_heads_must_divide_the_width_gets_a_width_it_accepts(prepared):
+    from rnnbench.model import build_model, describe_model
+
+    task, data = prepared["co2"]
+    cfg = sized("co2", "cell=slstm", "cell.heads=4", "model.params=21000")
+    what = describe_model(build_model(cfg, task, data))
+    assert what["sizing"]["units"] % 4 == 0
+    assert abs(what["params_count"] - 21000) <= 0.02 * 21000
+    with pytest.raises(ConfigError, match="132 units give 19,544 and 136 units give 20,680"):
+        build_model(sized("co2", "cell=slstm", "cell.heads=4", "model.params=20000"), task, data)
