@@ -36,10 +36,10 @@ def cfg(**fields):
 
 
 def test_registry_has_every_cell_of_the_spec():
-    assert cell_names() == SPEC_CELLS
+    assert cell_names()[: len(SPEC_CELLS)] == SPEC_CELLS  # later families' cells follow
     assert all(isinstance(s, CellSpec) for s in CELLS.values())
     assert {n for n, s in CELLS.items() if s.has_builtin} == {"rnn", "lstm", "gru", "gru_v1"}
-    assert {s.family for s in CELLS.values()} == {"rnn", "lstm", "gru", "janet"}
+    assert {CELLS[n].family for n in SPEC_CELLS} == {"rnn", "lstm", "gru", "janet"}
     for spec in CELLS.values():
         assert spec.summary and "\n" not in spec.summary and spec.source
 

@@ -23,7 +23,11 @@ def rel_err(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
-@pytest.mark.parametrize("cell", list(CELLS))
+# the families whose references are in helpers.py (later families test their own)
+SPEC_FAMILIES = ("rnn", "lstm", "gru", "janet")
+
+
+@pytest.mark.parametrize("cell", [n for n, s in CELLS.items() if s.family in SPEC_FAMILIES])
 def test_cell_matches_numpy_reference(cell):
     rng = np.random.default_rng(zlib.crc32(cell.encode()))
     x = rng.normal(size=(B, T, D))
