@@ -112,7 +112,10 @@ def run_sweep(cfg: Any, overrides: list[str] | None = None, command: str = "rnnb
     """Run (or, as chief, serve; as worker, join) the sweep of ``cfg`` (a ``TuneConfig``).
 
     The same config resumes the same search from ``tuner.directory``; completed trials
-    are neither run nor logged again, the interrupted one runs again.
+    are neither run nor logged again, the interrupted one runs again. One process owns a
+    sweep's state (a lock; a second one is refused), ``tuner.overwrite`` deletes only the
+    sweep's own folder, and a resume refuses damaged state files or an edited space
+    (:mod:`rnnbench.tuning.state`).
     """
     from rnnbench.tuning import state
     from rnnbench.tuning.plan import SweepPlan
