@@ -24,10 +24,34 @@ from rnnbench.tracking.schema import EnvTags
 NOT_RESULT_KEYS = (("tracking",), ("train", "verbose"), ("objective",))
 
 
+# Keys added to the config after runs were recorded, whose null value means "not set".
+# Dropped from the hash while unset, so that a config that does not use them keeps the
+# hash it had before they existed (a multirun's skip of finished configs, a sweep's id).
+_CELL_KEYS_BEFORE_FAMILIES = ("forget_bias", "chrono_init")
+
+
+def _drop_unset_additions(container: dict) -> None:
+    from rnnbench.cells.registry import CELL_OPTIONS
+    from rnnbench.config import DEFAULT_UNITS
+
+    cell = container.get("cell")
+    if isinstance(cell, dict):
+        for key in CELL_OPTIONS:
+            if key not in _CELL_KEYS_BEFORE_FAMILIES and key in cell and cell[key] is None:
+                del cell[key]
+    model = container.get("model")
+    if isinstance(model, dict) and "params" in model and model["params"] is None:
+        model.pop("params")
+        model.pop("params_of", None)
+        if model.get("units", DEFAULT_UNITS) is None:
+            model["units"] = DEFAULT_UNITS
+
+
 def config_hash(cfg: Any) -> str:
     """Hash of the config that decides the result: everything but ``NOT_RESULT_KEYS``."""
     node = OmegaConf.structured(cfg) if not OmegaConf.is_config(cfg) else cfg
     container = OmegaConf.to_container(node, resolve=True)
+    _drop_unset_additions(container)
     for path in NOT_RESULT_KEYS:
         parent = container
         for part in path[:-1]:
