@@ -38,13 +38,14 @@ def _coeffs(shape, dtype, rng, positive=False):
 # ------------------------------------------------------------------ the scan
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-10)])
 @pytest.mark.parametrize("steps", [1, 2, 3, 7, 64, 1000])
-def test_linear_scan_matches_the_loop(dtype, tol, steps):
+@pytest.mark.parametrize("method", ["associative", "chunked"])
+def test_linear_scan_matches_the_loop(dtype, tol, steps, method):
     rng = np.random.default_rng(steps)
     a, b = _coeffs((3, steps, 4), dtype, rng)
     h0 = rng.normal(size=(3, 4)).astype(dtype)
     mask = _mask(3, steps, rng)
     for kw in ({}, {"h0": h0}, {"mask": mask}, {"mask": mask, "go_backwards": True, "h0": h0}):
-        got = np.asarray(scans.linear_scan(a, b, **kw))
+        got = np.asarray(scans.linear_scan(a, b, method=method, **kw))
         want = ref.linear_recurrence(a.astype("float64"), b.astype("float64"), **kw)
         assert got.dtype == np.dtype(dtype) and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(),

@@ -101,6 +101,56 @@ def _scan(combine, elems, length):
     return tuple(_interleave(e, o, length) for e, o in zip(even, odd))
 
 
+def chunked_scan(combine, elems, chunk: int | None = None):
+    """Inclusive scan of `(B, T, n)` tensors in chunks: the two-level parallel scan.
+
+    The sequence is cut into `C` chunks of `L` steps (`L ≈ √T`). Every chunk is scanned
+    at once, all chunks side by side (`L` rounds over `(B, C, n)` slices); the chunks'
+    totals are scanned (`C` rounds over `(B, n)`); each chunk's prefixes are then
+    combined with the total of the chunks before it (one round over everything). That is
+    `L + C + 1 ≈ 2√T` rounds of element-wise work where a step loop has `T`, and, unlike
+    the odd/even recursion, no strided slices or interleaves (slow to differentiate on
+    CPU under XLA). Same arguments and result as `associative_scan` (axis 1, rank 3).
+    """
+    elems = tuple(elems)
+    length = static_length(elems[0])
+    if length is None:
+        raise ValueError("chunked_scan needs a static length along axis 1")
+    size = chunk or max(1, int(round(length ** 0.5)))
+    count = -(-length // size)
+    pad = count * size - length
+    width = elems[0].shape[2]
+    blocks = []
+    for e in elems:
+        if pad:  # any values: steps after T never reach a step before it
+            e = ops.pad(e, ((0, 0), (0, pad), (0, 0)))
+        # (B, C·L, n) -> (L, B, C, n): the l-th step of every chunk is one contiguous slice.
+        blocks.append(ops.transpose(ops.reshape(e, (-1, count, size, width)), (2, 0, 1, 3)))
+    prefix = [tuple(b[0] for b in blocks)]
+    for step in range(1, size):
+        prefix.append(tuple(combine(prefix[-1], tuple(b[step] for b in blocks))))
+    if count == 1:
+        inner = [ops.stack([p[i] for p in prefix]) for i in range(len(elems))]
+    else:
+        totals = [ops.transpose(t, (1, 0, 2)) for t in prefix[-1]]  # (C, B, n)
+        carry = [tuple(t[0] for t in totals)]
+        for c in range(1, count - 1):
+            carry.append(tuple(combine(carry[-1], tuple(t[c] for t in totals))))
+        # total of the chunks before chunk c (c ≥ 1), as (1, B, C − 1, n)
+        before = tuple(
+            ops.expand_dims(ops.stack([q[i] for q in carry], axis=1), 0)
+            for i in range(len(elems))
+        )
+        stacked = [ops.stack([p[i] for p in prefix]) for i in range(len(elems))]
+        later = combine(before, tuple(s[:, :, 1:] for s in stacked))
+        inner = [ops.concatenate([s[:, :, :1], r], axis=2) for s, r in zip(stacked, later)]
+    out = tuple(
+        ops.reshape(ops.transpose(t, (1, 2, 0, 3)), (-1, count * size, width))[:, :length]
+        for t in inner
+    )
+    return out
+
+
 def _combine_real(left, right):
     a1, b1 = left
     a2, b2 = right
@@ -129,7 +179,11 @@ def _prepare(tensors, mask, go_backwards, identity):
     return tensors
 
 
-def linear_scan(a, b, h0=None, mask=None, go_backwards=False):
+#: The scan of each method (`linear_scan(..., method=)`).
+METHODS = {"associative": associative_scan, "chunked": chunked_scan}
+
+
+def linear_scan(a, b, h0=None, mask=None, go_backwards=False, method="associative"):
     """`h_t = a_t ⊙ h_{t−1} + b_t` for every `t`, as one parallel scan.
 
     Args:
@@ -139,6 +193,8 @@ def linear_scan(a, b, h0=None, mask=None, go_backwards=False):
             value (`a = 1`, `b = 0`), as Keras's recurrent layers do.
         go_backwards: run from the last step to the first; the outputs are then in
             that (reversed) order, as Keras's `go_backwards` gives them.
+        method: `"associative"` (odd/even recursion, `log₂ T` rounds) or `"chunked"`
+            (`≈ 2√T` rounds); same numbers to round-off.
 
     Returns:
         `h`, `(B, T, n)`: the state after each step, in processing order.
@@ -147,7 +203,7 @@ def linear_scan(a, b, h0=None, mask=None, go_backwards=False):
     if h0 is not None:
         first = a[:, :1] * ops.expand_dims(ops.cast(h0, b.dtype), 1) + b[:, :1]
         b = ops.concatenate([first, b[:, 1:]], axis=1)
-    return associative_scan(_combine_real, (a, b))[1]
+    return METHODS[method](_combine_real, (a, b))[1]
 
 
 def complex_linear_scan(a, b, h0=None, mask=None, go_backwards=False):
