@@ -383,6 +383,7 @@ def test_a_frozen_server_holds_a_write_no_longer_than_the_timeout(tmp_path, plai
             run.log_metrics({"loss": 0.25}, step=3)
             assert run.offline
     assert held < timeout_s + 3, f"a write waited {held:.1f} s for a frozen server"
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ  # the run's writes only
     os.killpg(proc.pid, signal.SIGCONT)
     tracking.replay(tmp_path / "spool" / run.run_id)
     client = mlflow.MlflowClient(url)

@@ -95,7 +95,8 @@ class Run:
         if self.offline:
             return
         try:
-            retry_locked(apply_write)(self.client, self.run_id, op)
+            with store.bounded_requests():  # tracking.timeout_s, not MLflow's minutes
+                retry_locked(apply_write)(self.client, self.run_id, op)
         except Exception as exc:
             if self.spool is None or not _store_went_away(exc):
                 raise
@@ -108,6 +109,18 @@ class Run:
         else:
             if self.spool is not None and not self.spool.failed:
                 self.spool.acknowledged += 1
+
+
+def _status(run_id: str) -> str:
+    """The run's status in the store; RUNNING when the store does not answer (so the run
+    is closed by a write, which the spool keeps if the store is gone)."""
+    try:
+        with store.bounded_requests():
+            return reading.run_status(run_id)
+    except Exception as exc:
+        if not _store_went_away(exc):
+            raise
+        return "RUNNING"
 
 
 def _store_went_away(exc: BaseException) -> bool:
@@ -172,13 +185,13 @@ def start_run(experiment: str, run_name: str | None = None, tags: dict[str, Any]
         raise
     except BaseException as exc:
         if run.ended is None and (
-                run.offline or reading.run_status(run.run_id) not in ("FAILED", "KILLED")):
+                run.offline or _status(run.run_id) not in ("FAILED", "KILLED")):
             run.set_tags({Tags.FAILURE_REASON: f"{type(exc).__name__}: {exc}"[:5000]})
             run.end("FAILED")
         finish_spool(run, raise_error=False)
         raise
     else:
-        if run.ended is None and (run.offline or reading.run_status(run.run_id) == "RUNNING"):
+        if run.ended is None and (run.offline or _status(run.run_id) == "RUNNING"):
             run.end("FINISHED")
         finish_spool(run, raise_error=True)
 
@@ -233,12 +246,16 @@ def start_system_metrics(run_id: str) -> Any | None:
 
 
 @retry_locked
-def log_model(run: Run, model: Any, name: str = "model") -> None:
+def log_model(run: Run, model: Any, name: str = "model", task: Any = None,
+              data: Any = None) -> None:
     """Log a Keras model to ``run`` as an MLflow model (Keras flavour, pyfunc, signature);
-    it loads with ``mlflow.pyfunc.load_model("runs:/<run id>/<name>")``."""
+    it loads with ``mlflow.pyfunc.load_model("runs:/<run id>/<name>")``. With the run's
+    ``task`` and ``data``, the pyfunc wraps the task's normalisation (raw inputs in,
+    values in the data's units out)."""
     if run.offline:  # the store is gone: model/model.keras is in the spool, for replay
         raise TrackingError(f"the MLflow store stopped taking writes ({run.offline}); the "
                             f"Keras file model/model.keras is kept in the run's spool")
     from rnnbench import mlflow_model
 
-    mlflow_model.log_model(run.run_id, run.experiment_id, model, name)
+    with store.bounded_requests():
+        mlflow_model.log_model(run.run_id, run.experiment_id, model, name, task, data)

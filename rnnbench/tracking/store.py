@@ -253,7 +253,10 @@ def configure(uri: str, timeout_s: float = 15.0) -> None:
     check_reachable(split_credentials(uri)[0], timeout_s)
     check_sqlite_file(uri, write=True)
     quiet_retried_locks()
-    bound_http_requests(timeout_s)
+    if os.environ.get(HTTP_RETRIES_ENV) in (None, _HTTP_SET.get(HTTP_RETRIES_ENV)):
+        os.environ[HTTP_RETRIES_ENV] = _HTTP_SET[HTTP_RETRIES_ENV] = "3"
+    global _WRITE_TIMEOUT_S
+    _WRITE_TIMEOUT_S = timeout_s if uri.startswith(("http://", "https://")) else None
     mlflow.set_tracking_uri(real)
     try:
         init_sqlite_store(real)
@@ -265,25 +268,38 @@ def configure(uri: str, timeout_s: float = 15.0) -> None:
         raise store_error(uri, exc, "opening") from None
 
 
-#: MLflow's variables for its HTTP requests, and the values :func:`bound_http_requests`
-#: last gave them (a variable set by the user is left alone)
+#: MLflow's variables for its HTTP requests; the values this module gave them (a value
+#: set by the user is left alone); ``tracking.timeout_s`` of a tracking server
 HTTP_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 HTTP_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 _HTTP_SET: dict[str, str] = {}
+_WRITE_TIMEOUT_S: float | None = None
 
 
-def bound_http_requests(timeout_s: float) -> None:
-    """Make every request to a tracking server give up after about ``timeout_s``
-    (``tracking.timeout_s``): two tries of half of it each. MLflow's own defaults (120 s
-    per try, 7 retries) hold a run for many minutes on a server that accepts connections
-    but does not answer (a frozen process); with this bound the write fails, the run
-    spools and goes on. A variable the user set in the environment wins."""
-    wanted = {HTTP_TIMEOUT_ENV: str(max(1, int(timeout_s / 2))), HTTP_RETRIES_ENV: "1"}
-    for key, value in wanted.items():
-        current = os.environ.get(key)
-        if current is None or current == _HTTP_SET.get(key):
-            os.environ[key] = value
-            _HTTP_SET[key] = value
+@contextmanager
+def bounded_requests() -> Iterator[None]:
+    """Inside, every request to the tracking server gives up after about
+    ``tracking.timeout_s``: two tries of half of it each. MLflow's own defaults (120 s
+    per try and several retries) hold a run for many minutes on a server that accepts
+    connections but does not answer (a frozen process); with this bound a write fails, the
+    run spools and goes on. Only the run's own writes are bounded (other requests of the
+    process keep MLflow's settings), and a variable the user set wins."""
+    if _WRITE_TIMEOUT_S is None:
+        yield
+        return
+    wanted = {HTTP_TIMEOUT_ENV: str(max(1, int(_WRITE_TIMEOUT_S / 2))), HTTP_RETRIES_ENV: "1"}
+    ours = [k for k in wanted if os.environ.get(k) in (None, _HTTP_SET.get(k))]
+    saved = {k: os.environ.get(k) for k in ours}
+    for key in ours:
+        os.environ[key] = wanted[key]
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def absolute_uri(uri: str) -> str:
