@@ -14,6 +14,7 @@ from typing import Iterable
 
 from rnnbench.errors import ConfigError
 from rnnbench.report import stats
+from rnnbench.report.budget import analyse_budget
 from rnnbench.report.collect import History, RunRecord, Selection
 from rnnbench.report.compare import compare_paired, compare_unpaired, interval, rank_rows
 from rnnbench.report.content import Analysis, Excluded, ReportOptions, Row, TaskSection
@@ -130,6 +131,7 @@ def _section(task: str, kind: str, variant: dict[str, str], runs: list[RunRecord
             f"(at least one), ranked by `{name}` ({'lowest' if obj_mode == 'min' else 'highest'}"
             f" first), as Greff et al. (2017) do; the test metric of those trials is reported.")
         section.importance = importance(section, objective, history)
+        analyse_budget(section, options, history, objective)
     else:
         section.selection_note = "Each row averages its finished runs over seeds."
     return section

@@ -65,6 +65,12 @@ def parser() -> argparse.ArgumentParser:
                         "hyperparameter points of sweeps with one oracle seed) and test the "
                         "per-point differences, else compare unpaired; paired: refuse what "
                         "cannot be paired; unpaired: Welch's test only (default: %(default)s)")
+    p.add_argument("--equivalence-margin", action="append", default=None,
+                   metavar="METRIC=DELTA",
+                   help="the margin, in the metric's units, within which a comparison that "
+                        "is not significant is called equivalent (TOST), e.g. "
+                        "test_mse=0.05; repeat per metric (default: none, such comparisons "
+                        "are 'inconclusive')")
     p.add_argument("--require-clean", action="store_true",
                    help="refuse runs that come from several commits, a tree with "
                         "uncommitted changes, or no recorded commit")
@@ -108,6 +114,8 @@ def report_command(args: argparse.Namespace) -> str:
         parts += ["--trial-fraction", f"{args.trial_fraction:g}"]
     if args.design != "auto":
         parts += ["--design", args.design]
+    for m in args.equivalence_margin or []:
+        parts += ["--equivalence-margin", m]
     if args.require_clean:
         parts += ["--require-clean"]
     if args.title:
@@ -128,13 +136,17 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     if not 0 < args.trial_fraction <= 1:
         raise ConfigError(f"--trial-fraction {args.trial_fraction:g} is not allowed: give a "
                           "fraction in (0, 1], e.g. 0.1 for the best 10% of each sweep's trials.")
+    from rnnbench.report.verdicts import parse_margins
+
+    margins = parse_margins(args.equivalence_margin)
     out = args.out if args.out is not None else Path("reports") / default_name(args)
     writers.check_out(out)  # before the store is read: a bad --out fails at once
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
     if args.require_clean:
         analysis.check_clean([r for r in selection.runs if r.kind != RunKind.SWEEP])
     options = content.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
-                                    trial_fraction=args.trial_fraction, design=args.design)
+                                    trial_fraction=args.trial_fraction, design=args.design,
+                                    equivalence_margins=margins)
     from rnnbench import tracking
 
     with tracking.store_faults(tracking.redact_uri(args.tracking_uri), "reading"):
@@ -186,6 +198,12 @@ def print_summary(out: Path, result: Any) -> None:
         if s.paired and s.kind == "trial":
             print("  (paired over shared hyperparameter points; the best-tuned, unpaired "
                   "comparison of Greff et al. is in the report)")
+        if s.budget:
+            print(f"  at equal budgets (expected best of k trials; vs {baseline}, Holm):")
+            for c in s.budget:
+                print(f"    {c.row.label}: k={c.k} {fmt(c.value)} vs {fmt(c.base_value)}, "
+                      f"Δ {fmt(c.diff)} [{fmt(c.low)}, {fmt(c.high)}] ({c.replicates}): "
+                      f"{c.verdict}")
         for e in s.excluded[:5]:
             print(f"  not averaged in: {e.run.name} ({e.run.run_id[:8]}) {e.run.status}: "
                   f"{shorten(e.reason, 100)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from rnnbench.errors import ConfigError
-from rnnbench.report import stats
+from rnnbench.report import stats, verdicts
 from rnnbench.report.content import Comparison, PairedComparison, ReportOptions, Row, TaskSection
 from rnnbench.report.runs import design_point, exclusion, is_task_param, natural_key, varying
 from rnnbench.tracking import Metrics, RunKind, Tags
@@ -34,7 +34,9 @@ def rank_rows(section: TaskSection) -> None:
     section.rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.label))
 
 
-def _baseline_of(row: Row, bases: list[Row]) -> Row | None:
+def baseline_of(row: Row, bases: list[Row]) -> Row | None:
+    """The baseline row ``row`` is compared with: the same setting, the same
+    implementation where there is one."""
     matches = [b for b in bases if b.variant == row.variant]
     if not matches:
         return None
@@ -58,7 +60,7 @@ def compare_unpaired(section: TaskSection, options: ReportOptions) -> None:
     for row in section.rows:
         if row.cell == options.baseline or not row.values:
             continue
-        base = _baseline_of(row, bases)
+        base = baseline_of(row, bases)
         if base is None:
             continue
         diff = row.interval.mean - base.interval.mean
@@ -82,6 +84,7 @@ def compare_unpaired(section: TaskSection, options: ReportOptions) -> None:
         comp.significant = p < options.alpha
         comp.verdict = _verdict(comp.diff, comp.significant, section.mode)
         comp.mde = stats.mde_welch(comp.row.values, comp.base.values, level, POWER)
+        _welch_equivalence(comp, section, options)
     if not section.comparisons:
         section.baseline_note = (f"Nothing to test: no other cell has finished runs in the "
                                  f"same setting as `{options.baseline}` here.")
@@ -95,9 +98,10 @@ def compare_unpaired(section: TaskSection, options: ReportOptions) -> None:
         f"Welch's t-test (two-sided, unpaired) of each cell against `{options.baseline}`; "
         f"p-values corrected with Holm's method over the {n_tests} "
         f"test{'s' if n_tests != 1 else ''} of this table; significant means corrected "
-        f"p < {options.alpha:g}. MDE: the smallest difference of means this test finds "
-        f"with {POWER:.0%} power at level {options.alpha:g}/{n_tests} (Holm's first step), "
-        f"given the samples' spread, in the metric's units.")
+        f"p < {options.alpha:g}. MDE (a design figure, not evidence of no effect): the "
+        f"smallest difference of means this test finds with {POWER:.0%} power at level "
+        f"α/m = {options.alpha:g}/{n_tests} (Holm's first step), given the samples' spread, "
+        f"in the metric's units. " + equivalence_note(section, options))
 
 
 def _points(row: Row, key: str, kind: str) -> dict[str, float]:
@@ -143,7 +147,7 @@ def compare_paired(section: TaskSection, options: ReportOptions) -> None:
     for row in section.rows:
         if row.cell == options.baseline:
             continue
-        base = _baseline_of(row, bases)
+        base = baseline_of(row, bases)
         if base is None:
             continue
         mine, theirs = _points(row, key, section.kind), _points(base, key, section.kind)
@@ -167,8 +171,10 @@ def compare_paired(section: TaskSection, options: ReportOptions) -> None:
             + " Or use --design unpaired.")
     for row, base, shared, mine, theirs in candidates:
         a, b = [mine[p] for p in shared], [theirs[p] for p in shared]
-        section.paired.append(PairedComparison(row, base, shared, a, b,
-                                               stats.paired(a, b, options.confidence)))
+        comp = PairedComparison(row, base, shared, a, b, stats.paired(a, b, options.confidence))
+        if len(shared) < verdicts.FEW_PAIRS:
+            comp.p_perm = verdicts.sign_flip_p([x - y for x, y in zip(a, b)])
+        section.paired.append(comp)
     adj_t = stats.holm([c.result.p_t for c in section.paired])
     adj_w = stats.holm([c.result.p_w for c in section.paired])
     m = sum(1 for p in adj_t if not math.isnan(p))
@@ -183,6 +189,7 @@ def compare_paired(section: TaskSection, options: ReportOptions) -> None:
             continue
         comp.significant = pt < options.alpha
         comp.verdict = _verdict(comp.result.mean, comp.significant, section.mode)
+        _paired_equivalence(comp, section, options)
     if section.paired:
         section.design = "paired"
         section.paired_note = (
@@ -192,9 +199,18 @@ def compare_paired(section: TaskSection, options: ReportOptions) -> None:
             f"Paired t-test and Wilcoxon signed-rank test (two-sided, scipy), each corrected "
             f"with Holm's method over the {m} comparison{'s' if m != 1 else ''} of this "
             f"table; significant means the paired t-test's corrected p < {options.alpha:g}. "
-            f"MDE: the smallest mean difference the paired t-test finds with {POWER:.0%} "
-            f"power at level {options.alpha:g}/{max(m, 1)} (Holm's first step), given the "
-            f"spread of the differences, in the metric's units.")
+            f"MDE (a design figure, not evidence of no effect): the smallest mean difference "
+            f"the paired t-test finds with {POWER:.0%} power at level α/m = "
+            f"{options.alpha:g}/{max(m, 1)} (Holm's first step), given the spread of the "
+            f"differences, in the metric's units. " + equivalence_note(section, options))
+        few = sorted({c.result.n for c in section.paired if c.result.n < verdicts.FEW_PAIRS})
+        if few:
+            section.paired_note += (
+                " With fewer than 6 pairs the Wilcoxon signed-rank test cannot reach 0.05: "
+                "its smallest two-sided p is 1/2^(n−1) (" + ", ".join(
+                    f"n={n}: {verdicts.wilcoxon_floor(n):.4g}" for n in few)
+                + "); the exact sign-flip permutation test of the mean difference (all 2^n "
+                "sign patterns) is added for those rows.")
         if unpairable:
             section.paired_note += " Not paired (fewer than 2 shared points): " + ", ".join(
                 f"`{row.label}` ({n} shared)" for row, _, _, _, n in unpairable) + "."
@@ -203,3 +219,52 @@ def compare_paired(section: TaskSection, options: ReportOptions) -> None:
         section.paired_note = (
             f"No paired test: `{row.label}` and `{base.label}` share {n} of their {what}; "
             f"pairing needs at least 2. The unpaired table is the comparison.")
+
+
+def equivalence_note(section: TaskSection, options: ReportOptions) -> str:
+    """How a comparison that is not significant is judged, with the margin used."""
+    key = Metrics.TEST_PREFIX + section.metric
+    margin = options.equivalence_margins.get(key)
+    if margin is None:
+        return (f"No --equivalence-margin for `{key}` was given, so a comparison that is not "
+                f"significant is 'inconclusive', never 'no difference'.")
+    return (f"A comparison that is not significant is 'equivalent within ±{margin:g}' "
+            f"(--equivalence-margin {key}={margin:g}) when two one-sided t-tests at level "
+            f"{options.alpha:g} (TOST) put the difference inside the margin, else "
+            f"'inconclusive'.")
+
+
+def _welch_equivalence(comp: Comparison, section: TaskSection, options: ReportOptions) -> None:
+    if comp.significant:
+        return
+    key = Metrics.TEST_PREFIX + section.metric
+    comp.margin = options.equivalence_margins.get(key)
+    a, b = comp.row.values, comp.base.values
+    se = math.sqrt(stats._var(a) / len(a) + stats._var(b) / len(b))
+    low, high = _ci(comp.diff, se, comp.welch.df, options.confidence)
+    if comp.margin:
+        comp.p_tost = verdicts.tost_t(comp.diff, se, comp.welch.df, comp.margin)
+    comp.verdict = verdicts.equivalence_verdict(False, comp.p_tost, options.alpha,
+                                                comp.margin, key, low, high)
+
+
+def _paired_equivalence(comp: PairedComparison, section: TaskSection,
+                        options: ReportOptions) -> None:
+    if comp.significant:
+        return
+    key = Metrics.TEST_PREFIX + section.metric
+    comp.margin = options.equivalence_margins.get(key)
+    r = comp.result
+    se = r.sd / math.sqrt(r.n)
+    if comp.margin:
+        comp.p_tost = verdicts.tost_t(r.mean, se, r.n - 1, comp.margin)
+    comp.verdict = verdicts.equivalence_verdict(False, comp.p_tost, options.alpha,
+                                                comp.margin, key, r.mean - r.half_width,
+                                                r.mean + r.half_width)
+
+
+def _ci(mean: float, se: float, df: float, confidence: float) -> tuple[float, float]:
+    from scipy import stats as sps
+
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    return mean - half, mean + half

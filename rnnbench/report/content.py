@@ -32,6 +32,8 @@ class ReportOptions:
             multirun, the same hyperparameter values in sweeps) and tests the per-point
             differences, else compares unpaired; ``paired`` refuses comparisons that
             cannot be paired; ``unpaired``: Welch's test only.
+        equivalence_margins: per test metric (``test_mse``), the margin δ in its units
+            within which a comparison that is not significant is called equivalent (TOST).
     """
 
     baseline: str = "lstm"
@@ -41,6 +43,7 @@ class ReportOptions:
     alpha: float = ALPHA
     trial_fraction: float = TRIAL_FRACTION
     design: str = "auto"
+    equivalence_margins: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +96,8 @@ class Comparison:
     significant: bool | None = None
     verdict: str = ""
     mde: float = math.nan
+    margin: float | None = None
+    p_tost: float = math.nan
 
 
 @dataclass
@@ -115,6 +120,48 @@ class PairedComparison:
     mde_alpha: float = math.nan
     significant: bool | None = None
     verdict: str = ""
+    margin: float | None = None
+    p_tost: float = math.nan
+    p_perm: float = math.nan  # exact sign-flip permutation test, with fewer than 6 pairs
+
+
+@dataclass
+class BudgetCurve:
+    """A row's expected best score as a function of the search's size k = 1..n: of the
+    sweep's objective, and the test metric of the trial that objective picks, each with
+    bootstrap interval bounds."""
+
+    row: Row
+    n: int
+    ks: list[int]
+    objective: list[float]
+    objective_low: list[float]
+    objective_high: list[float]
+    test: list[float]
+    test_low: list[float]
+    test_high: list[float]
+
+
+@dataclass
+class BudgetComparison:
+    """A row against the baseline at the same search size k: the expected test metric of
+    the best-by-objective trial of k, their difference with its bootstrap interval."""
+
+    row: Row
+    base: Row
+    k: int
+    value: float
+    base_value: float
+    diff: float
+    low: float
+    high: float
+    p: float
+    p_holm: float = math.nan
+    significant: bool | None = None
+    margin: float | None = None
+    p_tost: float = math.nan
+    verdict: str = ""
+    replicates: str = "trials (bootstrap)"
 
 
 @dataclass
@@ -151,6 +198,10 @@ class TaskSection:
     trivial: dict[str, float] = field(default_factory=dict)
     selection_note: str = ""
     importance: Importance | None = None
+    budget_curves: list[BudgetCurve] = field(default_factory=list)
+    budget: list[BudgetComparison] = field(default_factory=list)
+    budget_k: int = 0
+    budget_note: str = ""
     runs: list[RunRecord] = field(default_factory=list)
 
     @property

@@ -16,6 +16,7 @@ from rnnbench.report import figures
 from rnnbench.report.content import Analysis, TaskSection
 from rnnbench.report.document import (Code, Document, Figure, Heading, Para, Table, code, fmt,
                                       fmt_ci, fmt_interval, fmt_p, fmt_pct, raw, slug, utc)
+from rnnbench.report.render_budget import budget_part
 from rnnbench.report.runs import natural_key, shorten
 from rnnbench.tracking import Metrics, RunKind, Tags
 
@@ -100,6 +101,7 @@ def _section(doc: Document, s: TaskSection, opts: Any) -> None:
             f"{k} {fmt(v)}" for k, v in s.trivial.items()) + "."))
     _results(doc, s, opts, key)
     _significance(doc, s, opts, key)
+    budget_part(doc, s, opts, key)
     _learning_curves(doc, s, key)
     _gradient_flow(doc, s, key)
     if s.importance is not None:
@@ -254,22 +256,23 @@ def _significance(doc: Document, s: TaskSection, opts: Any, key: str) -> None:
             rows.append([c.row.label, c.base.label, str(r.n), fmt_ci(r.mean, r.half_width)
                          if r.n >= 3 else f"{fmt(r.mean)} (n={r.n}: no CI)",
                          fmt(r.dz, 3), f"{worse} of {r.n}", fmt_p(r.p_t), fmt_p(c.p_t_holm),
-                         fmt_p(r.p_w), fmt_p(c.p_w_holm), fmt(c.mde, 3),
-                         _verdict_with_mde(c.verdict, c.mde)])
+                         fmt_p(r.p_w), fmt_p(c.p_w_holm), fmt_p(c.p_perm), fmt(c.mde, 3),
+                         fmt_p(c.p_tost), _verdict_with_mde(c.verdict, c.mde)])
             csv_rows.append([c.row.label, c.base.label, r.n, raw(r.mean), raw(r.half_width),
                              raw(r.sd), raw(r.dz), r.positive, r.negative, raw(r.t),
                              raw(r.p_t), raw(c.p_t_holm), raw(r.w), raw(r.p_w),
-                             raw(c.p_w_holm), raw(c.mde), raw(c.mde_alpha),
+                             raw(c.p_w_holm), raw(c.p_perm), raw(c.mde), raw(c.mde_alpha),
+                             "" if c.margin is None else raw(c.margin), raw(c.p_tost),
                              "" if c.significant is None else str(c.significant).lower(),
                              c.verdict, " | ".join(c.points)])
         doc.add(Table(doc.unique(f"{key}-paired"),
                       ["cell", "baseline", "pairs", "Δ mean (95% CI)", "d_z", "worse at",
-                       "p (t)", "p (t, Holm)", "p (Wilcoxon)", "p (Wilcoxon, Holm)", "MDE",
-                       "verdict"], rows,
+                       "p (t)", "p (t, Holm)", "p (Wilcoxon)", "p (Wilcoxon, Holm)",
+                       "p (sign-flip, exact)", "MDE", "TOST p", "verdict"], rows,
                       ["row", "baseline", "pairs", "diff_mean", "diff_ci_half_width", "diff_sd",
                        "d_z", "n_diff_positive", "n_diff_negative", "t", "p_t", "p_t_holm",
-                       "wilcoxon_w", "p_wilcoxon", "p_wilcoxon_holm", "mde", "mde_alpha",
-                       "significant", "verdict", "points"], csv_rows))
+                       "wilcoxon_w", "p_wilcoxon", "p_wilcoxon_holm", "p_sign_flip", "mde",
+                       "mde_alpha", "margin", "p_tost", "significant", "verdict", "points"], csv_rows))
     elif s.paired_note:
         doc.add(Para(s.paired_note))
     if s.paired and not trial:
@@ -281,21 +284,29 @@ def _significance(doc: Document, s: TaskSection, opts: Any, key: str) -> None:
                      f"{opts.trial_fraction:.0%} of each variant's trials by the sweep's "
                      f"objective, compared unpaired (the best points differ between "
                      f"variants)."))
+        doc.add(Para("Caveat: this test is pseudo-replicated. The best trials of one search "
+                     "are not independent replicates (every trial shares one seed and one "
+                     "oracle seed, so the spread between repeated searches is never "
+                     "measured), and searches of different sizes give top fractions of "
+                     "different quality. Kept as Greff et al.'s protocol; the comparison at "
+                     "equal budgets below is the one to read."))
     else:
         doc.add(Heading(3, f"Significance against {opts.baseline}"))
     doc.add(Para(s.baseline_note))
     if s.comparisons:
         doc.add(Table(
             doc.unique(f"{key}-significance"),
-            ["cell", "baseline", "Δ mean", "Δ %", "t", "df", "p", "p (Holm)", "MDE", "verdict"],
+            ["cell", "baseline", "Δ mean", "Δ %", "t", "df", "p", "p (Holm)", "MDE", "TOST p",
+             "verdict"],
             [[c.row.label, c.base.label, fmt(c.diff), fmt_pct(c.rel), fmt(c.welch.t, 3),
               fmt(c.welch.df, 3), fmt_p(c.welch.p), fmt_p(c.p_holm), fmt(c.mde, 3),
-              _verdict_with_mde(c.verdict, c.mde)]
+              fmt_p(c.p_tost), _verdict_with_mde(c.verdict, c.mde)]
              for c in s.comparisons],
-            ["row", "baseline", "diff", "rel_diff", "t", "df", "p", "p_holm", "mde",
-             "significant", "verdict"],
+            ["row", "baseline", "diff", "rel_diff", "t", "df", "p", "p_holm", "mde", "margin",
+             "p_tost", "significant", "verdict"],
             [[c.row.label, c.base.label, raw(c.diff), raw(c.rel), raw(c.welch.t),
               raw(c.welch.df), raw(c.welch.p), raw(c.p_holm), raw(c.mde),
+              "" if c.margin is None else raw(c.margin), raw(c.p_tost),
               "" if c.significant is None else str(c.significant).lower(), c.verdict]
              for c in s.comparisons]))
 
