@@ -241,7 +241,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                 model.save(path)
                 mlrun.log_artifact(path, Artifacts.MODEL_DIR)
             _keep_going(mlrun, "MLflow model", tracking.log_model, mlrun, model,
-                        Artifacts.MODEL_DIR)
+                        Artifacts.MODEL_DIR, task, data)
         if cfg.tracking.tensorboard:
             _keep_going(mlrun, "TensorBoard logs", _tensorboard, cfg, experiment, run_name,
                         mlrun)
