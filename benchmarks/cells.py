@@ -36,18 +36,32 @@ weight gradient is ONE `(B·T)`-row product after the loop, `G = Aᵀ @ Y`: the 
 backward pass that batches its weight gradients (as `cell.gradient=bptt` does) can
 reach.
 
+Cells without a hand-written gradient (the families of issue 24: indrnn, mingru,
+minlstm, lru, slstm, mlstm) run once, with `cell.gradient=auto` (autodiff). The `form`
+column says which form of the recurrence ran in the timed training step: `scan` (the
+family's parallel form over time, `rnnbench.cells.scan`) or `step` (the step loop:
+a family without a parallel form, or one whose scan declined); Keras's built-in layers
+and the `bptt` rows are `step`. The `steps/s ×keras LSTM` column is the plain ratio of
+training steps per second (not normalised by work), which the targets of issue 24 use.
+The ceilings are computed only for cells whose matrices are all 2-D; others show `—`.
+
 After the table, the script prints the targets of issue 17 side by side (XLA on, the
 `bptt` rows): every gated custom cell ≥ 1.0× Keras's LSTM in wall and CPU time, the
 custom LSTM ≥ 1.25× and ≥ 0.85× the batched ceiling, with the load average of the
 machine before and after the timing (the figures mean little when it is far above the
 number of cores). `met` judges the ratio of the best turns; next to it, each ratio turn
 by turn (the two timings of one turn run back to back), as median [lowest–highest], so
-that a verdict inside the machine's noise shows as one.
+that a verdict inside the machine's noise shows as one. Then the targets of issue 24, as
+ratios of steps/s to Keras's LSTM: at T ≥ 1000 (run with `--time 1000`), `mingru` and
+`minlstm` ≥ 10× and `lru` ≥ 5×; at T = 100, `mingru` ≥ 3×, and the step forms of `indrnn`
+and `slstm` ≥ 0.8×. Each shows the form that ran; a target whose cell did not run in
+the form the target names reads `NO (ran <form>)`.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -96,7 +110,39 @@ def matmul_weights(layer):
 
 
 def train_gflop(weights, batch, steps):
-    return 3 * 2 * batch * steps * sum(r * c for _, (r, c) in weights) / 1e9
+    """A `(heads, r, c)` weight (sLSTM's block-diagonal heads) counts `heads·r·c`."""
+    return 3 * 2 * batch * steps * sum(math.prod(shape) for _, shape in weights) / 1e9
+
+
+def has_ceiling(weights, form):
+    """Whether the ceilings apply: a step loop over 2-D recurrent matrices."""
+    return form == "step" and len(weights) > 1 and all(len(s) == 2 for _, s in weights)
+
+
+def record_form(layer):
+    """Makes `layer.form_ran` say which form its last call ran: `scan` when the
+    family's parallel form ran, `step` when it has none or declined (it returned None),
+    or the layer ran the step loop (built-in layers, `bptt`, `unroll`)."""
+    layer.form_ran = "step"
+    scan = getattr(layer, "_scan", None)
+    if scan is None:
+        return layer
+
+    def recorded(*args, **kwargs):
+        result = scan(*args, **kwargs)
+        layer.form_ran = "step" if result is None else "scan"
+        return result
+
+    layer._scan = recorded
+    return layer
+
+
+def row_gradients(cell, gradients):
+    """The `--gradients` a custom cell runs with: its family's hand-written gradient
+    exists, or only autodiff (`cell.gradient=bptt` is refused for it)."""
+    from rnnbench.cells.registry import family_of
+
+    return list(gradients) if family_of(cell).kernel else ["autodiff"]
 
 
 def _operands(weights, batch, steps):
@@ -243,6 +289,48 @@ def targets(table, args, load_before, load_after):
     return "\n".join(lines)
 
 
+def fmt(value, digits):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+#: The speed targets of issue 24, by the sequence length they are set at:
+#: `(cell, form the target is about, least steps/s ratio to keras.layers.LSTM)`.
+MODERN_TARGETS = {
+    1000: (("mingru", "scan", 10.0), ("minlstm", "scan", 10.0), ("lru", "scan", 5.0)),
+    100: (("mingru", "scan", 3.0), ("indrnn", "step", 0.8), ("slstm", "step", 0.8)),
+}
+
+
+def modern_targets(table, args, load_before, load_after):
+    """The targets of issue 24 (steps/s ratios to Keras's LSTM), side by side: the set
+    of T = 1000 when `--time` ≥ 1000, else that of T = 100; XLA-on rows first."""
+    at = 1000 if args.time >= 1000 else 100
+    rows = {}
+    for r in table:
+        if r["impl"] == "custom" and (r["cell"] not in rows or r["xla"] == "on"):
+            rows[r["cell"]] = r
+    lines = [
+        f"targets of issue 24 (set at T={at}, B=64 d=64 n=256; this run B={args.batch} "
+        f"T={args.time} d={args.d} n={args.n}; load average before {load_before}, after "
+        f"{load_after}, {os.cpu_count()} CPUs):",
+        "| target | cell | form | xla | steps/s ×keras LSTM | CPU time | met "
+        "| wall, turn by turn | CPU time, turn by turn |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell, form, goal in MODERN_TARGETS[at]:
+        r = rows.get(cell)
+        if r is None:
+            continue
+        met = "yes" if min(r["x_steps"], r["x_steps_cpu"]) >= goal else "NO"
+        if r["form"] != form:
+            met = f"NO (ran {r['form']})"
+        lines.append(
+            f"| ≥ {goal:g}× keras LSTM steps/s, {form} | {cell} | {r['form']} | {r['xla']} "
+            f"| {r['x_steps']:.3f} | {r['x_steps_cpu']:.3f} | {met} "
+            f"| {spread(r['x_steps_turns'])} | {spread(r['x_steps_cpu_turns'])} |")
+    return "\n".join(lines) if len(lines) > 3 else ""
+
+
 def spread(values):
     """`median [min–max]` of per-turn ratios."""
     import statistics
@@ -264,7 +352,7 @@ def main(argv=None) -> int:
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.xla]
 
     rows = [("lstm", "builtin", "autodiff")] + [(b, "builtin", "autodiff") for b in args.builtins]
-    rows += [(c, "custom", g) for c in args.cells for g in args.gradients]
+    rows += [(c, "custom", g) for c in args.cells for g in row_gradients(c, args.gradients)]
     load_before = load_average()
     print(
         f"B={args.batch} T={args.time} d={args.d} n={args.n}, {args.rounds} turns of "
@@ -277,20 +365,24 @@ def main(argv=None) -> int:
     for jit in modes:
         models = {}
         for cell, impl, gradient in rows:
-            layer = make_recurrent_layer(
+            layer = record_form(make_recurrent_layer(
                 {"name": cell, "impl": impl, "gradient": gradient},
                 args.n,
                 return_sequences=False,
                 name=f"rec_{cell}",
-            )
+            ))
             model = build_model(layer, args, jit)
-            model.train_on_batch(x, y)  # compiles
+            model.train_on_batch(x, y)  # compiles (and records the form that ran)
             weights = matmul_weights(layer)
             shapes = tuple(s for _, s in weights)
-            for kind, make in (("loop", ceiling_function), ("batched", batched_ceiling_function)):
-                if (kind, shapes) not in ceilings:
-                    ceilings[(kind, shapes)] = [make(weights, args.batch, args.time), float("inf")]
-            models[(cell, impl, gradient)] = (model, weights, describe_layer(layer))
+            info = {**describe_layer(layer), "form": layer.form_ran}
+            if has_ceiling(weights, info["form"]):
+                for kind, make in (("loop", ceiling_function),
+                                   ("batched", batched_ceiling_function)):
+                    if (kind, shapes) not in ceilings:
+                        ceilings[(kind, shapes)] = [make(weights, args.batch, args.time),
+                                                    float("inf")]
+            models[(cell, impl, gradient)] = (model, weights, info)
         keys = list(models)
         wall_turns = {key: [] for key in keys}  # seconds per step, turn by turn
         cpu_turns = {key: [] for key in keys}
@@ -317,27 +409,35 @@ def main(argv=None) -> int:
         for key, (model, weights, info) in models.items():
             gflop = train_gflop(weights, args.batch, args.time)
             shapes = tuple(s for _, s in weights)
-            ceiling = gflop / min(ceilings[("loop", shapes)][1])
-            batched_turns = ceilings[("batched", shapes)][1]
-            batched = gflop / min(batched_turns)
+            ceiling = batched = None
+            batched_turns = []
+            if ("loop", shapes) in ceilings and has_ceiling(weights, info["form"]):
+                ceiling = gflop / min(ceilings[("loop", shapes)][1])
+                batched_turns = ceilings[("batched", shapes)][1]
+                batched = gflop / min(batched_turns)
             gflops = gflop / best[key]
             work = gflop / ref_gflop  # per-turn ratios: same turn, back to back
             per_turn = {
                 "x_ref_turns": [work * r / t for r, t in zip(wall_turns[ref], wall_turns[key])],
                 "x_ref_cpu_turns": [work * r / t for r, t in zip(cpu_turns[ref], cpu_turns[key])],
                 "x_batched_turns": [c / t for c, t in zip(batched_turns, wall_turns[key])],
+                "x_steps_turns": [r / t for r, t in zip(wall_turns[ref], wall_turns[key])],
+                "x_steps_cpu_turns": [r / t for r, t in zip(cpu_turns[ref], cpu_turns[key])],
             }
             table.append(
                 {
                     "cell": key[0],
                     "impl": key[1],
                     "gradient": key[2],
+                    "form": info["form"],
                     "xla": "on" if jit else "off",
                     "steps_s": 1 / best[key],
+                    "x_steps": best[ref] / best[key],
+                    "x_steps_cpu": best_cpu[ref] / best_cpu[key],
                     "gflops": gflops,
                     "x_ref": gflops / (ref_gflop / best[ref]),
-                    "x_ceiling": gflops / ceiling,
-                    "x_batched": gflops / batched,
+                    "x_ceiling": None if ceiling is None else gflops / ceiling,
+                    "x_batched": None if batched is None else gflops / batched,
                     "ceiling": ceiling,
                     "batched": batched,
                     "cpu_ms": best_cpu[key] * 1e3,
@@ -352,8 +452,10 @@ def main(argv=None) -> int:
         "cell",
         "impl",
         "gradient",
+        "form",
         "xla",
         "steps/s",
+        "steps/s ×keras LSTM",
         "GFLOP/s",
         "×keras LSTM",
         "×keras LSTM (CPU time)",
@@ -368,15 +470,17 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(header))
     for r in table:
         print(
-            f"| {r['cell']} | {r['impl']} | {r['gradient']} | {r['xla']} | {r['steps_s']:.2f} "
+            f"| {r['cell']} | {r['impl']} | {r['gradient']} | {r['form']} | {r['xla']} "
+            f"| {r['steps_s']:.2f} | {r['x_steps']:.2f} "
             f"| {r['gflops']:.1f} | {r['x_ref']:.2f} | {r['x_ref_cpu']:.2f} "
-            f"| {r['x_ceiling']:.2f} | {r['x_batched']:.2f} | {r['ceiling']:.1f} "
-            f"| {r['batched']:.1f} | {r['cpu_ms']:.0f} | {r['params']} |"
+            f"| {fmt(r['x_ceiling'], 2)} | {fmt(r['x_batched'], 2)} | {fmt(r['ceiling'], 1)} "
+            f"| {fmt(r['batched'], 1)} | {r['cpu_ms']:.0f} | {r['params']} |"
         )
-    summary = targets(table, args, load_before, load_after)
-    if summary:
-        print()
-        print(summary)
+    for summary in (targets(table, args, load_before, load_after),
+                    modern_targets(table, args, load_before, load_after)):
+        if summary:
+            print()
+            print(summary)
     return 0
 
 
