@@ -237,7 +237,7 @@ def test_indrnn_bound_is_the_papers_and_holds_through_training():
 def test_options_are_checked_with_one_clear_message():
     with pytest.raises(ConfigError, match=r"cell 'mingru' has no option 'u_gamma'.*log_space"):
         validate_cell_config({"name": "mingru", "u_gamma": 3.0})
-    with pytest.raises(ConfigError, match=r"cell 'indrnn' has no option 'log_space'.*u_bound_steps"):
+    with pytest.raises(ConfigError, match=r"cell 'indrnn' has no option 'log_space'.*u_bound"):
         validate_cell_config({"name": "indrnn", "log_space": True})
     with pytest.raises(ConfigError, match=r"cell.u_bound_steps"):
         validate_cell_config({"name": "indrnn", "u_gamma": 3.0})
@@ -245,6 +245,8 @@ def test_options_are_checked_with_one_clear_message():
         validate_cell_config({"name": "indrnn", "u_bound_steps": 10, "u_epsilon": 1.5})
     with pytest.raises(ConfigError, match=r"bptt"):
         validate_cell_config({"name": "minlstm", "gradient": "bptt"})
+    with pytest.raises(ConfigError, match=r"recurrent_dropout=0.2 .* set cell.recurrent_dropout=0"):
+        CustomRecurrent("mingru", 4, recurrent_dropout=0.2)
     validate_cell_config({"name": "indrnn", "u_bound_steps": 10, "u_gamma": 3.0})
     validate_cell_config({"name": "minlstm", "log_space": True})
 

@@ -27,6 +27,7 @@ from keras import ops
 
 from rnnbench.cells import scan as scans
 from rnnbench.cells.base import SpecCell, register
+from rnnbench.errors import ConfigError
 
 _BLOCKS = {"gru": ("z", "h"), "lstm": ("f", "i", "h")}
 
@@ -49,8 +50,8 @@ class MinRNNCell(SpecCell):
         units: number of units.
         kind: `"gru"` or `"lstm"`.
         log_space: the paper's log-space version (see the module docstring).
-        **kwargs: those of `SpecCell` (`recurrent_dropout` has nothing to act on: no
-            recurrent product).
+        **kwargs: those of `SpecCell`; `recurrent_dropout` must be 0 (no recurrent
+            product for it to act on: `ConfigError`).
     """
 
     family = "minrnn"
@@ -59,6 +60,12 @@ class MinRNNCell(SpecCell):
 
     def __init__(self, units, kind="gru", log_space=False, **kwargs):
         super().__init__(units, **kwargs)
+        if self.recurrent_dropout > 0:
+            raise ConfigError(
+                f"cell.recurrent_dropout={self.recurrent_dropout} has nothing to act on in "
+                f"min{kind} (its gates see x only; h enters no product with a weight): "
+                "set cell.recurrent_dropout=0, or use cell.dropout"
+            )
         if kind not in _BLOCKS:
             raise ValueError(f"kind must be 'gru' or 'lstm', not {kind!r}")
         self.kind = kind
