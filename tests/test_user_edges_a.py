@@ -64,3 +64,36 @@ def test_logged_co2_model_forecasts_ppm_from_raw_windows_without_rnnbench(tmp_pa
         tracking_uri=f"sqlite:///{db}", dst_path=str(tmp_path / "reqs"))
     text = open(reqs).read()
     assert "rnnbench" not in text and "keras==" in text and "tensorflow==" in text
+
+
+def test_a_custom_search_space_without_name_is_recorded_by_its_file_name(tmp_path):
+    """search_space=mine from the user's own folder, its file without ``name:``: the
+    sweep records ``mine`` (Hydra's choice), not the schema's ``default``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from helpers import ROOT
+    from rnnbench.cli.schema import register_configs
+    from rnnbench.config import to_object
+    from rnnbench.tuning.space import Space
+
+    (tmp_path / "search_space").mkdir()
+    (tmp_path / "search_space" / "mine.yaml").write_text(
+        "defaults: [/schema/search_space@_here_, _self_]\n"
+        "params:\n  lr: {key: optimizer.lr, type: float, low: 1.0e-3, high: 1.0e-2}\n")
+    register_configs()
+    names = {}
+    for choice in ("mine", "greff"):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("tune", overrides=[f"hydra.searchpath=[file://{tmp_path}]",
+                                             f"search_space={choice}"],
+                          return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            with open_dict(cfg):
+                del cfg["hydra"]
+            names[choice] = Space.from_config(to_object(cfg)).name
+        finally:
+            HydraConfig.instance().cfg = None
+    assert names == {"mine": "mine", "greff": "greff"}

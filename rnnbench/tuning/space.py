@@ -53,6 +53,24 @@ def _set(node: DictConfig, key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r} cannot be set: {exc}".split("\n")[0]) from None
 
 
+def space_name(space: Any) -> str:
+    """The name a sweep records for its space: ``search_space.name`` when set, else (left
+    at the schema's ``default``) the option Hydra chose in the ``search_space`` group, so
+    that a file ``mine.yaml`` without ``name:`` is recorded as ``mine``."""
+    if space.name != "default":
+        return space.name
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            choice = HydraConfig.get().runtime.choices.get("search_space")
+            if choice:
+                return str(choice)
+    except (ImportError, ValueError, AttributeError):
+        pass
+    return space.name
+
+
 @dataclass
 class Space:
     """The search space of one sweep, for one cell.
@@ -72,8 +90,9 @@ class Space:
         specs = space.resolve(cell_lineage(cfg.cell.name))
         for label, spec in specs.items():
             check_spec(f"search_space.params.{label} (for cell={cfg.cell.name})", spec)
-        check_unique_keys(f"search_space={space.name} for cell={cfg.cell.name}", specs)
-        out = cls(specs, space.name)
+        name = space_name(space)
+        check_unique_keys(f"search_space={name} for cell={cfg.cell.name}", specs)
+        out = cls(specs, name)
         out.check_against(run_config_node(cfg))
         return out
 
