@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnbench import interrupt, jobs
+from rnnbench.cli import startup
 from rnnbench.cli.job import print_error
 from rnnbench.redaction import take_secrets
 
@@ -94,8 +95,58 @@ def _hydra_main(task_function: Any, config_name: str) -> None:
     from rnnbench.cli.schema import register_configs
 
     register_configs()
+    _report_composition_errors()
     hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(
         task_function)()
+
+
+def _report_composition_errors() -> None:
+    """Hydra's errors about the command line (an unknown key, a bad value or choice, an
+    override it cannot parse) as rnnbench's own: one message, exit status 2, like every
+    other user error; an unknown key gets the nearest known one at once."""
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import (ConfigCompositionException, MissingConfigException,
+                              OverrideParseException)
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "rnnbench", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except (ConfigCompositionException, MissingConfigException,
+                    OverrideParseException) as exc:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print_error(composition_message(exc))
+                sys.exit(2)
+        return original(guarded)
+
+    run_and_report.rnnbench = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
+
+
+def composition_message(exc: BaseException) -> str:
+    """The user's message for a Hydra composition error: for a key the schema does not
+    have, the keys it has and the nearest one; else Hydra's own words."""
+    import dataclasses
+    import difflib
+
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    kind = getattr(cause, "object_type", None)
+    text = " ".join(str(exc).split("Config search path")[0].split())
+    if key and "not in" in str(cause) and dataclasses.is_dataclass(kind):
+        known = sorted(f.name for f in dataclasses.fields(kind))
+        parent, _, leaf = str(key).rpartition(".")
+        near = difflib.get_close_matches(leaf, known, n=1)
+        hint = f" Did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
+        return (f"{key} is not a config key ({parent or 'the config'} has: "
+                f"{', '.join(known)}).{hint} Nothing was run.")
+    detail = " ".join(str(cause).split("\n")[0].split()) if cause is not None else ""
+    return text + (f" ({detail})" if detail and detail not in text else "")
 
 
 def replay_main(argv: list[str]) -> int:
@@ -135,9 +186,14 @@ def main() -> None:
     interrupt.install()
     _enable_crash_traceback()
     sys.argv[1:] = take_secrets(sys.argv[1:])
+    if sys.argv[1:2] in (["--version"], ["-V"]):
+        print(startup.version_line())
+        sys.exit(0)
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        startup.hide_groups_in_help()  # those of rnnbench-tune only
     from rnnbench.cli.job import run_job
 
-    _run_hydra(run_job, "config", "job(s)")
+    _run_hydra(startup.prepared(run_job), "config", "job(s)")
 
 
 def _run_hydra(task_function: Any, config_name: str, what: str) -> None:
@@ -159,18 +215,21 @@ def _run_hydra(task_function: Any, config_name: str, what: str) -> None:
             failed = jobs.print_summary()
     if failed:
         print_error(f"{failed} {what} of the multirun FAILED (listed above).")
-        sys.exit(1)
+        sys.exit(jobs.failed_exit_code())
 
 
 def tune_main() -> None:
     """``rnnbench-tune``: a keras-tuner sweep sharing rnnbench's config."""
     from rnnbench.cli.job import tune_job
 
+    if sys.argv[1:2] in (["--version"], ["-V"]):
+        print(startup.version_line())
+        sys.exit(0)
     check_plugins(sys.argv[1:])
     interrupt.install()
     _enable_crash_traceback()
     sys.argv[1:] = take_secrets(sys.argv[1:])
-    _run_hydra(tune_job, "tune", "sweep(s)")
+    _run_hydra(startup.prepared(tune_job), "tune", "sweep(s)")
 
 
 def report_main() -> None:

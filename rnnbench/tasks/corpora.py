@@ -18,6 +18,7 @@ from typing import Any
 
 from rnnbench.errors import DataError
 from rnnbench.tasks import cache
+from rnnbench.tasks.files import check_file, check_file_or_folder
 
 
 @dataclass
@@ -142,19 +143,23 @@ class Corpus:
 
 
 def _read_text(path: Path) -> str:
+    check_file(str(path), "task.path", "text file")
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
     except OSError as exc:
         raise DataError(f"{path} cannot be read ({exc.strerror}).") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise DataError(f"{path} is not a text file: it holds NUL bytes (the first at "
+                        f"character {nul}). Point task.path at UTF-8 text (or a folder of "
+                        ".txt files).")
+    return text
 
 
 def _existing(path_str: str, key: str = "task.path") -> Path:
-    path = Path(path_str).expanduser()
-    if not path.exists():
-        raise DataError(f"{key}={path_str}: no such file or folder.")
-    return path
+    return check_file_or_folder(path_str, key)
 
 
 def _gensim_file(name: str) -> Path:

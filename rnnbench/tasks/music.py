@@ -113,6 +113,39 @@ def load_roll(name: str, step: float) -> np.ndarray:
     return cache.cached_arrays("chorales", key, build)["roll"]
 
 
+class ParseProgress:
+    """A counter of the chorales parsed, on stderr: one ``\\r``-rewritten line on a
+    terminal, else a line every ``every`` chorales (and at the end).
+
+    Args:
+        total: how many chorales will be parsed (0: nothing is printed).
+        every: the step between lines when stderr is not a terminal.
+    """
+
+    def __init__(self, total: int, every: int = 25, stream: Any = None) -> None:
+        import sys
+
+        self.total, self.every, self.count = total, every, 0
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def step(self, name: str) -> None:
+        self.count += 1
+        line = f"chorales: parsed {self.count}/{self.total} ({name})"
+        if self.tty:
+            self.stream.write(f"\r{line:<72}")
+        elif self.count % self.every == 0 or self.count == self.total:
+            self.stream.write(line + "\n")
+        else:
+            return
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.count:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
     perm = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
@@ -153,7 +186,17 @@ class ChoralesTask(Task):
         if missing:
             print(f"chorales: parsing {len(missing)} chorales with music21 (once; cached "
                   f"under {cache.cache_root() / 'arrays' / 'chorales'})", flush=True)
-        rolls = {k: [load_roll(names[i], cfg.step_quarters) for i in v] for k, v in index.items()}
+        progress = ParseProgress(len(missing))
+        todo = set(missing)
+        rolls: dict[str, list[np.ndarray]] = {}
+        for k, v in index.items():
+            rolls[k] = []
+            for i in v:
+                rolls[k].append(load_roll(names[i], cfg.step_quarters))
+                if names[i] in todo:
+                    todo.discard(names[i])
+                    progress.step(names[i])
+        progress.done()
         for split, rs in rolls.items():
             if not rs:
                 raise DataError(f"task=chorales: the {split} split is empty; raise "

@@ -14,6 +14,9 @@ import numpy as np
 
 from rnnbench.errors import DataError
 from rnnbench.tasks.base import DatasetInfo, Task, TaskData, make_pipeline
+from rnnbench.tasks.files import check_file, check_text
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def digest_array(values: np.ndarray) -> str:
@@ -298,13 +301,22 @@ class CsvSeriesTask(SeriesTask):
         if path.is_dir():
             raise DataError(f"task.path={cfg.path} is a folder; task=timeseries_csv needs a "
                             f"CSV file, e.g. task.path={path / 'series.csv'}.")
-        if not path.is_file():
-            raise DataError(f"task.path={cfg.path}: no such file.")
+        check_text(check_file(cfg.path, "task.path", "CSV file"))
+        if path.stat().st_size == 0:
+            raise DataError(f"task.path={cfg.path} is empty (0 bytes): a CSV file with a "
+                            "header line and one row per value is expected.")
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(f"task.path={cfg.path}: not a readable CSV file ({exc}).") from None
+            raise DataError(f"task.path={cfg.path}: not a readable CSV file ({str(exc).strip()}).") from None
         columns = [str(c) for c in frame.columns]
+        header = _header(path)
+        dupes = sorted({c for c in header if header.count(c) > 1})
+        if dupes:
+            raise DataError(f"{path}: the header names the column(s) {', '.join(map(repr, dupes))} "
+                            "more than once, so task.column would be ambiguous. Rename them.")
+        if len(frame) == 0:
+            raise DataError(f"{path} has a header ({', '.join(columns)}) but no data rows.")
         if not cfg.column:
             raise DataError(f"task=timeseries_csv needs task.column=<one of: "
                             f"{', '.join(columns)}> for {path}.")
@@ -314,16 +326,10 @@ class CsvSeriesTask(SeriesTask):
                 raise DataError(f"task.{key}={name!r} is not a column of {path}. Its columns "
                                 f"are: {', '.join(columns)}.")
         if cfg.date_column:
-            dates = pd.to_datetime(frame[cfg.date_column], errors="coerce")
-            bad = np.flatnonzero(dates.isna().to_numpy())
-            if len(bad):
-                row = int(bad[0])
-                raise DataError(
-                    f"{path}, row {row + 2} (line {row + 2} counting the header): "
-                    f"task.date_column={cfg.date_column!r} value "
-                    f"{frame[cfg.date_column].iloc[row]!r} is not a date.")
+            dates = parse_dates(frame[cfg.date_column], path, cfg.date_column)
             order = np.argsort(dates.to_numpy(), kind="stable")
             frame = frame.iloc[order]
+            check_unique_dates(dates.iloc[order], frame, path, cfg.date_column)
         raw = frame[cfg.column].str.strip()
         numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(numbers))
@@ -335,6 +341,15 @@ class CsvSeriesTask(SeriesTask):
                 f"{path}, line {line} (data row {line - 1}): column {cfg.column!r} {what}"
                 f"{f' ({len(bad)} such rows in all)' if len(bad) > 1 else ''}. "
                 "Every value must be a finite number; fill or drop those rows.")
+        huge = np.flatnonzero(np.abs(numbers) > FLOAT32_MAX)
+        if len(huge):
+            i = int(huge[0])
+            line = int(frame.index[i]) + 2
+            raise DataError(
+                f"{path}, line {line} (data row {line - 1}): column {cfg.column!r} value "
+                f"{raw.iloc[i]!r} is beyond float32's range (±{FLOAT32_MAX:.3g}), in which "
+                f"the model trains{f' ({len(huge)} such rows in all)' if len(huge) > 1 else ''}. "
+                "Rescale the column (e.g. to other units) or drop those rows.")
         info = DatasetInfo(
             name=path.stem,
             source=str(path.resolve()),
@@ -344,3 +359,59 @@ class CsvSeriesTask(SeriesTask):
             extra={"column": cfg.column, "date_column": cfg.date_column or ""},
         )
         return numbers, info
+
+
+def _header(path) -> list[str]:
+    """The column names of a CSV file's first line, as written (pandas renames repeats)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
+
+
+def parse_dates(column, path, key: str):
+    """The dates of ``task.date_column``, or a DataError naming the file, the column and
+    the first value that is not a date. Mixed UTC offsets are compared in UTC."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+        try:
+            dates = pd.to_datetime(column, errors="coerce")
+        except (ValueError, TypeError, OverflowError):
+            try:  # e.g. "Mixed timezones detected": times with different UTC offsets
+                dates = pd.to_datetime(column, errors="coerce", utc=True)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise DataError(f"{path}: task.date_column={key!r} cannot be read as dates "
+                                f"({exc}); e.g. the value {column.iloc[0]!r}. Use one date "
+                                "format, e.g. 2020-01-31 or 2020-01-31T12:00.") from None
+        if dates.isna().any() and not column.iloc[0:1].empty:
+            try:  # one format per value (e.g. 20200101 then 2020-01-02)
+                dates = pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
+            except (ValueError, TypeError, OverflowError):
+                pass
+    bad = np.flatnonzero(dates.isna().to_numpy())
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(
+            f"{path}, row {row + 2} (line {row + 2} counting the header): "
+            f"task.date_column={key!r} value {column.iloc[row]!r} is not a date"
+            f"{f' ({len(bad)} such rows in all)' if len(bad) > 1 else ''}. Fix or drop "
+            "those rows, or leave task.date_column unset to keep the file's order.")
+    return dates
+
+
+def check_unique_dates(dates, frame, path, key: str) -> None:
+    """Refuse a date that appears on more than one row (sorted ``dates``, ``frame`` in
+    the same order): the series' order would depend on the file's row order."""
+    values = dates.to_numpy()
+    same = np.flatnonzero(values[1:] == values[:-1])
+    if len(same):
+        i = int(same[0])
+        lines = sorted(int(frame.index[j]) + 2 for j in (i, i + 1))
+        raise DataError(
+            f"{path}: task.date_column={key!r} has the date {frame[key].iloc[i]!r} on lines "
+            f"{lines[0]} and {lines[1]} ({len(same)} repeated date(s) in all). Each row must "
+            "be one time step: aggregate or drop the repeats.")

@@ -429,6 +429,10 @@ def _create_sqlite_store(db: Path) -> None:
 
     tmp = db.resolve().parent / f".{db.name}.{os.getpid()}.creating"
     tmp_uri = f"sqlite:///{tmp}"
+    # MLflow's "Creating initial MLflow database tables" and alembic's migration steps
+    # are INFO records of a store being made; a new store is not news
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         mlflow.MlflowClient(tmp_uri).search_experiments(max_results=1)  # the schema
         engine = SqlAlchemyStore._engine_map.pop(tmp_uri, None)
