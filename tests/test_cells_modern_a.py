@@ -135,8 +135,8 @@ def _load(layer, cell, P):
 
 
 def _layer(cell, n, *, dtype="float32", **kw):
-    options = {k: kw.pop(k) for k in list(kw) if k in ("log_space", "u_bound_steps",
-                                                       "u_gamma", "u_epsilon")}
+    names = ("log_space", "parallel_scan", "u_bound_steps", "u_gamma", "u_epsilon")
+    options = {k: kw.pop(k) for k in list(kw) if k in names}
     return CustomRecurrent(cell, n, return_sequences=True, dtype=dtype, **options, **kw)
 
 
@@ -203,14 +203,20 @@ def test_scan_runs_in_training_and_steps_when_the_length_is_unknown():
 
     x = RNG.normal(size=(2, 9, 3)).astype("float32")
     unknown_length = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 3))])
+    stepped = _layer("minlstm", 4, parallel_scan=False)
+    stepped.build(x.shape)
     type(layer.cell).scan = spy
     try:
         static = np.asarray(layer(x))
         dynamic = np.asarray(unknown_length(x))
+        assert calls == [True, False]
+        stepped.set_weights(layer.get_weights())
+        off = np.asarray(stepped(x))
     finally:
         type(layer.cell).scan = scan
-    assert calls[0] is True and False in calls
+    assert calls == [True, False, False]  # cell.parallel_scan=false: the step loop
     np.testing.assert_allclose(static, dynamic, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(static, off, rtol=1e-5, atol=1e-6)
 
 
 def test_indrnn_bound_is_the_papers_and_holds_through_training():
