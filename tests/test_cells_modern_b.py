@@ -146,32 +146,43 @@ def test_parameter_counts_are_the_weights_created_and_listed():
 @pytest.mark.parametrize("cell", ["lru", "mlstm"])
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-10)])
 def test_parallel_form_equals_the_step_form(cell, dtype, tol, monkeypatch):
-    """The layer trains with the parallel form (`scan`); with `unroll=True` it steps.
-    Outputs, final states and gradients agree, with a mask and go_backwards."""
+    """The layer trains with the parallel form (`scan`); with `parallel=False` it steps.
+    Outputs, final states and gradients agree, with a mask and go_backwards, and
+    without a mask (where the LRU's output product runs for the last step only)."""
     rng, x, mask = inputs_and_mask(7)
     P = random_params(cell, rng)
     calls = []
     cls = type(make_layer(cell).cell)
     scan = cls.scan
-    monkeypatch.setattr(cls, "scan", lambda self, *a, **k: calls.append(1) or scan(self, *a, **k))
-    results = []
-    for unroll in (False, True):
-        layer = make_layer(cell, dtype=dtype, go_backwards=True, unroll=unroll)
-        load(layer, cell, P)
-        xt = tf.constant(x, dtype)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            out, *states = layer(xt, mask=mask, training=True)
-            loss = tf.reduce_sum(out * tf.cos(tf.range(T, dtype=dtype))[None, :, None])
-        grads = tape.gradient(loss, [layer.trainable_weights, xt])
-        results.append((out, states, grads))
-        assert len(calls) == 1, "the parallel form ran for unroll=False only"
-    (o1, s1, g1), (o2, s2, g2) = results
-    assert rel_err(o1, o2) < tol
-    for a, b in zip(s1, s2):
-        assert rel_err(a, b) < tol
-    for a, b in zip(g1[0] + [g1[1]], g2[0] + [g2[1]]):
-        assert rel_err(a, b) < tol * 10
+
+    def counted(self, *args, **kwargs):
+        result = scan(self, *args, **kwargs)
+        calls.extend([] if result is None else [1])
+        return result
+
+    monkeypatch.setattr(cls, "scan", counted)
+    for m, backwards, sequences in ((mask, True, True), (None, False, False)):
+        results = []
+        for parallel in (True, False):
+            layer = CustomRecurrent(cell, N, return_sequences=sequences, return_state=True,
+                                    go_backwards=backwards, parallel=parallel, dtype=dtype)
+            layer.build((None, T, D))
+            load(layer, cell, P)
+            xt = tf.constant(x, dtype)
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                out, *states = layer(xt, mask=m, training=True)
+                weight = tf.cos(tf.range(out.shape[-1], dtype=dtype))
+                loss = tf.reduce_sum(out * weight) + sum(tf.reduce_sum(s) for s in states)
+            grads = tape.gradient(loss, [layer.trainable_weights, xt])
+            results.append((out, states, grads))
+        assert len(calls) == (1 if m is not None else 2), "the parallel form ran, and only once"
+        (o1, s1, g1), (o2, s2, g2) = results
+        assert rel_err(o1, o2) < tol
+        for a, b in zip(s1, s2):
+            assert rel_err(a, b) < tol
+        for a, b in zip(g1[0] + [g1[1]], g2[0] + [g2[1]]):
+            assert rel_err(a, b) < tol * 10
 
 
 def test_stabiliser_does_not_change_h():
@@ -234,8 +245,9 @@ def test_bad_options_are_config_errors(cfg, match):
 
 @pytest.mark.parametrize("cfg, keys", [
     ({"name": "slstm", "r_min": 0.5}, ("heads", "forget_activation")),
-    ({"name": "lru", "heads": 2}, ("r_min", "r_max", "max_phase")),
-    ({"name": "mlstm", "heads": 2}, ("forget_activation",)),
+    ({"name": "slstm", "parallel": False}, ("heads", "forget_activation")),
+    ({"name": "lru", "heads": 2}, ("r_min", "r_max", "max_phase", "parallel")),
+    ({"name": "mlstm", "heads": 2}, ("forget_activation", "parallel")),
 ])
 def test_an_option_of_another_family_names_the_keys_it_has(cfg, keys):
     with pytest.raises(ConfigError) as info:

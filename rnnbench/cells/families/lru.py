@@ -85,6 +85,8 @@ class LRUCell(SpecCell):
         r_min: smallest |λ| at initialisation, in [0, r_max).
         r_max: largest |λ| at initialisation, below 1.
         max_phase: largest phase of λ at initialisation, in (0, 2π].
+        parallel: train with the parallel scan over time (`scan`); False runs the step
+            loop (the same numbers).
         Other arguments: those of `SpecCell` (`recurrent_dropout` must be 0: the cell has
         no recurrent product; the initialisers of B, C, D are the paper's).
     """
@@ -94,7 +96,8 @@ class LRUCell(SpecCell):
     recurrent = False
     gradient_kernel = None
 
-    def __init__(self, units, r_min=0.9, r_max=0.999, max_phase=2 * math.pi, **kwargs):
+    def __init__(self, units, r_min=0.9, r_max=0.999, max_phase=2 * math.pi, parallel=True,
+                 **kwargs):
         message = check_ring({"r_min": r_min, "r_max": r_max})
         if message:
             raise ConfigError(message)
@@ -103,6 +106,7 @@ class LRUCell(SpecCell):
                               "recurrent product to drop (use cell.dropout)")
         super().__init__(units, **kwargs)
         self.r_min, self.r_max, self.max_phase = float(r_min), float(r_max), float(max_phase)
+        self.parallel = bool(parallel)
         self.state_size = [self.units] * 3
 
     def build(self, input_shape):
@@ -180,10 +184,11 @@ class LRUCell(SpecCell):
     def scan(self, projected, initial_state, mask, *, return_sequences=True,
              zero_output_for_mask=False):
         """Every step at once: the recurrence as one parallel scan over time
-        (`rnnbench.cells.scan`), then the output product over all steps. `projected` is
-        in processing order. None (the step loop) when the length is not static."""
-        if static_length(projected) is None:
-            return None  # the scan needs the length when the graph is built: step loop
+        (`rnnbench.cells.scan`), then the output product over all steps (only the last
+        one without `return_sequences` and mask). `projected` is in processing order.
+        None (the step loop) when the length is not static or `parallel` is off."""
+        if not self.parallel or static_length(projected) is None:
+            return None  # the step loop
         w = self.read_step_weights()
         y0, x0_re, x0_im = initial_state
         b_re, b_im, du = ops.split(projected, 3, axis=-1)
@@ -192,6 +197,9 @@ class LRUCell(SpecCell):
         # a masked step keeps the state (a = 1, b = 0: done by the scan)
         x_re, x_im = complex_linear_scan((a_re, a_im), (b_re, b_im), h0=(x0_re, x0_im),
                                          mask=mask)
+        if not return_sequences and mask is None:  # only the last output is read
+            y = self._output(x_re[:, -1], x_im[:, -1], du[:, -1], w["output_kernel"])
+            return y, ops.expand_dims(y, 1), [y, x_re[:, -1], x_im[:, -1]]
         y = self._output(x_re, x_im, du, w["output_kernel"])
         if mask is not None:
             y = masked_outputs(y, mask, y0, zero_output_for_mask)
@@ -199,7 +207,7 @@ class LRUCell(SpecCell):
 
     def get_config(self):
         return {**super().get_config(), "r_min": self.r_min, "r_max": self.r_max,
-                "max_phase": self.max_phase}
+                "max_phase": self.max_phase, "parallel": self.parallel}
 
 
 CELL = LRUCell

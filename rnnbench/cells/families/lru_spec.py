@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from rnnbench.cells.families import CellSpec, Family, Option
+from rnnbench.cells.families.slstm_spec import PARALLEL
 
 
 def check_ring(values: dict[str, Any]) -> str | None:
@@ -39,6 +40,7 @@ FAMILY = Family(
                check=lambda v: 0 < v < 1, allowed="a number in (0, 1), above cell.r_min"),
         Option("max_phase", float, 2 * math.pi, "largest phase of λ at initialisation",
                check=lambda v: 0 < v <= 2 * math.pi, allowed="a number in (0, 2π]"),
+        PARALLEL,
     ),
     check=check_ring,
     cells=(
@@ -47,7 +49,7 @@ FAMILY = Family(
             summary=("λ = exp(−exp(ν) + i·exp(θ)); x' = λ⊙x + γ⊙(B u), γ = sqrt(1 − |λ|²) "
                      "at init; y = Re(C x') + D⊙u"),
             gates=(),
-            options=frozenset({"r_min", "r_max", "max_phase"}),
+            options=frozenset({"r_min", "r_max", "max_phase", "parallel"}),
             param_count=param_count,
             source="Orvieto et al. 2023, eq. (1), §3.2-3.3",
         ),

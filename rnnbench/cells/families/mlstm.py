@@ -137,6 +137,7 @@ class MLSTMCell(SpecCell):
     Args:
         units: number of units `n` (size of q, k, v and h).
         forget_activation: `"sigmoid"` (default) or `"exp"`, eq. (26).
+        parallel: train with the parallel form (`scan`); False runs the step loop.
         Other arguments: those of `SpecCell` (`recurrent_dropout` must be 0: no
         recurrent product).
     """
@@ -146,7 +147,7 @@ class MLSTMCell(SpecCell):
     recurrent = False
     gradient_kernel = None
 
-    def __init__(self, units, forget_activation="sigmoid", **kwargs):
+    def __init__(self, units, forget_activation="sigmoid", parallel=True, **kwargs):
         if forget_activation not in FORGET_GATES:
             raise ConfigError(f"cell.forget_activation={forget_activation!r} is not allowed: "
                               f"one of {', '.join(FORGET_GATES)}")
@@ -155,6 +156,7 @@ class MLSTMCell(SpecCell):
                               "h_{t-1}, so there is no recurrent product (use cell.dropout)")
         super().__init__(units, **kwargs)
         self.forget_activation = forget_activation
+        self.parallel = bool(parallel)
         n = self.units
         self.state_size = [n, n * n, n, 1]
 
@@ -202,7 +204,9 @@ class MLSTMCell(SpecCell):
     def scan(self, projected, initial_state, mask, *, return_sequences=True,
              zero_output_for_mask=False):
         """Every step at once (`mlstm_parallel`); a masked step repeats the output before
-        it. `projected` is in processing order."""
+        it. `projected` is in processing order. None (the step loop) with `parallel` off."""
+        if not self.parallel:
+            return None
         h0, C0, n0, m0 = initial_state
         h, (C, nrm, m) = mlstm_parallel(projected, self.units, mask=mask,
                                         state=[C0, n0, m0], forget=self.forget_activation)
@@ -211,7 +215,8 @@ class MLSTMCell(SpecCell):
         return h[:, -1], h, [h[:, -1], C, nrm, m]
 
     def get_config(self):
-        return {**super().get_config(), "forget_activation": self.forget_activation}
+        return {**super().get_config(), "forget_activation": self.forget_activation,
+                "parallel": self.parallel}
 
 
 CELL = MLSTMCell

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from rnnbench.cells.families import CellSpec, Family
-from rnnbench.cells.families.slstm_spec import FORGET_ACTIVATION
+from rnnbench.cells.families.slstm_spec import FORGET_ACTIVATION, PARALLEL
 
 
 def param_count(d: int, n: int) -> int:
@@ -17,14 +17,14 @@ FAMILY = Family(
     summary="mLSTM: matrix memory C, normaliser n, stabiliser m (Beck et al. 2024)",
     kernel=False,
     parallel=True,
-    options=(FORGET_ACTIVATION,),
+    options=(FORGET_ACTIVATION, PARALLEL),
     cells=(
         CellSpec(
             name="mlstm",
             summary=("C' = f C + i v kᵀ; n' = f n + i k; h' = o⊙C' q / max(|n'ᵀq|, 1); "
                      "i = exp(ĩ), f = σ(f̃) scalars; q, k, v, o from x only"),
             gates=("input", "forget", "output"),
-            options=frozenset({"forget_activation"}),
+            options=frozenset({"forget_activation", "parallel"}),
             param_count=param_count,
             source="Beck et al. 2024, eqs. (19)-(27)",
         ),

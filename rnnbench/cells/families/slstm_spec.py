@@ -13,6 +13,13 @@ FORGET_ACTIVATION = Option(
 )
 
 
+#: Whether a family with a parallel form trains with it (lru, mlstm); false: step loop.
+PARALLEL = Option(
+    "parallel", bool, True,
+    "train with the parallel form over time (false: the step loop; same numbers)",
+)
+
+
 def param_count(d: int, n: int, heads: int = 1) -> int:
     """Four gates (z, i, f, o) with input kernel and bias, and a block-diagonal recurrent
     matrix of `heads` blocks of (n/heads)² each."""
