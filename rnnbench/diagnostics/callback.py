@@ -329,6 +329,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             profile, extra, metrics = None, self.recurrent.trace_statistics(self.x, valid), {}
         metrics.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in extra.items()})
         metrics.update(self.recurrent.spectral_norms())
+        metrics.update(self.recurrent.eigenvalue_moduli())
         return profile, metrics
 
     def _finish_epoch(self, step: int, metrics: dict[str, float], evaluate: bool) -> None:

@@ -25,13 +25,23 @@ padded steps are still run through the layer, as in the model, but not counted):
 Spectral norms (largest singular value), of the weights after the epoch:
 
 - ``spectral_norm/<layer>``: the whole fused recurrent kernel ``U`` (``n × k·n``), which
-  maps ``h`` to every block's recurrent pre-activation at once (none for a family
-  without one, ``SpecCell.recurrent = False``);
+  maps ``h`` to every block's recurrent pre-activation at once; for ``slstm``, whose
+  ``R`` is block-diagonal over heads (stored ``(heads, n/heads, 4·n/heads)``), the
+  largest of the heads' norms (the norm of the block-diagonal matrix); for ``indrnn``,
+  whose recurrent weight is a vector ``u`` (the diagonal matrix ``diag(u)``), ``max |u|``;
+  none for a family without a recurrent weight (``lru``, ``mingru``, ``minlstm``,
+  ``mlstm``: their gates and state updates do not read ``h`` through a weight);
 - ``spectral_norm/<layer>/<block>``: each ``n × n`` block (``input``, ``forget``,
-  ``cell``, ``output``; ``update``, ``reset``, ``candidate``), for cells with more
-  than one block;
+  ``cell``, ``output``; ``update``, ``reset``, ``candidate``; ``z``, ``input``,
+  ``forget``, ``output`` for ``slstm``), for cells with more than one block;
 - ``spectral_norm/<layer>/gate_recurrence``: the ``3n × 3n`` gate-to-gate matrix of
   ``fgr``.
+
+Eigenvalue moduli, for a cell with a diagonal complex recurrence (``lru``: its
+``eigenvalue_moduli()``, ``|λ|`` of every state), of the weights after the epoch:
+``eigenvalue_modulus/<layer>/<stat>`` (``min``, ``q10``, ``median``, ``q90``, ``max``
+and ``above_0.99``, the fraction of states with ``|λ| > 0.99``): how close the
+eigenvalues sit to the unit circle, where a state's memory stops decaying.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+
+from rnnbench.tracking.schema import Metrics
 
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
 TANH_SATURATION = 0.95
@@ -93,6 +105,31 @@ def spectral_norm(matrix: np.ndarray) -> float:
     a = np.asarray(matrix, dtype=np.float64)
     gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
     return float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0)))
+
+
+def head_spectral_norm(stack: np.ndarray) -> float:
+    """Spectral norm of a block-diagonal matrix given as its blocks ``(heads, r, c)``:
+    the largest of the blocks' norms."""
+    return max(spectral_norm(block) for block in np.asarray(stack))
+
+
+#: The thresholds of ``eigenvalue_modulus/<layer>/above_<threshold>``.
+MODULUS_THRESHOLDS = (0.99,)
+
+
+def modulus_statistics(moduli: Any) -> dict[str, float]:
+    """``{min, q10, median, q90, max, above_0.99}`` of eigenvalue moduli (finite ones;
+    empty when there are none)."""
+    m = np.asarray(moduli, dtype=np.float64).ravel()
+    m = m[np.isfinite(m)]
+    if m.size == 0:
+        return {}
+    q10, median, q90 = np.quantile(m, [0.1, 0.5, 0.9])
+    out = {"min": float(m.min()), "q10": float(q10), "median": float(median),
+           "q90": float(q90), "max": float(m.max())}
+    for threshold in MODULUS_THRESHOLDS:
+        out[f"above_{threshold:g}"] = float(np.mean(m > threshold))
+    return out
 
 
 def _masked_mean(values: Any, weight: Any) -> Any:
@@ -194,23 +231,41 @@ class RecurrentProbe:
                 out[f"gates/{d.name}/{key}"] = value
         return out
 
+    def eigenvalue_moduli(self) -> dict[str, float]:
+        """``eigenvalue_modulus/<layer>/<stat>`` of every layer whose cell has
+        ``eigenvalue_moduli()`` (``lru``), on the current weights."""
+        out: dict[str, float] = {}
+        for d in self.directions:
+            moduli = getattr((d.twin or d.layer).cell, "eigenvalue_moduli", None)
+            if not callable(moduli):
+                continue
+            for stat, value in modulus_statistics(moduli()).items():
+                out[f"{Metrics.EIGENVALUE_MODULUS_PREFIX}{d.name}/{stat}"] = value
+        return out
+
     def spectral_norms(self) -> dict[str, float]:
         """``spectral_norm/…`` metrics of the current weights (finite values only)."""
         out: dict[str, float] = {}
         for d in self.directions:
             cell = (d.twin or d.layer).cell
             if getattr(cell, "recurrent_kernel", None) is None:
-                continue  # a family without a fused recurrent kernel
+                diagonal = getattr(cell, "recurrent_weight", None)  # indrnn's u
+                if diagonal is not None and len(diagonal.shape) == 1:
+                    u = np.abs(np.asarray(keras.ops.convert_to_numpy(diagonal), np.float64))
+                    if u.size and np.all(np.isfinite(u)):
+                        out[f"spectral_norm/{d.name}"] = float(u.max())
+                continue  # no recurrent weight at all
             kernel = np.asarray(keras.ops.convert_to_numpy(cell.recurrent_kernel))
-            if not np.all(np.isfinite(kernel)):
+            if not np.all(np.isfinite(kernel)) or kernel.ndim not in (2, 3):
                 continue
-            out[f"spectral_norm/{d.name}"] = spectral_norm(kernel)
+            heads = kernel if kernel.ndim == 3 else kernel[None]  # slstm: (H, n/H, 4n/H)
+            out[f"spectral_norm/{d.name}"] = head_spectral_norm(heads)
             blocks = tuple(getattr(cell, "blocks", ()))
-            if len(blocks) > 1:
-                n = cell.units
+            size = heads.shape[1]
+            if len(blocks) > 1 and heads.shape[2] == len(blocks) * size:
                 for i, block in enumerate(blocks):
-                    out[f"spectral_norm/{d.name}/{block}"] = spectral_norm(
-                        kernel[:, i * n:(i + 1) * n])
+                    out[f"spectral_norm/{d.name}/{block}"] = head_spectral_norm(
+                        heads[:, :, i * size:(i + 1) * size])
             extra = getattr(cell, "gate_recurrent_kernel", None)
             if extra is not None:
                 value = np.asarray(keras.ops.convert_to_numpy(extra))

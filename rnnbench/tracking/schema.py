@@ -166,6 +166,8 @@ class Metrics:
     EPOCH_TIME_S = "epoch_time_s"  # per epoch
     THROUGHPUT = "throughput_samples_per_s"  # per epoch
     GRAD_FLOW_PREFIX = "grad_flow/"  # gradient-flow summaries of the tested weights
+    # + "<layer>/<stat>": |λ| of a diagonal complex recurrence (lru), per probe epoch
+    EIGENVALUE_MODULUS_PREFIX = "eigenvalue_modulus/"
 
 
 class Artifacts:
