@@ -1,0 +1,79 @@
+"""The study READMEs say what their tables say: every check comment in
+``experiments/*/README.md`` holds against its ``tables/*.csv`` (rnnbench.report.claims)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rnnbench.report.claims import check_readme, check_text, parse_number
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = ("greff", "shootout", "chorales_shootout", "long_range")
+TABLE = "row,mean,sd\ngru,9.22178,0.0189\nlstm,9.40916,0.093\nrnn,9.46212,0.0178\n"
+
+
+@pytest.fixture()
+def study(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "r.csv").write_text(TABLE)
+    return tmp_path / "README.md"
+
+
+def problems(readme: Path, text: str) -> list[str]:
+    count, found = check_text(text, readme)
+    assert count >= 1
+    return [str(p) for p in found]
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_check_of_a_study_readme_holds_against_its_tables(name):
+    count, found = check_readme(ROOT / "experiments" / name / "README.md")
+    assert count >= 5, f"{name}: its numbers are not checked"
+    assert not found, "\n".join(map(str, found))
+
+
+def test_a_printed_value_holds_at_its_own_rounding(study):
+    check = "<!-- check tables/r.csv row=gru col=mean -->"
+    assert problems(study, f"gru 9.222 {check}") == []
+    assert problems(study, f"gru 9.2 {check}") == []
+    assert problems(study, f"gru 9.22178 {check}") == []
+    bad = problems(study, f"gru\n9.223 {check}")
+    assert len(bad) == 1 and ":2:" in bad[0] and "9.223" in bad[0] and "9.22178" in bad[0]
+    assert problems(study, f"gru 9.3 {check}")
+
+
+def test_aggregates_offsets_scales_and_words(study):
+    t = "tables/r.csv"
+    assert problems(study, f"0.68 above <!-- check {t} row=gru col=mean minus=8.54 -->") == []
+    assert problems(study, f"0.69 <!-- check {t} row=gru col=mean minus=8.54 -->")
+    assert problems(study, f"sd 1.9% <!-- check {t} row=gru col=sd times=100 -->") == []
+    assert problems(study, f"9.22–9.46 <!-- check {t} agg=max col=mean -->") == []
+    assert problems(study, f"2 of them <!-- check {t} row=gru|rnn agg=count col=mean -->"
+                    ) == []
+    assert problems(study, f"a sixth <!-- check {t} row=lstm col=sd value=0.09 -->") == []
+    assert problems(study, f"9.4 <!-- check {t} col=mean -->")  # three rows, no agg
+    assert problems(study, f"−0.019 <!-- check {t} row=gru col=sd -->")  # sign counts
+
+
+def test_printed_forms():
+    assert parse_number("6·10⁻⁴").value == pytest.approx(6e-4)
+    assert parse_number("6·10⁻⁴").tolerance == pytest.approx(0.5e-4)
+    assert parse_number("−0.19").value == pytest.approx(-0.19)
+    assert parse_number("1e-4").value == pytest.approx(1e-4)
+    assert parse_number("409").tolerance == 0.5
+
+
+@pytest.mark.parametrize("check, name", [
+    ("tables/missing.csv row=gru col=mean", "missing.csv"),
+    ("tables/r.csv row=gur col=mean", "'gur'"),
+    ("tables/r.csv row=gru col=median", "'median'"),
+    ("tables/r.csv row=cell:gru col=mean", "'cell'"),
+])
+def test_a_check_naming_what_does_not_exist_fails_with_the_path_and_the_name(study, check,
+                                                                            name):
+    found = problems(study, f"9.222 <!-- check {check} -->")
+    assert len(found) == 1 and name in found[0] and str(study) in found[0]
+    if "missing" not in check:
+        assert "r.csv" in found[0]
