@@ -30,9 +30,12 @@ _multirun: dict[str, Any] = {}  # the main process's multirun: sweep dir, start,
 
 
 def job_done(status: str, run_id: str | None = None, message: str = "",
-             command: str = "") -> None:
-    """Remember how this process's job ended (written out by :meth:`on_job_end`)."""
-    _current.update(status=status, run_id=run_id, message=message, command=command)
+             command: str = "", exit_code: int = 1) -> None:
+    """Remember how this process's job ended (written out by :meth:`on_job_end`);
+    ``exit_code``: for a failed job, the status the job alone would have exited with (2:
+    refused by a check, 1: its run FAILED)."""
+    _current.update(status=status, run_id=run_id, message=message, command=command,
+                    exit_code=exit_code)
 
 
 def print_error(message: str) -> None:
@@ -200,7 +203,7 @@ def write_record(failure: str | None = None) -> None:
     record = {"job": hc.job.num, "overrides": list(hc.overrides.task),
               "status": _current.get("status"), "run_id": _current.get("run_id"),
               "message": _current.get("message", ""), "command": _current.get("command"),
-              "ended": time.time()}
+              "exit_code": _current.get("exit_code", 1), "ended": time.time()}
     if failure is not None:
         record["status"] = "failed"
         record["message"] = record["message"] or failure
@@ -245,6 +248,12 @@ def collect(sweep_dir: Path, since: float = 0.0,
                                        str(j.get("job"))))
 
 
+def failed_exit_code() -> int:
+    """The exit status of a multirun with failed jobs (after :func:`print_summary`): 2 when
+    a job was refused by a check of rnnbench's, else 1."""
+    return int(_multirun.get("exit_code", 1))
+
+
 def print_summary() -> int:
     """Print the summary of the multirun this process launched; return how many jobs
     failed (0 when there was no multirun, or it was printed already)."""
@@ -259,6 +268,9 @@ def print_summary() -> int:
     counts = {s: sum(j["status"] == s for j in jobs)
               for s in ("finished", "skipped", "failed", "stopped")}
     _multirun["failed"] = counts["failed"]
+    # 2 when a job was refused by a check (a user error, as for one run), else 1
+    _multirun["exit_code"] = 2 if any(j["status"] == "failed" and j.get("exit_code") == 2
+                                      for j in jobs) else 1
     line = "=" * 72
     print(line)
     if stop:

@@ -97,3 +97,33 @@ def test_a_custom_search_space_without_name_is_recorded_by_its_file_name(tmp_pat
         finally:
             HydraConfig.instance().cfg = None
     assert names == {"mine": "mine", "greff": "greff"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_job_refused_by_a_check_is_summarised_with_its_message_and_exits_2(tmp_path,
+                                                                              launcher):
+    """cell=janet cell.impl=builtin in a multirun: the summary gives the refusal (not a
+    dead process), and the command exits 2 whichever launcher ran the job."""
+    proc = run_cli(["-m", "cell=janet", "cell.impl=builtin", "debug=smoke",
+                    f"hydra/launcher={launcher}"], tmp_path, timeout=300)
+    out, err = proc.stdout, proc.stderr
+    assert proc.returncode == 2, out[-2000:] + err[-2000:]
+    assert "1 job(s): 0 finished, 1 failed" in out, out[-2000:]
+    assert "#0 failed   no run  cell=janet cell.impl=builtin" in out
+    assert "cell 'janet' has no Keras built-in layer" in out.split("#0 failed", 1)[1]
+    assert "process died" not in out and "Traceback" not in err
+
+
+def test_an_unknown_key_gets_the_nearest_one_at_once_and_exits_2(tmp_path):
+    """model.unit=32 (no +): rnnbench's suggestion at the first try, exit 2 like every
+    user error; a choice Hydra cannot find exits 2 too, with Hydra's list of options."""
+    proc = run_cli(["model.unit=32"], tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "rnnbench: error: model.unit is not a config key" in proc.stderr
+    assert "Did you mean model.units?" in proc.stderr
+    assert "+model.unit" not in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(["cell=nosuch"], tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "rnnbench: error:" in proc.stderr and "cell/nosuch" in proc.stderr
+    assert "janet" in proc.stderr and "Config search path" not in proc.stderr

@@ -4,7 +4,8 @@ Both go through :func:`hydra_job`, which does what every job of a multirun needs
 its console into the job's log file, passwords out of Hydra's record, the tracking
 environment applied, the config checked, the backend chosen before Keras is imported,
 a user-facing error instead of a traceback, and a line in the multirun's summary. A
-FAILED job of a multirun returns instead of exiting, so that the other jobs go on.
+FAILED job of a multirun, or one whose config a check refused, returns instead of
+exiting, so that the other jobs go on; the summary gives its message.
 
 Nothing heavy is imported at module level: the Keras backend is chosen from the
 composed config, before Keras is imported.
@@ -133,10 +134,11 @@ def _hydra_job(cfg: Any, app: str, work: Callable[[Any, dict[str, Any]], Outcome
         interrupt.raise_if_requested()  # a stop request whose exception was swallowed
     except RnnbenchError as exc:
         print_error(str(exc))
-        if hc["multirun"] and isinstance(exc, RunFailed):
+        if hc["multirun"]:  # a FAILED run, or a config refused by a check
             run_id, value = failed(cfg, hc, str(exc))
-            jobs.job_done("failed", run_id, str(exc), hc["command"])
-            return value  # the other jobs of the multirun go on
+            jobs.job_done("failed", run_id, str(exc), hc["command"],
+                          exc.exit_code if not isinstance(exc, RunFailed) else 1)
+            return value  # the other jobs of the multirun go on; the summary says why
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _stopped(hc, interrupted, outcome)
@@ -200,7 +202,10 @@ def _train(obj: Any, hc: dict[str, Any]) -> Outcome:
 
 def _run_failed(cfg: Any, hc: dict[str, Any], message: str) -> tuple[str | None, float]:
     # a sweeper gets the worst value (Optuna refuses NaN)
-    direction = hc["sweeper_direction"] or cfg.objective.direction or "minimize"
+    try:
+        direction = hc["sweeper_direction"] or cfg.objective.direction or "minimize"
+    except Exception:  # a config refused before its objective could be read
+        direction = hc["sweeper_direction"] or "minimize"
     return _failed_run_id(message), math.inf if direction == "minimize" else -math.inf
 
 
