@@ -63,8 +63,9 @@ def config_hash(cfg: Any) -> str:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit, with ``-dirty`` when tracked files have uncommitted changes;
-    None outside a git checkout (an installed wheel)."""
+    """The checkout's commit, with ``-dirty`` when tracked files have uncommitted changes
+    or untracked files lie under ``rnnbench/`` or ``conf/`` (new code or config a run may
+    have used); None outside a git checkout (an installed wheel)."""
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
@@ -73,9 +74,22 @@ def git_commit() -> str | None:
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-    return out.stdout.strip() + ("-dirty" if dirty else "")
+    return out.stdout.strip() + ("-dirty" if is_dirty(root) else "")
+
+
+# untracked files here can change a result (a new module, a new config group file)
+SOURCE_DIRS = ("rnnbench", "conf")
+
+
+def is_dirty(root: Path) -> bool:
+    """Whether the checkout at ``root`` has uncommitted changes to tracked files, or
+    untracked files (not ignored) under ``SOURCE_DIRS``."""
+    tracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             cwd=root, capture_output=True, text=True, timeout=5).stdout
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--",
+                                *SOURCE_DIRS], cwd=root, capture_output=True, text=True,
+                               timeout=5).stdout
+    return bool(tracked.strip() or untracked.strip())
 
 
 def version_tags() -> dict[str, str]:

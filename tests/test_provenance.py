@@ -41,3 +41,35 @@ def test_keys_added_later_leave_the_hash_of_a_config_that_does_not_use_them_alon
     sized = hashed("model.units=null", "model.params=20000")
     assert sized != hashed() and sized != hashed("model.units=null", "model.params=20001")
     assert hashed("cell=lru", "cell.r_min=0.5") != hashed("cell=lru")
+
+
+def _repo(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "rnnbench").mkdir()
+    (tmp_path / "rnnbench" / "a.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    return tmp_path
+
+
+def test_untracked_files_under_the_code_or_config_make_the_tree_dirty(tmp_path):
+    from rnnbench.provenance import is_dirty
+
+    root = _repo(tmp_path)
+    assert not is_dirty(root)
+    (root / "notes.txt").write_text("elsewhere: does not change a result\n")
+    assert not is_dirty(root)
+    (root / "conf").mkdir()
+    (root / "conf" / "new.yaml").write_text("a: 1\n")
+    assert is_dirty(root)
+    (root / "conf" / "new.yaml").unlink()
+    (root / "rnnbench" / "new.py").write_text("y = 2\n")
+    assert is_dirty(root)
+    (root / "rnnbench" / "new.py").unlink()
+    (root / "rnnbench" / "a.py").write_text("x = 2\n")
+    assert is_dirty(root)
