@@ -166,7 +166,9 @@ def test_every_cell_of_the_spec_gets_every_diagnostic_that_applies():
         flow = GradientFlow(model, "mse", seq2seq=False, extra=probe.trace_statistics)
         profile, gates = flow.compute(x, y)
         case = (name, impl, bidirectional, depth)
-        assert profile.max_lag == steps - 1 and np.all(profile.g > 0), case
+        assert profile.max_lag == steps - 1 and profile.g[0] > 0, case
+        # indrnn's ReLU can leave every unit dead at some lag (g = 0 there exactly)
+        assert np.all(profile.g >= 0 if name == "indrnn" else profile.g > 0), case
         assert set(summarize(profile, 0.01)) == {
             "grad_flow/decay_ratio", "grad_flow/horizon", "grad_flow/final_step_norm"}, case
         layers = ([f"{d}_rnn_{i}" for i in range(depth) for d in ("forward", "backward")]
@@ -177,6 +179,9 @@ def test_every_cell_of_the_spec_gets_every_diagnostic_that_applies():
         assert set(gates) == want, case
         assert all(0 <= float(v) <= 1 for v in gates.values()), case
         norms = probe.spectral_norms()
+        if name in ("lru", "mingru", "minlstm", "mlstm"):  # no recurrent weight
+            assert not norms, case
+            continue
         assert {f"spectral_norm/{layer}" for layer in layers} <= set(norms), case
         if name == "fgr":
             assert "spectral_norm/rnn_0/gate_recurrence" in norms
