@@ -210,6 +210,27 @@ def store(tmp_path_factory):
             obj.append(v)
             test.append(t)
         data[cell] = (obj, test)
+    # several searches (oracle seeds) per cell in another experiment: peephole 3 searches
+    # of 6 trials, cifg 3 of 4; the replicates are the best of each search's first 4
+    exp = client.create_experiment("seeds")
+    searches: dict = {}
+    for cell, n, shift in (("peephole", 6, 0.0), ("cifg", 4, 0.3)):
+        for seed in range(3):
+            sweep_id = f"chorales-{cell}-random-seed{seed}"
+            parent = run(f"sweep-{sweep_id}", {"run_kind": "sweep", "sweep_id": sweep_id,
+                                                "task": "chorales", "cell": cell,
+                                                "objective": "val_loss", "direction": "min"},
+                         {"tuner.objective": "val_loss"}, {}, {})
+            trials = []
+            for i in range(n):
+                v = vals[(i + 3 * seed) % len(vals)] + shift + 0.01 * seed
+                t = v + 0.2
+                run(f"trial-{i}", _tags(cell, sweep_id, parent, i),
+                    {"cell.name": cell, "seed": str(seed), "hp/lr": f"{0.002 * (i + seed):g}"},
+                    {"test_nll": t}, {"val_loss": [v + 0.5, v]})
+                trials.append((v, t))
+            searches.setdefault(cell, []).append(trials)
+    data["searches"] = searches
     yield uri, data
     if str(home).startswith("/dev/shm/"):
         shutil.rmtree(home, ignore_errors=True)
@@ -233,7 +254,8 @@ def test_report_compares_at_equal_budget_with_an_equivalence_verdict(store, tmp_
     curves = _csv(tables / "chorales-sweep-trials-expected-best.csv")
     assert {(r["row"], r["n_trials"]) for r in curves} == {("peephole", "12"), ("cifg", "5")}
     assert len([r for r in curves if r["row"] == "peephole"]) == 12
-    for cell, (obj, test) in data.items():
+    for cell in ("peephole", "cifg"):
+        obj, test = data[cell]
         exp = verdicts.expected_best(obj, range(1, len(obj) + 1), "min", test)
         got = [float(r["test_nll_expected"]) for r in curves if r["row"] == cell]
         assert got == pytest.approx(exp.tolist(), rel=1e-9)
@@ -270,6 +292,27 @@ def test_report_without_margin_says_inconclusive_and_why(store, tmp_path, capsys
 
 
 @pytest.mark.slow
+def test_several_searches_are_the_replicates_at_equal_budget(store, tmp_path):
+    from rnnbench.report.cli import main
+
+    uri, data = store
+    out = tmp_path / "r"
+    assert main(["--tracking-uri", uri, "--experiment", "seeds", "--baseline", "peephole",
+                 "--out", str(out)]) == 0
+    equal = _csv(out / "tables" / "chorales-sweep-trials-equal-budget.csv")
+    assert len(equal) == 1
+    row = equal[0]
+    assert row["k"] == "4" and row["replicates"] == "searches (3 and 3)"
+    best = {cell: [min(trials[:4])[1] for trials in data["searches"][cell]]
+            for cell in ("peephole", "cifg")}
+    assert float(row["value"]) == pytest.approx(np.mean(best["cifg"]))
+    assert float(row["baseline_value"]) == pytest.approx(np.mean(best["peephole"]))
+    assert float(row["p"]) == pytest.approx(
+        sps.ttest_ind(best["cifg"], best["peephole"], equal_var=False).pvalue)
+    assert row["verdict"] == "worse (significant)"
+
+
+@pytest.mark.slow
 def test_negative_margin_is_a_clear_error(store, tmp_path, capsys):
     from rnnbench.report.cli import main
 
@@ -279,3 +322,14 @@ def test_negative_margin_is_a_clear_error(store, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--equivalence-margin 'test_nll=-1'" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_inconclusive_does_not_claim_the_interval_includes_zero_when_it_does_not():
+    v = verdicts.equivalence_verdict(False, 0.3, 0.05, 0.1, "test_nll", 0.01, 0.12)
+    assert "includes 0" not in v and "not significant after Holm" in v
+
+
+def test_bootstrap_p_values_are_never_zero():
+    diffs = np.full(1999, 0.5)
+    assert verdicts.bootstrap_p(diffs) == pytest.approx(2 / 2000)
+    assert verdicts.tost_bootstrap(np.zeros(1999), 0.1) == pytest.approx(1 / 2000)

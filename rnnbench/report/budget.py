@@ -22,9 +22,6 @@ from rnnbench.report.runs import exclusion
 from rnnbench.report.sweeps import objective_value
 from rnnbench.tracking import Metrics, Tags
 
-TUNER_SEED = "tuner.seed"
-
-
 def _scored(row: Row, key: str, objective: tuple[str, str],
             history: History) -> list[tuple[RunRecord, float, float]]:
     """The row's finished trials with a finite objective and test metric, in the order
@@ -41,9 +38,9 @@ def _scored(row: Row, key: str, objective: tuple[str, str],
 
 
 def search_of(run: RunRecord) -> str:
-    """Which search a trial belongs to: its oracle seed where logged, else its sweep."""
-    seed = run.params.get(TUNER_SEED)
-    return f"tuner.seed={seed}" if seed not in (None, "") else run.tags.get(Tags.SWEEP_ID, "")
+    """Which search a trial belongs to: its sweep (a resumed sweep stays one search;
+    another oracle seed, ``rnnbench-tune -m seed=0,1,2``, makes another sweep id)."""
+    return run.tags.get(Tags.SWEEP_ID) or run.parent_id or ""
 
 
 def analyse_budget(section: TaskSection, options: ReportOptions, history: History,
@@ -124,7 +121,8 @@ def analyse_budget(section: TaskSection, options: ReportOptions, history: Histor
         f"p < {options.alpha:g}. A comparison that is not significant is 'equivalent' when "
         f"two one-sided tests at level {options.alpha:g} put Δ inside ±δ "
         f"(--equivalence-margin), else 'inconclusive'. Where a cell's trials come from "
-        f"several searches (oracle seeds), the searches are the replicates instead: the "
+        f"several searches (oracle seeds: `rnnbench-tune -m seed=0,1,2`), the searches are "
+        f"the replicates instead: the "
         f"best of each search's first k trials, Welch's t-test.")
 
 

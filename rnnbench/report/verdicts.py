@@ -66,9 +66,12 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, 
 
 def bootstrap_p(diffs: np.ndarray) -> float:
     """Two-sided bootstrap p-value of ``mean(diff) = 0`` from the resampled differences."""
-    below = float(np.mean(diffs <= 0))
-    above = float(np.mean(diffs >= 0))
-    return min(1.0, 2 * min(below, above))
+    return min(1.0, 2 * min(_share(diffs <= 0), _share(diffs >= 0)))
+
+
+def _share(hits: np.ndarray) -> float:
+    """A bootstrap tail share, (hits + 1) / (B + 1): never 0 from a finite resample."""
+    return (float(np.sum(hits)) + 1.0) / (len(hits) + 1.0)
 
 
 def tost_t(mean: float, se: float, df: float, margin: float) -> float:
@@ -87,7 +90,7 @@ def tost_bootstrap(diffs: np.ndarray, margin: float) -> float:
     """TOST from resampled differences: the larger share beyond either margin."""
     if not margin > 0 or len(diffs) == 0:
         return math.nan
-    return max(float(np.mean(diffs <= -margin)), float(np.mean(diffs >= margin)))
+    return max(_share(diffs <= -margin), _share(diffs >= margin))
 
 
 def sign_flip_p(diffs: Sequence[float]) -> float:
@@ -122,8 +125,11 @@ def equivalence_verdict(significant: bool | None, p_tost: float, alpha: float,
         return f"inconclusive (no --equivalence-margin given for {metric})"
     if math.isfinite(p_tost) and p_tost < alpha:
         return f"equivalent within ±{fmt(margin, 3)} (TOST p {fmt(p_tost, 2)})"
-    return (f"inconclusive (CI [{fmt(low, 3)}, {fmt(high, 3)}] includes 0 and reaches "
-            f"±{fmt(margin, 3)})")
+    has_zero = low <= 0 <= high
+    return (f"inconclusive (CI [{fmt(low, 3)}, {fmt(high, 3)}] "
+            + ("includes 0 and " if has_zero else "")
+            + f"reaches ±{fmt(margin, 3)}"
+            + ("" if has_zero else "; not significant after Holm's correction") + ")")
 
 
 def parse_margins(items: Sequence[str] | None) -> dict[str, float]:
