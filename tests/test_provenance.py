@@ -73,3 +73,16 @@ def test_untracked_files_under_the_code_or_config_make_the_tree_dirty(tmp_path):
     (root / "rnnbench" / "new.py").unlink()
     (root / "rnnbench" / "a.py").write_text("x = 2\n")
     assert is_dirty(root)
+
+
+def test_require_clean_refuses_a_report_made_by_a_dirty_rnnbench(tmp_path, monkeypatch,
+                                                                 capsys):
+    from rnnbench.report.cli import main
+
+    monkeypatch.setattr("rnnbench.provenance.git_commit", lambda: "d" * 40 + "-dirty")
+    out = tmp_path / "report"
+    argv = ["--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(out)]
+    assert main(argv + ["--require-clean"]) == 2
+    err = capsys.readouterr().err
+    assert f"{'d' * 40}-dirty" in err and "uncommitted" in err and "Nothing was written" in err
+    assert not out.exists() and not (tmp_path / "none.db").exists()

@@ -389,7 +389,8 @@ def test_trials_filtered_without_their_parent_still_rank_by_its_objective(store,
 
 
 def test_mixed_code_versions_are_flagged_and_can_be_refused(tmp_path_factory, tmp_path,
-                                                            capsys):
+                                                            capsys, monkeypatch):
+    monkeypatch.setattr("rnnbench.provenance.git_commit", lambda: "c" * 40)  # this rnnbench
     home = fast_dir(tmp_path_factory, "commits")
     s = Store(home / "mlflow.db")
     commits = {0: "a" * 40, 1: "a" * 40, 2: "b" * 40 + "-dirty"}
@@ -418,5 +419,9 @@ def test_mixed_code_versions_are_flagged_and_can_be_refused(tmp_path_factory, tm
     assert report_main(["--tracking-uri", s.uri, "--require-clean", "--filter",
                         f"tags.git_commit = '{'a' * 40}'", "--out", str(out)]) == 0
     assert f"every run comes from commit `{'a' * 40}` (4 runs), a clean tree" in \
+        (out / "report.md").read_text()
+    from rnnbench import __version__  # the report records what made it
+
+    assert f"# made by rnnbench {__version__}, commit {'c' * 40}\n" in \
         (out / "report.md").read_text()
     shutil.rmtree(home, ignore_errors=True)

@@ -125,6 +125,14 @@ def report_command(args: argparse.Namespace) -> str:
     return redact(shlex.join(parts))
 
 
+def producer() -> tuple[str, str]:
+    """The rnnbench version and commit (``-dirty`` when the tree is) making this report."""
+    from rnnbench import __version__
+    from rnnbench.provenance import git_commit
+
+    return __version__, git_commit() or "(unknown: not a git checkout)"
+
+
 def run(args: argparse.Namespace) -> tuple[Path, Any]:
     """Make the report described by ``args``; return its folder and its analysis."""
     from rnnbench.report import analysis, collect, content, render, writers
@@ -141,6 +149,12 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     margins = parse_margins(args.equivalence_margin)
     out = args.out if args.out is not None else Path("reports") / default_name(args)
     writers.check_out(out)  # before the store is read: a bad --out fails at once
+    made_by = producer()
+    if args.require_clean and made_by[1].endswith("-dirty"):
+        raise ConfigError(f"--require-clean: this rnnbench ({made_by[1]}) has uncommitted "
+                          "changes or untracked files under rnnbench/ or conf/, so the report "
+                          "could not be made again from its commit. Nothing was written. "
+                          "Commit them, or make the report from a clean checkout.")
     selection = collect.select(args.tracking_uri, args.experiment, args.filter, args.sweep)
     if args.require_clean:
         analysis.check_clean([r for r in selection.runs if r.kind != RunKind.SWEEP])
@@ -165,7 +179,8 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     title = args.title or "rnnbench report: " + (
         f"sweep {args.sweep}" if args.sweep
         else ", ".join(sorted(set(args.experiment))) if args.experiment else "all experiments")
-    doc = render.build(result, title, report_command(args))
+    made = f"# made by rnnbench {made_by[0]}, commit {made_by[1]}"
+    doc = render.build(result, title, report_command(args) + "\n" + made)
     writers.write(doc, out)
     return out, result
 
