@@ -53,6 +53,8 @@ def test_aggregates_offsets_scales_and_words(study):
     assert problems(study, f"2 of them <!-- check {t} row=gru|rnn agg=count col=mean -->"
                     ) == []
     assert problems(study, f"a sixth <!-- check {t} row=lstm col=sd value=0.09 -->") == []
+    assert problems(study, f"9.24 <!-- check {t} row=gru col=mean plus=sd -->") == []
+    assert problems(study, f"9.24 <!-- check {t} row=gru col=mean plus=ci -->")  # no column
     assert problems(study, f"9.4 <!-- check {t} col=mean -->")  # three rows, no agg
     assert problems(study, f"−0.019 <!-- check {t} row=gru col=sd -->")  # sign counts
 

@@ -11,8 +11,10 @@ rendered)::
   (``row=task:co2,cell:peephole,seed:2``); without ``row=`` every row is taken;
 - ``col=`` is the column; ``agg=min|max|mean|sum|count`` reduces several rows (without it
   the selection must be one row); ``abs`` takes absolute values first (``agg=max abs``);
-- ``minus=X`` subtracts a constant (a gap to a published number) and ``times=X`` scales
-  (``times=100`` for a percentage);
+- ``minus=X`` subtracts and ``plus=X`` adds a constant (a gap to a published number) or
+  another column of the same row (an interval's ends: ``col=diff_mean
+  plus=diff_ci_half_width``), before ``agg``; ``times=X`` scales (``times=100`` for a
+  percentage, ``times=0.001`` for thousands);
 - the value is the number printed just before the comment (``−0.19``, ``6·10⁻⁴``,
   ``4.2%``), or ``value=`` where the text says it in words; it must equal the table's at
   the printed number's rounding (``9.222`` holds for 9.2215 to 9.2225).
@@ -91,7 +93,7 @@ def _options(body: str) -> tuple[str, dict[str, str], set[str]]:
             options[key] = val
         else:
             flags.add(w)
-    unknown = set(options) - {"row", "col", "agg", "minus", "times", "value"}
+    unknown = set(options) - {"row", "col", "agg", "minus", "plus", "times", "value"}
     unknown |= flags - {"abs"}
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
@@ -137,15 +139,27 @@ def table_value(path: Path, options: dict[str, str], flags: set[str] = frozenset
                          "name one, or give agg=")
     if agg is not None and agg not in AGGREGATES:
         raise ValueError(f"agg={agg}: use one of " + ", ".join(AGGREGATES))
-    try:
-        values = [float(r[col]) for r in chosen]
-    except ValueError:
-        raise ValueError(f"{path}: column {col!r} of row={options.get('row')} is not a "
-                         "number") from None
+    def number(row: dict[str, str], name: str) -> float:
+        try:
+            return float(row[name])
+        except ValueError:
+            raise ValueError(f"{path}: column {name!r} of row={options.get('row')} is not "
+                             "a number") from None
+
+    def term(row: dict[str, str], key: str) -> float:
+        given = options.get(key, "0")
+        if given in header:
+            return number(row, given)
+        try:
+            return float(given)
+        except ValueError:
+            raise ValueError(f"{path}: {key}={given} is neither a number nor a column; "
+                             "it has " + ", ".join(header)) from None
+
+    values = [number(r, col) + term(r, "plus") - term(r, "minus") for r in chosen]
     if "abs" in flags:
         values = [abs(v) for v in values]
     value = AGGREGATES[agg](values) if agg else values[0]
-    value -= float(options.get("minus", 0))
     return value * float(options.get("times", 1))
 
 
