@@ -127,3 +127,47 @@ def test_an_unknown_key_gets_the_nearest_one_at_once_and_exits_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "rnnbench: error:" in proc.stderr and "cell/nosuch" in proc.stderr
     assert "janet" in proc.stderr and "Config search path" not in proc.stderr
+
+
+@pytest.mark.parametrize("normalize", ["window", "global", "seasonal"])
+def test_the_pyfunc_normalises_like_the_task_for_every_normalize(normalize):
+    """The pyfunc's pre-processing of raw co2 windows gives exactly the task's model
+    inputs, and its post-processing of the task's normalised targets gives the targets
+    in ppm (a stand-in model returns the target of each input it is given)."""
+    from helpers import compose_run
+    from rnnbench import mlflow_model
+    from rnnbench.tasks import get_task
+
+    cfg = compose_run(["task=co2", "task.limit=16", f"task.normalize={normalize}"])
+    task = get_task(cfg.task)
+    data = task.prepare(8, 0)
+    x, y = data.arrays["test"]
+
+    class Targets:  # the Keras model's place: normalised input -> normalised target
+        def predict(self, z):
+            assert z.dtype == np.float32 and np.allclose(z, x, atol=1e-5)
+            return y
+
+    serving, example = mlflow_model.serving_of(task, data, model=None)
+    window = serving["window"]
+    assert window == cfg.task.lookback + (cfg.task.season if normalize == "seasonal" else 0)
+    values = data.meta["values"]
+    raw = np.stack([values[e - window:e] for e in data.meta["anchors"]["test"] + 1])[..., None]
+    assert np.array_equal(example, raw[:len(example)])
+    model = mlflow_model.ServingModel(Targets(), serving)
+    pred = model.predict(raw)
+    assert np.allclose(pred, data.meta["targets"]["test"], atol=1e-3)
+    assert pred.min() > 300
+
+
+def test_the_pyfunc_returns_probabilities_for_logits():
+    from rnnbench import mlflow_model
+
+    class Logits:
+        def predict(self, z):
+            return np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+
+    probs = mlflow_model.ServingModel(Logits(), {"kind": "softmax"}).predict(None)
+    assert np.allclose(probs.sum(axis=-1), 1.0) and probs[0].argmax() == 0
+    keys = mlflow_model.ServingModel(Logits(), {"kind": "sigmoid"}).predict(None)
+    assert keys[1] == pytest.approx([0.5, 0.5, 0.5])
