@@ -246,3 +246,26 @@ def test_lru_eigenvalue_moduli_are_logged_at_every_probe_epoch(monkeypatch):
         assert 0 < stats["min"] <= stats["median"] <= stats["max"] < 1
     assert all(not k.startswith(Metrics.EIGENVALUE_MODULUS_PREFIX)
                for _, m in rows for k in m if "rnn_0" not in k)
+
+
+@pytest.mark.slow
+def test_a_real_run_of_lru_logs_every_diagnostic_of_both_directions(inputs, tmp_path):
+    # speech_vowels: masked utterances and a bidirectional layer (two directions)
+    import mlflow
+
+    from helpers import tiny_task_run
+
+    db = tmp_path / "lru.db"
+    _, result = tiny_task_run("speech_vowels", inputs, db, "cell=lru", "train.epochs=1",
+                              "tracking.log_model=false")
+    assert result.status == "FINISHED"
+    metrics = mlflow.MlflowClient(f"sqlite:///{db}").get_run(result.run_id).data.metrics
+    for layer in ("forward_rnn_0", "backward_rnn_0"):
+        stats = {k.rsplit("/", 1)[1]: v for k, v in metrics.items()
+                 if k.startswith(f"{Metrics.EIGENVALUE_MODULUS_PREFIX}{layer}/")}
+        assert set(stats) == {"min", "q10", "median", "q90", "max", "above_0.99"}, layer
+        assert 0 < stats["min"] <= stats["q10"] <= stats["median"] <= stats["q90"] \
+            <= stats["max"] < 1
+        assert 0 <= metrics[f"gates/{layer}/state_tanh_saturated"] <= 1
+        assert f"spectral_norm/{layer}" not in metrics  # no recurrent weight
+    assert 0 < metrics["grad_flow/decay_ratio"] and metrics["grad_flow/horizon"] >= 0
