@@ -333,3 +333,24 @@ def test_bootstrap_p_values_are_never_zero():
     diffs = np.full(1999, 0.5)
     assert verdicts.bootstrap_p(diffs) == pytest.approx(2 / 2000)
     assert verdicts.tost_bootstrap(np.zeros(1999), 0.1) == pytest.approx(1 / 2000)
+
+
+@pytest.mark.slow
+def test_budget_k_sets_the_equal_budget_and_cannot_extrapolate(store, tmp_path, capsys):
+    from rnnbench.report.cli import main
+
+    uri, data = store
+    out = tmp_path / "r"
+    assert main(["--tracking-uri", uri, "--experiment", "greffmini", "--baseline", "peephole",
+                 "--budget-k", "3", "--out", str(out)]) == 0
+    equal = _csv(out / "tables" / "chorales-sweep-trials-equal-budget.csv")
+    assert equal[0]["k"] == "3"
+    at3 = verdicts.expected_best(data["cifg"][0], [3], "min", data["cifg"][1])[0]
+    assert float(equal[0]["value"]) == pytest.approx(at3)
+    capsys.readouterr()
+    for k, words in (("6", "a search of only 5 finished trials"), ("0", "1 or more")):
+        assert main(["--tracking-uri", uri, "--experiment", "greffmini", "--baseline",
+                     "peephole", "--budget-k", k, "--out", str(tmp_path / f"x{k}")]) == 2
+        err = capsys.readouterr().err
+        assert f"--budget-k {k}" in err and words in err and "Traceback" not in err
+        assert not (tmp_path / f"x{k}").exists()

@@ -74,7 +74,16 @@ def analyse_budget(section: TaskSection, options: ReportOptions, history: Histor
     if not curves:
         return
     bases = [r for r in section.rows if r.cell == options.baseline and r.label in curves]
-    section.budget_k = min(c.n for c in section.budget_curves)
+    smallest = min(c.n for c in section.budget_curves)
+    if options.budget_k is not None and options.budget_k > smallest:
+        from rnnbench.errors import ConfigError
+
+        raise ConfigError(
+            f"--budget-k {options.budget_k}: {section.title} has a search of only {smallest} "
+            f"finished trials, and the expected best of more trials than a search ran would "
+            f"be extrapolated. Give --budget-k {smallest} or less (or leave it out: the "
+            f"smallest search's size).")
+    section.budget_k = options.budget_k or smallest
     margin = options.equivalence_margins.get(key)
     for row in section.rows:
         if row.cell == options.baseline or row.label not in curves:
@@ -84,7 +93,8 @@ def analyse_budget(section: TaskSection, options: ReportOptions, history: Histor
             continue
         searches = _by_search(scored[row.label]), _by_search(scored[base.label])
         if min(len(searches[0]), len(searches[1])) >= 2:
-            comp = _searches_comparison(row, base, *searches, mode, options, margin)
+            comp = _searches_comparison(row, base, *searches, mode, options, margin,
+                                        options.budget_k)
         else:
             k = section.budget_k
             a, b = curves[row.label], curves[base.label]
@@ -115,8 +125,9 @@ def analyse_budget(section: TaskSection, options: ReportOptions, history: Histor
         f"(i/n)^k − ((i−1)/n)^k; the table gives the expected `{name}` of that trial and "
         f"its `{key}`, with {options.confidence:.0%} bootstrap intervals "
         f"({verdicts.BOOTSTRAP} resamples of the trials). Every cell is compared with "
-        f"`{options.baseline}` at the same k = {section.budget_k} (the smallest search): "
-        f"Δ is the difference of the expected `{key}`, its interval and two-sided p from "
+        f"`{options.baseline}` at the same k = {section.budget_k} "
+        + ("(--budget-k): " if options.budget_k else "(the smallest search): ")
+        + f"Δ is the difference of the expected `{key}`, its interval and two-sided p from "
         f"the bootstrap, Holm's correction over the table, significant means corrected "
         f"p < {options.alpha:g}. A comparison that is not significant is 'equivalent' when "
         f"two one-sided tests at level {options.alpha:g} put Δ inside ±δ "
@@ -135,11 +146,13 @@ def _by_search(trials: list[tuple[RunRecord, float, float]]
 
 
 def _searches_comparison(row: Row, base: Row, mine: dict, theirs: dict, mode: str,
-                         options: ReportOptions, margin: float | None) -> BudgetComparison:
+                         options: ReportOptions, margin: float | None,
+                         budget_k: int | None) -> BudgetComparison:
     """One best trial per search (of its first k, k the smallest search here), Welch."""
     from scipy import stats as sps
 
     k = min(len(v) for v in list(mine.values()) + list(theirs.values()))
+    k = min(k, budget_k or k)
     sign = 1.0 if mode == "min" else -1.0
 
     def best(searches: dict) -> list[float]:

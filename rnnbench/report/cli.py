@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                         "is not significant is called equivalent (TOST), e.g. "
                         "test_mse=0.05; repeat per metric (default: none, such comparisons "
                         "are 'inconclusive')")
+    p.add_argument("--budget-k", default=None, type=int, metavar="K",
+                   help="compare sweeps at equal budgets of K trials (default: the smallest "
+                        "search's size; at most that)")
     p.add_argument("--require-clean", action="store_true",
                    help="refuse runs that come from several commits, a tree with "
                         "uncommitted changes, or no recorded commit")
@@ -114,6 +117,8 @@ def report_command(args: argparse.Namespace) -> str:
         parts += ["--trial-fraction", f"{args.trial_fraction:g}"]
     if args.design != "auto":
         parts += ["--design", args.design]
+    if args.budget_k is not None:
+        parts += ["--budget-k", str(args.budget_k)]
     for m in args.equivalence_margin or []:
         parts += ["--equivalence-margin", m]
     if args.require_clean:
@@ -147,6 +152,9 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     from rnnbench.report.verdicts import parse_margins
 
     margins = parse_margins(args.equivalence_margin)
+    if args.budget_k is not None and args.budget_k < 1:
+        raise ConfigError(f"--budget-k {args.budget_k} is not allowed: give a number of "
+                          f"trials, 1 or more (default: the smallest search's size).")
     out = args.out if args.out is not None else Path("reports") / default_name(args)
     writers.check_out(out)  # before the store is read: a bad --out fails at once
     made_by = producer()
@@ -160,7 +168,7 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
         analysis.check_clean([r for r in selection.runs if r.kind != RunKind.SWEEP])
     options = content.ReportOptions(baseline=args.baseline, metric=args.metric, mode=args.mode,
                                     trial_fraction=args.trial_fraction, design=args.design,
-                                    equivalence_margins=margins)
+                                    equivalence_margins=margins, budget_k=args.budget_k)
     from rnnbench import tracking
 
     with tracking.store_faults(tracking.redact_uri(args.tracking_uri), "reading"):

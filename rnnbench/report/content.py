@@ -34,6 +34,8 @@ class ReportOptions:
             cannot be paired; ``unpaired``: Welch's test only.
         equivalence_margins: per test metric (``test_mse``), the margin δ in its units
             within which a comparison that is not significant is called equivalent (TOST).
+        budget_k: the search size k at which sweeps are compared at equal budgets; None:
+            the smallest search's size.
     """
 
     baseline: str = "lstm"
@@ -44,6 +46,7 @@ class ReportOptions:
     trial_fraction: float = TRIAL_FRACTION
     design: str = "auto"
     equivalence_margins: dict[str, float] = field(default_factory=dict)
+    budget_k: int | None = None
 
 
 @dataclass
