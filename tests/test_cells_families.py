@@ -66,7 +66,8 @@ class ToyCell(SpecCell):
         h = a * states[0] + (1.0 - a) * g
         return h, [h], {"leak": a, "state": h, "state_tanh": g}
 
-    def scan(self, projected, initial_state, mask, *, return_sequences):
+    def scan(self, projected, initial_state, mask, *, return_sequences,
+             zero_output_for_mask=False):
         if mask is not None:
             return None
         type(self).scans += 1
@@ -305,3 +306,27 @@ def test_diagnostics_read_a_family_without_a_recurrent_kernel(toy):
     assert probe.spectral_norms() == {}  # no U: nothing to read, and no AttributeError
     stats = gate_statistics(layer.trace(x))
     assert set(stats) == {"leak_mean", "leak_saturated", "state_tanh_saturated"}
+
+
+@pytest.mark.parametrize("cell", ["mingru", "lru", "mlstm"])
+def test_a_scan_zeroes_masked_outputs_when_the_layer_asks_as_keras_loop_does(cell):
+    """`Bidirectional` sets `zero_output_for_mask` on a layer that returns sequences: the
+    parallel form must then give zeros at masked steps, as Keras's step loop does."""
+    import numpy as np
+
+    from rnnbench.cells.custom import CustomRecurrent
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 12, 4)).astype("float32")
+    mask = np.ones((3, 12), bool)
+    mask[0, 9:] = False
+    mask[1, 5:] = False
+    layers = [CustomRecurrent(cell, 6, return_sequences=True, unroll=unroll, seed=1)
+              for unroll in (False, True)]  # the scan, then Keras's step loop
+    for layer in layers:
+        layer.build(x.shape)
+        layer.zero_output_for_mask = True
+    layers[1].set_weights(layers[0].get_weights())
+    scan, step = (np.asarray(layer(x, mask=mask)) for layer in layers)
+    assert np.all(step[0, 9:] == 0) and np.abs(step[0, :9]).max() > 0
+    np.testing.assert_allclose(scan, step, rtol=1e-5, atol=1e-6)

@@ -208,7 +208,8 @@ class CustomRecurrent(keras.layers.RNN):
         if self.go_backwards:
             projected = ops.flip(projected, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
-        return self.cell.scan(projected, states, mask, return_sequences=self.return_sequences)
+        return self.cell.scan(projected, states, mask, return_sequences=self.return_sequences,
+                              zero_output_for_mask=bool(self.zero_output_for_mask))
 
     def trace(self, inputs, mask=None):
         """Per-step activations of the cell on `inputs` (no dropout, zero initial state).

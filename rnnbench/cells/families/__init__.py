@@ -89,7 +89,8 @@ Heavy half: `<family>.py`
         def forward(self, z_x, states, w, dm):
             ...                           # THE step, written once
             return h_new, new_states, values
-        def scan(self, projected, initial_state, mask, *, return_sequences): ...  # optional
+        def scan(self, projected, initial_state, mask, *, return_sequences,
+                 zero_output_for_mask=False): ...  # optional
 
     CELL = LRUCell
 
@@ -116,11 +117,14 @@ Heavy half: `<family>.py`
   `back(d_new, states, res, w, dm) -> (dA, d_prev_states)` and
   `weight_grads(states, res, dA, w, dm) -> {weight name: gradient}` (see
   `docs/gradient.md`); its forward is the cell's `forward`.
-- `scan(projected, initial_state, mask, *, return_sequences)` when `Family.parallel` is
-  True: every step at once (e.g. an associative scan of `h' = a⊙h + b`), with autodiff
-  as gradient; returns `(last_output, outputs (B, T, n), final_states)` in the time order
-  of `projected` (the layer flips for `go_backwards`), or None to decline (a mask it
-  cannot honour, a backend it does not support): the layer then runs the step loop.
+- `scan(projected, initial_state, mask, *, return_sequences, zero_output_for_mask)` when
+  `Family.parallel` is True: every step at once (e.g. an associative scan of
+  `h' = a⊙h + b`), with autodiff as gradient; returns `(last_output, outputs (B, T, n),
+  final_states)` in the time order of `projected` (the layer flips for `go_backwards`),
+  or None to decline (a mask it cannot honour, a backend it does not support): the layer
+  then runs the step loop. A masked step keeps the state; its output repeats the one
+  before it, or is zero with `zero_output_for_mask` (what Keras's loop does, and what
+  `Bidirectional` asks for).
   The trace always runs `forward` step by step.
 - Options reach `CELL(units, **variant, **options, **SpecCell arguments)`: every option
   the cell accepts, with its default where the config left it null. Put them in
