@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import csv
+
 import pytest
 
 from rnnbench.report.claims import check_readme, check_text, parse_number
@@ -79,3 +81,17 @@ def test_a_check_naming_what_does_not_exist_fails_with_the_path_and_the_name(stu
     assert len(found) == 1 and name in found[0] and str(study) in found[0]
     if "missing" not in check:
         assert "r.csv" in found[0]
+
+
+def test_the_first_shootout_comparison_holds_the_rerun_s_own_test_metrics():
+    folder = ROOT / "experiments" / "shootout"
+    with (folder / "tables" / "runs.csv").open(newline="") as f:
+        runs = {(r["task"], r["cell"], r["seed"]): float(r["value"]) for r in csv.DictReader(f)}
+    with (folder / "first-shootout.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["task"], r["cell"], r["seed"]) for r in rows} == set(runs)
+    for r in rows:
+        key = (r["task"], r["cell"], r["seed"])
+        assert float(r["rerun"]) == runs[key], key
+        change = 100 * (float(r["rerun"]) / float(r["first"]) - 1)
+        assert float(r["change_pct"]) == pytest.approx(change, abs=1e-12), key

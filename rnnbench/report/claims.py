@@ -181,8 +181,8 @@ def check_text(text: str, readme: Path) -> tuple[int, list[Problem]]:
                                      "number, or give value=")
             actual = table_value(readme.parent / name, options, flags)
             if not abs(actual - printed.value) <= printed.tolerance * (1 + 1e-9) + 1e-15:
-                raise ValueError(f"printed {printed.text} but {name} {m.group(1).strip()} "
-                                 f"gives {actual:.6g}")
+                raise ValueError(f"printed {printed.text} but the check "
+                                 f"'{m.group(1).strip()}' gives {actual:.6g}")
         except ValueError as exc:
             problems.append(Problem(readme, line, str(exc)))
         last_end = m.end()
