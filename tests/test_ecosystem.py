@@ -112,7 +112,7 @@ def test_custom_cell_model_loads_with_pyfunc_in_a_fresh_process(multirun):
         f"m = mlflow.pyfunc.load_model('runs:/{run_id}/model')\n"
         "sig = m.metadata.signature\n"
         "print('IN', sig.inputs.inputs[0].shape, 'OUT', sig.outputs.inputs[0].shape)\n"
-        "print('PRED', m.predict(np.zeros((3, 52, 1), 'float32')).shape)\n"
+        "print('PRED', m.predict(np.full((3, 52, 1), 350.0)).shape)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=cli_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
