@@ -135,7 +135,7 @@ def _load(layer, cell, P):
 
 
 def _layer(cell, n, *, dtype="float32", **kw):
-    names = ("log_space", "parallel_scan", "u_bound_steps", "u_gamma", "u_epsilon")
+    names = ("log_space", "parallel", "u_bound_steps", "u_gamma", "u_epsilon")
     options = {k: kw.pop(k) for k in list(kw) if k in names}
     return CustomRecurrent(cell, n, return_sequences=True, dtype=dtype, **options, **kw)
 
@@ -203,7 +203,7 @@ def test_scan_runs_in_training_and_steps_when_the_length_is_unknown():
 
     x = RNG.normal(size=(2, 9, 3)).astype("float32")
     unknown_length = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 3))])
-    stepped = _layer("minlstm", 4, parallel_scan=False)
+    stepped = _layer("minlstm", 4, parallel=False)
     stepped.build(x.shape)
     type(layer.cell).scan = spy
     try:
@@ -214,7 +214,7 @@ def test_scan_runs_in_training_and_steps_when_the_length_is_unknown():
         off = np.asarray(stepped(x))
     finally:
         type(layer.cell).scan = scan
-    assert calls == [True, False, False]  # cell.parallel_scan=false: the step loop
+    assert calls == [True, False, False]  # cell.parallel=false: the step loop
     np.testing.assert_allclose(static, dynamic, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(static, off, rtol=1e-5, atol=1e-6)
 

@@ -50,7 +50,7 @@ class MinRNNCell(SpecCell):
         units: number of units.
         kind: `"gru"` or `"lstm"`.
         log_space: the paper's log-space version (see the module docstring).
-        parallel_scan: train with the parallel scan (False: the step loop).
+        parallel: train with the parallel scan (False: the step loop).
         **kwargs: those of `SpecCell`; `recurrent_dropout` must be 0 (no recurrent
             product for it to act on: `ConfigError`).
     """
@@ -59,7 +59,7 @@ class MinRNNCell(SpecCell):
     blocks = _BLOCKS["gru"]
     recurrent = False
 
-    def __init__(self, units, kind="gru", log_space=False, parallel_scan=True, **kwargs):
+    def __init__(self, units, kind="gru", log_space=False, parallel=True, **kwargs):
         super().__init__(units, **kwargs)
         if self.recurrent_dropout > 0:
             raise ConfigError(
@@ -71,7 +71,7 @@ class MinRNNCell(SpecCell):
             raise ValueError(f"kind must be 'gru' or 'lstm', not {kind!r}")
         self.kind = kind
         self.log_space = bool(log_space)
-        self.parallel_scan = bool(parallel_scan)
+        self.parallel = bool(parallel)
         self.blocks = _BLOCKS[kind]
 
     @property
@@ -109,8 +109,8 @@ class MinRNNCell(SpecCell):
     def scan(self, projected, initial_state, mask, *, return_sequences=True,
              zero_output_for_mask=False):
         """Every step at once (`rnnbench.cells.scan`); None (step loop) when the length
-        is not static or `parallel_scan` is off."""
-        if not self.parallel_scan or scans.static_length(projected) is None:
+        is not static or `parallel` is off."""
+        if not self.parallel or scans.static_length(projected) is None:
             return None
         h0 = initial_state[0]
         if self.log_space:
@@ -126,7 +126,7 @@ class MinRNNCell(SpecCell):
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "log_space": self.log_space,
-                "parallel_scan": self.parallel_scan}
+                "parallel": self.parallel}
 
 
 CELL = MinRNNCell

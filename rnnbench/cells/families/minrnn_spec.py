@@ -9,8 +9,8 @@ LOG_SPACE = Option(
     "(default: the plain form, candidate Linear(x))",
 )
 
-PARALLEL_SCAN = Option(
-    "parallel_scan", bool, True,
+PARALLEL = Option(
+    "parallel", bool, True,
     "train with the parallel scan over time (false: the step loop, same numbers; "
     "faster on a CPU with few cores, see docs/cells.md)",
 )
@@ -20,13 +20,13 @@ FAMILY = Family(
     summary="minimal GRU / LSTM of Feng et al. 2024: gates of x only, h' = a(x)⊙h + b(x)",
     kernel=False,
     parallel=True,
-    options=(LOG_SPACE, PARALLEL_SCAN),
+    options=(LOG_SPACE, PARALLEL),
     cells=(
         CellSpec(
             name="mingru",
             summary="z = σ(Wz x + bz); h̃ = Wh x + bh; h' = (1 − z)⊙h + z⊙h̃",
             gates=("update",),
-            options=frozenset({"log_space", "parallel_scan"}),
+            options=frozenset({"log_space", "parallel"}),
             # Two input kernels and two biases, no recurrent kernel.
             param_count=lambda d, n: 2 * (d * n + n),
             source="Feng et al. 2024, Were RNNs All We Needed?, Section 3.1",
@@ -39,7 +39,7 @@ FAMILY = Family(
                 "h' = f'⊙h + i'⊙h̃"
             ),
             gates=("forget", "input"),
-            options=frozenset({"log_space", "parallel_scan"}),
+            options=frozenset({"log_space", "parallel"}),
             # Three input kernels and three biases, no recurrent kernel.
             param_count=lambda d, n: 3 * (d * n + n),
             source="Feng et al. 2024, Were RNNs All We Needed?, Section 3.2",
