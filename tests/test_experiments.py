@@ -51,6 +51,8 @@ def test_aggregates_offsets_scales_and_words(study):
     assert problems(study, f"0.68 above <!-- check {t} row=gru col=mean minus=8.54 -->") == []
     assert problems(study, f"0.69 <!-- check {t} row=gru col=mean minus=8.54 -->")
     assert problems(study, f"sd 1.9% <!-- check {t} row=gru col=sd times=100 -->") == []
+    assert problems(study, f"+8% <!-- check {t} row=gru col=mean minus=8.54 over=8.54 times=100 -->"
+                    ) == []
     assert problems(study, f"9.22–9.46 <!-- check {t} agg=max col=mean -->") == []
     assert problems(study, f"2 of them <!-- check {t} row=gru|rnn agg=count col=mean -->"
                     ) == []
@@ -83,15 +85,22 @@ def test_a_check_naming_what_does_not_exist_fails_with_the_path_and_the_name(stu
         assert "r.csv" in found[0]
 
 
-def test_the_first_shootout_comparison_holds_the_rerun_s_own_test_metrics():
-    folder = ROOT / "experiments" / "shootout"
+@pytest.mark.parametrize("name, table", [("shootout", "first-shootout.csv"),
+                                         ("long_range", "first-run.csv")])
+def test_a_comparison_with_a_first_run_holds_the_rerun_s_own_test_metrics(name, table):
+    folder = ROOT / "experiments" / name
     with (folder / "tables" / "runs.csv").open(newline="") as f:
-        runs = {(r["task"], r["cell"], r["seed"]): float(r["value"]) for r in csv.DictReader(f)}
-    with (folder / "first-shootout.csv").open(newline="") as f:
+        runs = {(r["task"], r["cell"], r["seed"]): float(r["value"])
+                for r in csv.DictReader(f) if r["status"] == "FINISHED"}
+    with (folder / table).open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["task"], r["cell"], r["seed"]) for r in rows} == set(runs)
+
+    def key(r):  # long_range's tables name a task and its length together
+        task = f"{r['task']} · task.length={r['length']}" if "length" in r else r["task"]
+        return task, r["cell"], r["seed"]
+
+    assert {key(r) for r in rows} == set(runs)
     for r in rows:
-        key = (r["task"], r["cell"], r["seed"])
-        assert float(r["rerun"]) == runs[key], key
+        assert float(r["rerun"]) == runs[key(r)], key(r)
         change = 100 * (float(r["rerun"]) / float(r["first"]) - 1)
-        assert float(r["change_pct"]) == pytest.approx(change, abs=1e-12), key
+        assert float(r["change_pct"]) == pytest.approx(change, abs=1e-12), key(r)

@@ -14,7 +14,8 @@ rendered)::
 - ``minus=X`` subtracts and ``plus=X`` adds a constant (a gap to a published number) or
   another column of the same row (an interval's ends: ``col=diff_mean
   plus=diff_ci_half_width``), before ``agg``; ``times=X`` scales (``times=100`` for a
-  percentage, ``times=0.001`` for thousands);
+  percentage, ``times=0.001`` for thousands) and ``over=X`` divides (a change relative to
+  a constant: ``minus=0.2971 over=0.2971 times=100``);
 - the value is the number printed just before the comment (``−0.19``, ``6·10⁻⁴``,
   ``4.2%``), or ``value=`` where the text says it in words; it must equal the table's at
   the printed number's rounding (``9.222`` holds for 9.2215 to 9.2225).
@@ -93,7 +94,8 @@ def _options(body: str) -> tuple[str, dict[str, str], set[str]]:
             options[key] = val
         else:
             flags.add(w)
-    unknown = set(options) - {"row", "col", "agg", "minus", "plus", "times", "value"}
+    unknown = set(options) - {"row", "col", "agg", "minus", "plus", "over", "times",
+                             "value"}
     unknown |= flags - {"abs"}
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
@@ -160,7 +162,7 @@ def table_value(path: Path, options: dict[str, str], flags: set[str] = frozenset
     if "abs" in flags:
         values = [abs(v) for v in values]
     value = AGGREGATES[agg](values) if agg else values[0]
-    return value * float(options.get("times", 1))
+    return value / float(options.get("over", 1)) * float(options.get("times", 1))
 
 
 def check_text(text: str, readme: Path) -> tuple[int, list[Problem]]:
