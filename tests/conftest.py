@@ -64,3 +64,27 @@ def small_disk(tmp_path: Path):
     for where in reversed(mounted):
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """One private one-node Slurm cluster (munged, slurmctld, slurmd) for the whole session
+    (tests/slurm_cluster.py), stopped by its pid files at the end. Skipped, with the
+    install command, where Slurm is not installed or this is not root."""
+    import slurm_cluster as sc
+
+    why = sc.missing()
+    if why:
+        pytest.skip(why)
+    # a short folder outside pytest's private (0700) one: munged's socket and the jobs'
+    # files must be reachable by other users (munge) and by the jobs
+    root = Path(tempfile.mkdtemp(prefix="rnnbench-slurm-"))
+    cluster = sc.Cluster(root)
+    try:
+        cluster.start(timeout=180)
+        yield cluster
+    finally:
+        cluster.stop()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
