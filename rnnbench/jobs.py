@@ -264,6 +264,8 @@ def print_summary() -> int:
     _multirun["printed"] = True
     stop = interrupt.requested()
     jobs = collect(_multirun["dir"], _multirun["start"], stop)
+    if not jobs and not stop:  # nothing launched: Hydra refused the command line first
+        return 0
     planned = _multirun.get("planned")
     counts = {s: sum(j["status"] == s for j in jobs)
               for s in ("finished", "skipped", "failed", "stopped")}

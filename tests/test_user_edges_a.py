@@ -171,3 +171,10 @@ def test_the_pyfunc_returns_probabilities_for_logits():
     assert np.allclose(probs.sum(axis=-1), 1.0) and probs[0].argmax() == 0
     keys = mlflow_model.ServingModel(Logits(), {"kind": "sigmoid"}).predict(None)
     assert keys[1] == pytest.approx([0.5, 0.5, 0.5])
+
+
+def test_a_multirun_over_an_unknown_key_exits_2_without_an_empty_summary(tmp_path):
+    proc = run_cli(["-m", "model.unit=1,2"], tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Did you mean model.units?" in proc.stderr
+    assert "0 job(s)" not in proc.stdout and "Traceback" not in proc.stderr
