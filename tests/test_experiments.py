@@ -104,3 +104,43 @@ def test_a_comparison_with_a_first_run_holds_the_rerun_s_own_test_metrics(name, 
         assert float(r["rerun"]) == runs[key(r)], key(r)
         change = 100 * (float(r["rerun"]) / float(r["first"]) - 1)
         assert float(r["change_pct"]) == pytest.approx(change, abs=1e-12), key(r)
+
+
+def test_the_fgr_weight_counts_are_the_cells_own_at_the_points_both_trained():
+    """fgr-weights.csv: the weights of `peephole` and `fgr` (recurrent layer and output
+    layer) at each point both were trained at, from the units in tables/runs.csv and the
+    cells' own parameter counts; the report's params_count ranges end at two of them."""
+    import re
+
+    from rnnbench.cells import CELLS
+
+    folder = ROOT / "experiments" / "greff"
+    sizes = {"chorales": (88, 88), "speech_vowels": (12, 9)}  # inputs, outputs
+    points: dict[tuple[str, str], set[tuple[int, str]]] = {}
+    with (folder / "tables" / "runs.csv").open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r["status"] == "FINISHED":
+                units = int(re.search(r"model\.units=(\d+)", r["command"]).group(1))
+                lr = re.search(r"optimizer\.lr=(\S+)", r["command"]).group(1)
+                points.setdefault((r["task"].split(" ")[0], r["cell"]), set()).add((units, lr))
+    with (folder / "fgr-weights.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    def weights(cell, task, units):
+        d, k = sizes[task]
+        return CELLS[cell].param_count(d, units) + units * k + k
+
+    for task in sizes:
+        shared = points[(task, "fgr")] & points[(task, "peephole")]
+        assert {(int(r["units"]), r["lr"]) for r in rows if r["task"] == task} == shared
+        for cell in ("peephole", "fgr"):
+            name = task.replace("_", "-")
+            with (folder / "tables" / f"{name}-sweep-trials-results.csv").open() as f:
+                span = next(r for r in csv.DictReader(f) if r["row"] == cell)["params_count"]
+            counts = {weights(cell, task, u) for u, _ in points[(task, cell)]}
+            assert {int(x) for x in span.split("–")} <= counts, (task, cell, span)
+    for r in rows:
+        a, b = weights("peephole", r["task"], int(r["units"])), weights("fgr", r["task"],
+                                                                      int(r["units"]))
+        assert (int(r["peephole_weights"]), int(r["fgr_weights"])) == (a, b)
+        assert float(r["ratio"]) == pytest.approx(b / a, rel=1e-12)

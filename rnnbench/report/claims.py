@@ -158,6 +158,8 @@ def table_value(path: Path, options: dict[str, str], flags: set[str] = frozenset
             raise ValueError(f"{path}: {key}={given} is neither a number nor a column; "
                              "it has " + ", ".join(header)) from None
 
+    if agg == "count":  # how many rows match: their values need not be numbers
+        return len(chosen) / float(options.get("over", 1)) * float(options.get("times", 1))
     values = [number(r, col) + term(r, "plus") - term(r, "minus") for r in chosen]
     if "abs" in flags:
         values = [abs(v) for v in values]
