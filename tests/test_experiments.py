@@ -144,3 +144,17 @@ def test_the_fgr_weight_counts_are_the_cells_own_at_the_points_both_trained():
                                                                       int(r["units"]))
         assert (int(r["peephole_weights"]), int(r["fgr_weights"])) == (a, b)
         assert float(r["ratio"]) == pytest.approx(b / a, rel=1e-12)
+
+
+def test_rnnbench_report_check_readme_exits_1_on_a_wrong_number(study, capsys):
+    from rnnbench.report.cli import main
+
+    study.write_text("gru 9.222 <!-- check tables/r.csv row=gru col=mean -->\n")
+    assert main(["--check-readme", str(study)]) == 0
+    assert "1 of 1 checks hold" in capsys.readouterr().out
+    study.write_text("gru\n9.3 <!-- check tables/r.csv row=gru col=mean -->\n")
+    assert main(["--check-readme", str(study)]) == 1
+    out = capsys.readouterr().out
+    assert f"{study}:2: printed 9.3" in out and "0 of 1 checks hold" in out
+    assert main(["--check-readme", str(study.parent / "none.md")]) == 2
+    assert "none.md" in capsys.readouterr().err

@@ -80,7 +80,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, type=Path, metavar="DIR",
                    help="output folder (default: reports/<name>)")
     p.add_argument("--title", default=None, help="the report's title")
+    p.add_argument("--check-readme", action="append", default=None, type=Path,
+                   metavar="README",
+                   help="only check the <!-- check TABLE row=... col=... --> comments of a "
+                        "Markdown file against the CSV tables they name (repeatable); exit "
+                        "1 when a number disagrees, without reading the MLflow store")
     return p
+
+
+def check_readmes(paths: list[Path]) -> int:
+    """``--check-readme``: print each failed check; 0 when all hold, 1 when not."""
+    from rnnbench.report.claims import check_readme
+
+    failed = 0
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"--check-readme {path}: no such file.")
+        try:
+            count, problems = check_readme(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--check-readme {path}: cannot be read ({exc}).") from None
+        for problem in problems:
+            print(problem)
+        failed += len(problems)
+        print(f"{path}: {count - len(problems)} of {count} checks hold")
+    return 1 if failed else 0
 
 
 def default_name(args: argparse.Namespace) -> str:
@@ -256,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     from rnnbench.redaction import redact
 
     try:
+        if args.check_readme:
+            return check_readmes(args.check_readme)
         out, result = run(args)
     except RnnbenchError as exc:
         print(f"rnnbench-report: error: {redact(str(exc))}", file=sys.stderr, flush=True)
