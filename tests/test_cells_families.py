@@ -330,3 +330,16 @@ def test_a_scan_zeroes_masked_outputs_when_the_layer_asks_as_keras_loop_does(cel
     scan, step = (np.asarray(layer(x, mask=mask)) for layer in layers)
     assert np.all(step[0, 9:] == 0) and np.abs(step[0, :9]).max() > 0
     np.testing.assert_allclose(scan, step, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_cell_key_names_the_options_of_the_cell_asked_for(tmp_path):
+    """`cell.peephole=true` for mingru: one message naming mingru's own options and the
+    keys every cell has (not every family's options), exit 2, nothing run."""
+    from helpers import run_cli
+
+    done = run_cli(["cell=mingru", "cell.peephole=true", "debug=smoke"], tmp_path, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "not an option of cell 'mingru' (its options: log_space, parallel;" in out
+    assert "r_min" not in out and "Traceback" not in out
+    assert not (tmp_path / "mlflow.db").exists()

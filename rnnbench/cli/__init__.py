@@ -143,10 +143,33 @@ def composition_message(exc: BaseException) -> str:
         parent, _, leaf = str(key).rpartition(".")
         near = difflib.get_close_matches(leaf, known, n=1)
         hint = f" Did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
+        if parent == "cell":
+            return _cell_key_message(str(key), leaf, known, hint)
         return (f"{key} is not a config key ({parent or 'the config'} has: "
                 f"{', '.join(known)}).{hint} Nothing was run.")
     detail = " ".join(str(cause).split("\n")[0].split()) if cause is not None else ""
     return text + (f" ({detail})" if detail and detail not in text else "")
+
+
+def _cell_key_message(key: str, leaf: str, known: list[str], hint: str) -> str:
+    """An unknown `cell.<key>`: the options of the cell asked for (`cell=NAME` on the
+    command line) and the keys every cell has, not every family's options."""
+    import difflib
+
+    from rnnbench.cells.registry import CELL_OPTIONS, CELLS
+
+    chosen = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("cell=")]
+    spec = CELLS.get(chosen[-1]) if chosen else None
+    common = [k for k in known if k not in CELL_OPTIONS]
+    if spec is None:
+        return (f"{key} is not a config key (cell has: {', '.join(known)}).{hint} "
+                "Nothing was run.")
+    own = sorted(spec.options)
+    near = difflib.get_close_matches(leaf, own + common, n=1)
+    hint = f" Did you mean cell.{near[0]}?" if near else ""
+    return (f"{key} is not an option of cell {spec.name!r} (its options: "
+            f"{', '.join(own) or 'none'}; every cell has: {', '.join(common)}).{hint} "
+            "Nothing was run.")
 
 
 def replay_main(argv: list[str]) -> int:
