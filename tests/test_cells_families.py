@@ -343,3 +343,20 @@ def test_an_unknown_cell_key_names_the_options_of_the_cell_asked_for(tmp_path):
     assert "not an option of cell 'mingru' (its options: log_space, parallel;" in out
     assert "r_min" not in out and "Traceback" not in out
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_layer_says_which_form_ran():
+    """`describe_layer(...)["form"]`: `scan` when a family's parallel form ran, `step`
+    when the loop ran (a family without one, `cell.parallel=false`, `unroll`)."""
+    from rnnbench.cells import describe_layer
+    from rnnbench.cells.custom import CustomRecurrent
+
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype("float32")
+    forms = {}
+    for label, layer in {"mingru": CustomRecurrent("mingru", 4),
+                         "mingru stepped": CustomRecurrent("mingru", 4, parallel=False),
+                         "lstm": CustomRecurrent("lstm", 4, gradient="autodiff")}.items():
+        assert describe_layer(layer)["form"] is None
+        layer(x)
+        forms[label] = describe_layer(layer)["form"]
+    assert forms == {"mingru": "scan", "mingru stepped": "step", "lstm": "step"}

@@ -372,6 +372,7 @@ def test_builtin_layers_and_description():
         "params": None,
         "bidirectional": False,
         "gradient": "autodiff",
+        "form": "step",
     }
     bi = keras.layers.Bidirectional(
         make_recurrent_layer(cfg("gru", "builtin"), 4, return_sequences=False)

@@ -151,6 +151,7 @@ class CustomRecurrent(keras.layers.RNN):
         self.cell_options = options
         self.gradient = gradient
         self.gradient_ran = None
+        self.form_ran = None  # "scan" (the family's parallel form) or "step", once called
         self._fallback_warned = False
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
@@ -198,7 +199,9 @@ class CustomRecurrent(keras.layers.RNN):
             if self.cell.scan is not None and not self.unroll:
                 result = self._scan(projected, initial_state, mask)
                 if result is not None:
+                    self.form_ran = "scan"
                     return result
+            self.form_ran = "step"
             return super().inner_loop(projected, initial_state, mask, training=training)
 
     def _scan(self, projected, initial_state, mask):

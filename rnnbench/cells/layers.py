@@ -112,8 +112,9 @@ def describe_layer(layer) -> dict:
         A dict with `impl` (`"builtin"` or `"custom"`), `cell` (cell name),
         `cudnn_eligible` (see `cudnn_eligible`), `params` (`count_params()`, of the
         wrapper for a bidirectional layer; None while the layer is not built),
-        `bidirectional` and `gradient` (`"bptt"` or `"autodiff"`: what the layer's last
-        call ran, or will run if it was never called).
+        `bidirectional`, `gradient` (`"bptt"` or `"autodiff"`: what the layer's last
+        call ran, or will run if it was never called) and `form` (`"scan"`: the family's
+        parallel form over time, `"step"`: a loop over steps; None before the first call).
     """
     if isinstance(layer, keras.layers.Bidirectional):
         info = describe_layer(layer.forward_layer)
@@ -121,10 +122,11 @@ def describe_layer(layer) -> dict:
         info["params"] = layer.count_params() if layer.built else None
         info["bidirectional"] = True
         return info
-    gradient = "autodiff"
+    gradient, form = "autodiff", "step"
     if isinstance(layer, CustomRecurrent):
         impl, cell = "custom", layer.cell_name
         gradient = layer.gradient_ran or layer.gradient_plan()[0]
+        form = layer.form_ran
     else:
         impl, cell = "builtin", _builtin_cell_name(layer)
         if cell is None:
@@ -136,6 +138,7 @@ def describe_layer(layer) -> dict:
         "params": layer.count_params() if layer.built else None,
         "bidirectional": False,
         "gradient": gradient,
+        "form": form,
     }
 
 
