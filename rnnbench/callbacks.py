@@ -11,7 +11,7 @@ from typing import Any
 import keras
 
 from rnnbench import interrupt
-from rnnbench.tracking import Artifacts
+from rnnbench.tracking import Artifacts, Metrics
 
 
 class InterruptCheck(keras.callbacks.Callback):
@@ -117,9 +117,9 @@ class EpochLogger(keras.callbacks.Callback):
         metrics = {k: float(v) for k, v in (logs or {}).items()
                    if isinstance(v, (int, float)) or hasattr(v, "__float__")}
         metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        metrics["epoch_time_s"] = seconds
+        metrics[Metrics.EPOCH_TIME_S] = seconds
         if seconds > 0:
-            metrics["throughput_samples_per_s"] = self._steps * self.batch_size / seconds
+            metrics[Metrics.THROUGHPUT] = self._steps * self.batch_size / seconds
         self.run.log_metrics(metrics, step=epoch + 1)
 
 

@@ -159,8 +159,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     commit = git_commit()
     tags = {
         Tags.TASK: task.name, Tags.TASK_FAMILY: task.family, Tags.CELL: cfg.cell.name,
-        Tags.IMPL: what["impl"], "cudnn_eligible": str(what["cudnn_eligible"]).lower(),
-        "gradient": what["gradient"],
+        Tags.IMPL: what["impl"], EnvTags.CUDNN_ELIGIBLE: str(what["cudnn_eligible"]).lower(),
+        Tags.GRADIENT: what["gradient"],
         Tags.SEED: cfg.seed, EnvTags.HARDWARE: cfg.hardware.name, Tags.CONFIG_HASH: chash,
         Tags.SWEEP_ID: ctx.sweep_id, Tags.RUN_KIND: ctx.run_kind, Tags.GIT_COMMIT: commit,
         Tags.SWEEP_IDS: tracking.sweeps_tag(ctx.sweep_id) if ctx.sweep_id else None,

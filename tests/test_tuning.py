@@ -293,7 +293,7 @@ def test_sweep_survives_nan_trials_and_records_them_failed(tmp_path, capsys):
     assert best_hist == sorted(best_hist, reverse=True)  # best so far only improves
     assert best_hist[-1] == pytest.approx(result.best["score"])
     trial_hist = client.get_metric_history(parent.info.run_id, "trial_val_loss")
-    assert sorted(m.step for m in trial_hist) == [i for i, h in enumerate(huge) if not h]
+    assert sorted(m.step for m in trial_hist) == [i + 1 for i, h in enumerate(huge) if not h]
     summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "sweep/trials.json",
                                                         str(tmp_path))).read_text())
     assert [t["status"] for t in summary] == [t["status"] for t in result.trials]

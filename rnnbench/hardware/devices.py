@@ -133,9 +133,9 @@ class HardwareInfo:
             tags[EnvTags.DEVICE_NAME] = self.device_name
         if self.backend != "tensorflow":
             module = sys.modules.get(_BACKEND_PACKAGES[self.backend])
-            tags[f"{self.backend}_version"] = getattr(module, "__version__", "unknown")
+            tags[self.backend + EnvTags.VERSION_SUFFIX] = getattr(module, "__version__", "unknown")
         if self.notes:
-            tags["hardware_notes"] = " | ".join(self.notes)
+            tags[EnvTags.HARDWARE_NOTES] = " | ".join(self.notes)
         return tags
 
 

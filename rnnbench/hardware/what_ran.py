@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from rnnbench import cudnn
+from rnnbench.tracking.schema import EnvTags, Tags
 
 # What TensorFlow says when an op cannot honour op determinism.
 _DETERMINISM_MARKERS = ("determinism is enabled", "determinism is not yet supported")
@@ -58,17 +59,17 @@ def what_ran(model: Any, hw: Any, what: dict[str, Any],
 
     tags = hw.tags()
     jit = bool(model.jit_compile)  # after compile: what Keras really does
-    tags["xla"] = "on" if jit else "off"
+    tags[Tags.XLA] = "on" if jit else "off"
     if hw.xla_request == "on" and not jit:
         hw.notes.append("hardware.xla=on, but Keras compiled without XLA: the model has a "
                         "layer that XLA cannot compile (a cuDNN LSTM/GRU on TensorFlow)")
-        tags["hardware_notes"] = " | ".join(hw.notes)
-    tags["device"] = _placement(model, hw)
-    tags["global_batch_size"] = str(batch_size)
-    tags["replica_batch_size"] = f"{batch_size / hw.replicas:g}"
+        tags[EnvTags.HARDWARE_NOTES] = " | ".join(hw.notes)
+    tags[EnvTags.DEVICE] = _placement(model, hw)
+    tags[Tags.GLOBAL_BATCH_SIZE] = str(batch_size)
+    tags[Tags.REPLICA_BATCH_SIZE] = f"{batch_size / hw.replicas:g}"
     try:
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        tags["effective_lr"] = f"{lr:.6g}"
+        tags[Tags.EFFECTIVE_LR] = f"{lr:.6g}"
     except (AttributeError, TypeError, ValueError):
         pass  # a schedule, or no optimizer yet
 
@@ -82,10 +83,10 @@ def what_ran(model: Any, hw: Any, what: dict[str, Any],
         used, reason = cudnn.layer_cudnn(layer, hw.backend, hw.device_type, masked)
         desc["cudnn"] = used
         desc["cudnn_reason"] = reason
-        tags[f"cudnn.{name}"] = str(used).lower()
+        tags[Tags.CUDNN_LAYER_PREFIX + name] = str(used).lower()
         ran.append(used)
-    tags["cudnn"] = str(bool(ran) and all(ran)).lower()
-    tags["cudnn_layers"] = f"{sum(ran)}/{len(ran)}"
+    tags[Tags.CUDNN] = str(bool(ran) and all(ran)).lower()
+    tags[Tags.CUDNN_LAYERS] = f"{sum(ran)}/{len(ran)}"
     return tags
 
 

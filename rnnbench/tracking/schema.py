@@ -49,8 +49,14 @@ class Tags:
     METRIC_UNITS = "metric_units"  # JSON: factor and unit of the per-epoch metrics
     # what ran it
     IMPL = "impl"
+    GRADIENT = "gradient"  # bptt or autodiff (rnnbench.cells.describe_layer)
     CUDNN = "cudnn"
+    CUDNN_LAYER_PREFIX = "cudnn."  # + a recurrent layer's name: true/false
+    CUDNN_LAYERS = "cudnn_layers"  # ``<layers on cuDNN>/<recurrent layers>``
     XLA = "xla"
+    GLOBAL_BATCH_SIZE = "global_batch_size"
+    REPLICA_BATCH_SIZE = "replica_batch_size"
+    EFFECTIVE_LR = "effective_lr"  # the optimizer's learning rate after any lr_scale
     # where it comes from, and how to run it again
     CONFIG_HASH = "config_hash"
     GIT_COMMIT = "git_commit"  # ``<sha>`` or ``<sha>-dirty``
@@ -95,6 +101,8 @@ class EnvTags:
     CPU = "cpu"
     REPLICAS = "replicas"
     CUDNN_ELIGIBLE = "cudnn_eligible"
+    HARDWARE_NOTES = "hardware_notes"  # what the hardware setup changed or could not do
+    VERSION_SUFFIX = "_version"  # a backend other than TensorFlow: ``<backend>_version``
     PRECISION = "precision"
     XLA_REQUESTED = "xla_requested"
     DETERMINISTIC = "deterministic"
@@ -117,11 +125,24 @@ class SweepTags:
     OBJECTIVE = "objective"
     DIRECTION = "direction"
     SWEEP_NAME = "sweep_name"
+    # the parent's description of the search
+    TUNER = "tuner"  # also on each trial
+    SEARCH_SPACE = "search_space"
+    DISTRIBUTED = "distributed"  # none, chief or worker
+    BUDGET_MAX_TRIALS = "budget.max_trials"
+    BUDGET_MAX_EPOCHS = "budget.max_epochs"
+    BUDGET_EXECUTIONS = "budget.executions_per_trial"
+    # a trial: keras-tuner's id (``"00"``, ``"01"``, ...: what a resumed sweep matches),
+    # and the one number people see, the id plus one (console, run name ``trial-<k>``)
     TRIAL_ID = "trial_id"
+    TRIAL_NUMBER = "trial_number"
+    TUNER_ID = "tuner_id"  # which tuner process ran it (tuner0, chief, worker-...)
+    WARM_START_FROM = "warm_start_from"  # hyperband: the trial number whose weights it resumed
     EXECUTION = "execution"
     TRIALS_COMPLETED = "trials_completed"
     TRIALS_FAILED = "trials_failed"
     BEST_TRIAL_ID = "best_trial_id"
+    BEST_TRIAL_NUMBER = "best_trial_number"
     BEST_RUN_ID = "best_run_id"
     BEST_HP_PREFIX = "best_hp."
 
@@ -168,6 +189,18 @@ class Metrics:
     GRAD_FLOW_PREFIX = "grad_flow/"  # gradient-flow summaries of the tested weights
     # + "<layer>/<stat>": |λ| of a diagonal complex recurrence (lru), per probe epoch
     EIGENVALUE_MODULUS_PREFIX = "eigenvalue_modulus/"
+
+
+class SweepMetrics:
+    """Metrics of a keras-tuner sweep's parent run, at step = the trial's number.
+
+    Written by :class:`rnnbench.tuning.record.SweepRecord` as each trial ends; read by
+    people in the MLflow UI (the optimisation history).
+    """
+
+    TRIALS_FAILED = "trials_failed"
+    TRIAL_PREFIX = "trial_"  # + the objective: the trial's value
+    BEST_PREFIX = "best_"  # + the objective: the best value so far
 
 
 class Artifacts:

@@ -69,7 +69,7 @@ def _set_distributed_env(dist: Any) -> str:
 
 
 def _trial_table(plan: Any, oracle: Any, record: Any) -> list[dict[str, Any]]:
-    from rnnbench.tuning.tuner import reason_of
+    from rnnbench.tuning.tuner import reason_of, trial_number
 
     runs: dict[str, list] = {}
     for run in record.trial_runs():
@@ -82,7 +82,7 @@ def _trial_table(plan: Any, oracle: Any, record: Any) -> list[dict[str, Any]]:
             (r.data.tags.get(Tags.FAILURE_REASON) for r in reversed(mine)
              if r.info.status == "FAILED"), None)
         table.append({
-            "trial_id": trial_id, "status": t.status,
+            "trial_id": trial_id, "trial": trial_number(trial_id), "status": t.status,
             "score": t.score if t.status == "COMPLETED" else None,
             "hyperparameters": dict(t.hyperparameters.values),
             "reason": reason if t.status != "COMPLETED" else None,
@@ -167,12 +167,13 @@ def _run(plan: Any, record: Any, project_dir: Path, resume: bool, previous: str 
             Tags.RUN_KIND: RunKind.SWEEP, Tags.SWEEP_ID: plan.sweep_id,
             SweepTags.SWEEP_NAME: plan.sweep_id,
             Tags.TASK: plan.task_name, Tags.CELL: cfg.cell.name, Tags.SEED: cfg.seed,
-            "tuner": t.name, SweepTags.OBJECTIVE: plan.objective,
+            SweepTags.TUNER: t.name, SweepTags.OBJECTIVE: plan.objective,
             SweepTags.DIRECTION: plan.direction,
-            "search_space": plan.space.name, Tags.COMMAND: command, Tags.GIT_COMMIT: git_commit(),
-            "budget.max_trials": total, "budget.max_epochs": t.max_epochs,
-            "budget.executions_per_trial": t.executions_per_trial,
-            "distributed": role, **version_tags(),
+            SweepTags.SEARCH_SPACE: plan.space.name, Tags.COMMAND: command,
+            Tags.GIT_COMMIT: git_commit(),
+            SweepTags.BUDGET_MAX_TRIALS: total, SweepTags.BUDGET_MAX_EPOCHS: t.max_epochs,
+            SweepTags.BUDGET_EXECUTIONS: t.executions_per_trial,
+            SweepTags.DISTRIBUTED: role, **version_tags(),
             **conventions.system_tags(command, git_commit()),
         }
         params = {k: v for k, v in config.flatten(cfg).items()

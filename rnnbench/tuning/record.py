@@ -18,6 +18,7 @@ from typing import Any
 
 from rnnbench import tracking
 from rnnbench.tracking import Artifacts, RunKind, SweepTags, Tags
+from rnnbench.tracking.schema import SweepMetrics
 from rnnbench.errors import TrackingError
 from rnnbench.tuning.state import PARENT_FILE, save_json
 ORPHAN_REASON = ("orphaned: the process running this trial stopped before the trial "
@@ -194,14 +195,15 @@ class SweepRecord:
 
     def log_trial_end(self, index: int, score: float | None, best: float | None,
                       failed: int) -> None:
-        """The objective's history over trials, on the parent run (step = trial index)."""
+        """The objective's history over trials, on the parent run (step = the trial's
+        number, :func:`rnnbench.tuning.tuner.trial_number`)."""
         if self.parent_run_id is None:
             return
-        metrics: dict[str, float] = {"trials_failed": failed}
+        metrics: dict[str, float] = {SweepMetrics.TRIALS_FAILED: failed}
         if score is not None and math.isfinite(score):
-            metrics[f"trial_{self.objective}"] = score
+            metrics[SweepMetrics.TRIAL_PREFIX + self.objective] = score
         if best is not None and math.isfinite(best):
-            metrics[f"best_{self.objective}"] = best
+            metrics[SweepMetrics.BEST_PREFIX + self.objective] = best
         self._parent().log_metrics(metrics, step=index)
 
     def finish(self, status: str, summary: dict[str, Any] | None = None,
@@ -218,6 +220,7 @@ class SweepRecord:
             }
             if best:
                 tags.update({SweepTags.BEST_TRIAL_ID: best["trial_id"],
+                             SweepTags.BEST_TRIAL_NUMBER: best.get("trial"),
                              SweepTags.BEST_RUN_ID: best.get("run_id")})
                 tags.update({SweepTags.BEST_HP_PREFIX + k: v
                              for k, v in best["hyperparameters"].items()})

@@ -33,6 +33,13 @@ ORACLES = {
 CONSECUTIVE_FAILURES = "consecutive failures exceeded"
 
 
+def trial_number(trial_id: Any) -> int:
+    """The one number a trial goes by, on the console, in its MLflow run name
+    (``trial-<k>``) and tag (``SweepTags.TRIAL_NUMBER``): keras-tuner's zero-padded id
+    (``"00"``, ``"01"``, ...) plus one."""
+    return int(trial_id) + 1
+
+
 class SweepAborted(kt.errors.FatalError):
     """Stops the search on an error that every trial would hit (data, hardware, tracking).
 
@@ -85,14 +92,15 @@ class SweepHooks:
 
     def _k(self, trial: Any) -> str:
         n = f" of {self.total}" if self.total else ""
-        return f"trial {int(trial.trial_id) + 1}{n}"
+        return f"trial {trial_number(trial.trial_id)}{n}"
 
     def _best(self, oracle: Any) -> str:
         best = [t for t in oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
         if not best:
             return "no trial has finished yet"
         b = best[0]
-        return f"best so far {self.plan.objective}={b.score:.6g} (trial {int(b.trial_id) + 1})"
+        return (f"best so far {self.plan.objective}={b.score:.6g} "
+                f"(trial {trial_number(b.trial_id)})")
 
     def say(self, text: str) -> None:
         print(f"[{self.plan.sweep_id}] {text}", flush=True)
@@ -116,7 +124,7 @@ class SweepHooks:
         failed = sum(t.status == TrialStatus.FAILED for t in oracle.trials.values())
         best = [t for t in oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
         score = trial.score if status == TrialStatus.COMPLETED else None
-        self.record.log_trial_end(int(trial.trial_id), score,
+        self.record.log_trial_end(trial_number(trial.trial_id), score,
                                   best[0].score if best else None, failed)
         if error is not None:
             self.say(f"the sweep stops: {oracle.max_consecutive_failed_trials} trials in a row "
@@ -293,7 +301,8 @@ class SweepTuner(kt.Tuner):
             if os.path.exists(path):
                 initial_epoch, init_weights = int(values["tuner/initial_epoch"]), path
             else:
-                print(f"[{plan.sweep_id}] trial {trial.trial_id}: the weights of trial {source} "
+                print(f"[{plan.sweep_id}] trial {trial_number(trial.trial_id)}: the weights of "
+                      f"trial {trial_number(source)} "
                       f"are not in {self.project_dir} (another machine ran it?); training from "
                       f"scratch for {epochs} epochs", flush=True)
         n = self.executions_per_trial
@@ -302,11 +311,13 @@ class SweepTuner(kt.Tuner):
             command=" ".join(["rnnbench", *overrides]),
             parent_run_id=self.record.parent_run_id, run_kind=RunKind.TRIAL,
             tags={SweepTags.TRIAL_ID: trial.trial_id, SweepTags.EXECUTION: execution,
-                  SweepTags.SWEEP_NAME: plan.sweep_id, "tuner": plan.cfg.tuner.name,
-                  "tuner_id": self.tuner_id,
-                  "warm_start_from": source if init_weights else None},
+                  SweepTags.TRIAL_NUMBER: trial_number(trial.trial_id),
+                  SweepTags.SWEEP_NAME: plan.sweep_id, SweepTags.TUNER: plan.cfg.tuner.name,
+                  SweepTags.TUNER_ID: self.tuner_id,
+                  SweepTags.WARM_START_FROM: trial_number(source) if init_weights else None},
             params={Params.HP_PREFIX + k: v for k, v in values.items()},
-            run_name=f"trial-{trial.trial_id}" + (f"-e{execution}" if n > 1 else ""),
+            run_name=(f"trial-{trial_number(trial.trial_id)}"
+                      + (f"-e{execution}" if n > 1 else "")),
             initial_epoch=initial_epoch, init_weights=init_weights,
             save_weights=(self._weights(trial.trial_id, execution)
                           if plan.cfg.tuner.name == "hyperband" else None),
@@ -365,12 +376,12 @@ class SweepTuner(kt.Tuner):
 
     def on_trial_begin(self, trial: Any) -> None:
         if self.role == "worker":
-            print(f"[{self.plan.sweep_id}] {self.tuner_id}: trial {int(trial.trial_id) + 1} "
+            print(f"[{self.plan.sweep_id}] {self.tuner_id}: trial {trial_number(trial.trial_id)} "
                   f"started: {format_values(trial.hyperparameters.values)}", flush=True)
 
     def on_trial_end(self, trial: Any) -> None:
         if self.role == "worker":
-            k = int(trial.trial_id) + 1
+            k = trial_number(trial.trial_id)
             if trial.status == TrialStatus.COMPLETED:
                 print(f"[{self.plan.sweep_id}] {self.tuner_id}: trial {k} finished: "
                       f"{self.plan.objective}={self.scores.get(trial.trial_id, float('nan')):.6g}",

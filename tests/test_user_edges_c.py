@@ -1,0 +1,143 @@
+"""Issue 28, part C: what users meet on long work and in its record.
+
+- a trial goes by one number everywhere (console, MLflow run name, tags);
+- every tag and metric name the code writes is a constant of ``tracking/schema.py``;
+- a multirun says "job k of N" and the time left at the start of each job;
+- TensorBoard logs are written while a run trains, not only after it ends;
+- a Hydra-Optuna study is reported as a sweep, ranked by the metric it optimised.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+
+from helpers import FAST, ROOT, compose_tune
+from rnnbench.cli.schema import register_configs
+
+register_configs()
+
+# ---- record names: only in tracking/schema.py ----------------------------------------
+
+# calls that write a record, and the dicts of names they take
+WRITERS = {"set_tag", "set_tags", "log_metric", "log_metrics", "start_run", "open_run",
+           "open_parent", "close_run"}
+NAME_DICTS = {"tags", "metrics"}
+# MLflow's own system tags (``mlflow.*``) are set by conventions.py, as documented
+EXEMPT = {"rnnbench/tracking/schema.py", "rnnbench/conventions.py"}
+
+
+def _is_literal(node: ast.AST) -> bool:
+    return isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant)
+                                               and isinstance(node.value, str))
+
+
+def literal_record_names(source: str) -> list[int]:
+    """Line numbers where ``source`` writes a tag or metric under a literal name: a string
+    key of a dict given to a writer (or assigned to ``tags``/``metrics``), a string
+    subscript of ``tags``/``metrics``, or a string first argument of set_tag/log_metric."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        dicts: list[ast.Dict] = []
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in WRITERS:
+                dicts += [a for a in node.args if isinstance(a, ast.Dict)]
+                if name in ("set_tag", "log_metric") and node.args and _is_literal(node.args[0]):
+                    lines.append(node.lineno)
+            dicts += [k.value for k in node.keywords
+                      if k.arg in NAME_DICTS and isinstance(k.value, ast.Dict)]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id in NAME_DICTS and isinstance(node.value,
+                                                                                 ast.Dict):
+                    dicts.append(node.value)
+                if (isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                        and t.value.id in NAME_DICTS and _is_literal(t.slice)):
+                    lines.append(node.lineno)
+        lines += [k.lineno for d in dicts for k in d.keys if k is not None and _is_literal(k)]
+    return sorted(set(lines))
+
+
+def test_the_scan_finds_literal_tag_and_metric_names():
+    bad = ('run.set_tags({"tuner": 1})\n'
+           'tags = {Tags.TASK: 1, "gradient": 2}\n'
+           'metrics["epoch_time_s"] = 3\n'
+           'run.log_metric(f"best_{x}", 1)\n'
+           'ctx = RunContext(tags={"tuner_id": 1})\n')
+    assert literal_record_names(bad) == [1, 2, 3, 4, 5]
+    good = 'run.set_tags({Tags.TASK: 1})\nmetrics[Metrics.EPOCH_TIME_S] = 3\nx = {"a": 1}\n'
+    assert literal_record_names(good) == []
+
+
+def test_no_tag_or_metric_is_written_under_a_name_outside_the_schema():
+    found = []
+    for path in sorted((ROOT / "rnnbench").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in EXEMPT:
+            continue
+        text = path.read_text()
+        found += [f"{rel}:{n}: {text.splitlines()[n - 1].strip()}"
+                  for n in literal_record_names(text)]
+    assert not found, "names to move into rnnbench/tracking/schema.py:\n" + "\n".join(found)
+
+
+def test_every_schema_tag_and_metric_is_listed_in_record_md():
+    from rnnbench.tracking import schema
+
+    doc = (ROOT / "docs" / "record.md").read_text()
+    missing = []
+    for group in (schema.Tags, schema.EnvTags, schema.SweepTags, schema.Metrics,
+                  schema.SweepMetrics):
+        for key, value in vars(group).items():
+            if key.isupper() and isinstance(value, str) and value not in doc:
+                missing.append(f"{group.__name__}.{key} = {value!r}")
+    assert not missing, missing
+
+
+# ---- one trial numbering -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_trial_has_one_number_on_the_console_its_run_name_and_tags(tmp_path, monkeypatch,
+                                                                     capsys):
+    """keras-tuner's ids are "00", "01", ...; the console, the run name, the tags and
+    the sweep's best trial all say 1, 2, ... (no training: the run is replaced)."""
+    import mlflow
+
+    import rnnbench.train as train
+    from rnnbench.tracking import SweepTags
+    from rnnbench.tuning.app import run_sweep
+    from rnnbench.tuning.tuner import trial_number
+
+    seen = []
+    scores = iter([0.5, 0.2, 0.9])
+
+    def fake_run(cfg, ctx):
+        seen.append(ctx)
+        return train.RunResult(None, "FINISHED", history={"val_loss": [next(scores)]})
+
+    monkeypatch.setattr(train, "run", fake_run)
+    overrides = [*FAST, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                 f"tuner.directory={tmp_path / 'tuning'}", "tuner.max_trials=3"]
+    result = run_sweep(compose_tune(overrides), overrides)
+    out = capsys.readouterr().out
+
+    assert trial_number("00") == 1 and trial_number("11") == 12
+    ids = [c.tags[SweepTags.TRIAL_ID] for c in seen]  # "0".."2" here; "00".. for 10+
+    assert [int(i) for i in ids] == [0, 1, 2]
+    assert [c.run_name for c in seen] == ["trial-1", "trial-2", "trial-3"]
+    assert [c.tags[SweepTags.TRIAL_NUMBER] for c in seen] == [1, 2, 3]
+    assert "trial 2 of 3 finished" in out and "(trial 2)" in out, out
+    assert result.best["trial"] == 2 and result.best["trial_id"] == ids[1]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()])
+    assert parent.data.tags[SweepTags.BEST_TRIAL_NUMBER] == "2"
+    steps = client.get_metric_history(parent.info.run_id, "trial_val_loss")
+    assert sorted(m.step for m in steps) == [1, 2, 3]
+    assert math.isclose(min(m.value for m in steps), 0.2)
