@@ -5,9 +5,13 @@ install command, where Slurm is not installed."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from typing import Any
 
 import pytest
+from helpers import cli_env, run_cli, store_runs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -31,3 +35,96 @@ def test_the_cluster_runs_a_batch_job(slurm_cluster, tmp_path):
                             "echo ran-on-$SLURMD_NODENAME").strip()
     wait_for(lambda: out.is_file() and "ran-on-" in out.read_text(), 120, f"job {job}")
     assert out.read_text().strip() == f"ran-on-{slurm_cluster.host}"
+
+
+SMOKE = ["debug=smoke", "hardware.xla=off", "diagnostics.enabled=false",
+         "tracking.log_model=false", "train.verbose=0"]
+
+
+def slurm_multirun(cluster, cwd, *args: str, timeout: float = 600, **popen: Any):
+    """``rnnbench -m hydra/launcher=submitit_slurm ...`` in ``cwd``, its store
+    ``cwd/store/mlflow.db``; a running process when ``popen`` is given."""
+    cmd = [sys.executable, "-m", "rnnbench", "-m", "hydra/launcher=submitit_slurm",
+           "hydra.launcher.partition=debug", f"tracking.uri=sqlite:///{cwd}/store/mlflow.db",
+           *args, *SMOKE]
+    (cwd / "store").mkdir(exist_ok=True)
+    env = cli_env(SLURM_CONF=str(cluster.conf))
+    if popen:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, text=True, **popen)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_multirun_of_four_slurm_jobs_lands_in_one_store(slurm_cluster, tmp_path):
+    proc = slurm_multirun(slurm_cluster, tmp_path, "cell=rnn,lstm", "seed=0,1")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    runs = store_runs(tmp_path, f"sqlite:///{tmp_path}/store/mlflow.db")
+    print("\n".join(f"{r.info.run_id} {r.info.status} cell={r.data.params.get('cell')} "
+                    f"seed={r.data.params.get('seed')}" for r in runs))
+    assert sorted((r.data.params["cell"], r.data.params["seed"], r.info.status) for r in runs) \
+        == [("lstm", "0", "FINISHED"), ("lstm", "1", "FINISHED"), ("rnn", "0", "FINISHED"),
+            ("rnn", "1", "FINISHED")]
+    assert len({r.data.tags["sweep_id"] for r in runs}) == 1
+    assert "4 job(s): 4 finished, 0 failed, 0 skipped" in proc.stdout
+    # every job ran under slurmd, as a Slurm job of its own
+    logs = sorted(tmp_path.glob("multirun/*/*/.submitit/*/*_log.out"))
+    assert len(logs) == 4, logs
+    # the SQLite store on a local folder: a warning with the remedy, once
+    assert proc.stderr.count("warning: the Slurm jobs log to the SQLite store") == 1
+    assert "tracking=server" in proc.stderr and "Traceback" not in proc.stderr
+    # no accounting here: the states come from squeue, without sacct's warning per poll
+    assert "Bypassing sacct error" not in out
+    print(slurm_cluster.run("squeue", "--states=all"))
+
+
+def test_a_failed_slurm_job_is_in_the_summary_with_exit_status_1(slurm_cluster, tmp_path):
+    proc = slurm_multirun(slurm_cluster, tmp_path, "optimizer.lr=1e30", "optimizer.clipnorm=null")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = store_runs(tmp_path, f"sqlite:///{tmp_path}/store/mlflow.db")
+    assert run.info.status == "FAILED"
+    assert "1 job(s): 0 finished, 1 failed, 0 skipped" in proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("#0"))
+    print(line)
+    assert f"failed   run {run.info.run_id}" in line and "non-finite loss" in line
+    assert "1 job(s) of the multirun FAILED" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_job_slurm_cancels_is_reported_cancelled(slurm_cluster, tmp_path):
+    """A job held back by Slurm (``--begin`` in an hour) is cancelled with scancel: the
+    multirun ends, and its summary says cancelled, not that the process died."""
+    proc = slurm_multirun(slurm_cluster, tmp_path, "cell=rnn",
+                          "+hydra.launcher.additional_parameters.begin=now+3600",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def pending():
+            rows = [r.split("|") for r in slurm_cluster.run(
+                "squeue", "--noheader", "-o", "%i|%T|%r").split()]
+            return next((r[0] for r in rows if r[1] == "PENDING"), None)
+
+        job = wait_for(pending, 180, "the held job in squeue")
+        print(slurm_cluster.run("squeue"))
+        slurm_cluster.run("scancel", job)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    print(slurm_cluster.run("scontrol", "show", "job", job.split("_")[0]))
+    assert proc.returncode == 1, out[-3000:] + err[-3000:]
+    assert "1 job(s): 0 finished, 1 failed, 0 skipped" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("#0"))
+    print(line)
+    assert "cancelled by Slurm (scancel)" in line and f"Slurm job {job}, state CANCELLED" in line
+    assert "process died" not in out and "Traceback" not in err
+
+
+def test_the_slurm_launcher_without_sbatch_is_refused_with_the_install_hint(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = run_cli(["-m", "hydra/launcher=submitit_slurm", "cell=rnn", *SMOKE], tmp_path,
+                   timeout=300, env=cli_env(PATH=str(empty)))
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "sbatch, which is not on the PATH" in proc.stderr
+    assert "bash .ci/install-slurm.sh" in proc.stderr and "apt-get install slurm-client" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.glob("multirun/*/*/0"))
