@@ -10,6 +10,11 @@ job failed. A job folder without a record is a job whose process died, unless th
 multirun was stopped (Ctrl-C, SIGTERM, SIGHUP): then the summary says which job the
 signal stopped, how many of the jobs finished and which never started, and the command
 exits with the stop's status (:func:`rnnbench.interrupt.exit_code`).
+
+When the jobs run in the process that launched them (Hydra's basic launcher), each job
+starts with a progress line: ``job k of N`` (N: the basic sweeper's job list, or an
+Optuna study's ``n_trials``) and the time left, estimated from the mean time of the jobs
+that have finished.
 """
 
 from __future__ import annotations
@@ -165,6 +170,51 @@ def log_file() -> Path | None:
         return None
 
 
+def planned_total(config: Any) -> int | None:
+    """How many jobs a multirun will launch: the basic sweeper's job list, or the
+    ``n_trials`` of a sweeper that has one (Optuna); None when unknown."""
+    from omegaconf import OmegaConf
+
+    planned = planned_jobs(config)
+    if planned is not None:
+        return len(planned)
+    n = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``3m05s``, ``2h03m``."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_line(config: Any) -> str | None:
+    """``job k of N`` and the estimated time left, for a job starting in the process that
+    launched the multirun (None elsewhere: another launcher's worker, a single run)."""
+    from omegaconf import OmegaConf
+
+    num = OmegaConf.select(config, "hydra.job.num", default=None)
+    if not _multirun or not isinstance(num, int):
+        return None
+    _multirun["job_started"] = time.time()
+    total = _multirun.get("total")
+    done = _multirun.get("durations", [])
+    k = num + 1
+    head = f"rnnbench: job {k} of {total}" if total else f"rnnbench: job {k}"
+    if not done:
+        return head + " (time left: known after the first job ends)"
+    mean = sum(done) / len(done)
+    if not total:
+        return head + f" ({len(done)} done, {duration(mean)} per job)"
+    left = max(total - k + 1, 0)
+    return head + (f", about {duration(mean * left)} left ({len(done)} done, "
+                   f"{duration(mean)} per job)")
+
+
 class MultirunSummary(Callback):
     """Writes each job's record; prints the multirun's summary at its end."""
 
@@ -175,13 +225,21 @@ class MultirunSummary(Callback):
         check_writable(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
         _multirun.clear()
         _multirun.update(dir=Path(str(config.hydra.sweep.dir)).resolve(),
-                         start=time.time() - 1.0, printed=False, planned=planned_jobs(config))
+                         start=time.time() - 1.0, printed=False, planned=planned_jobs(config),
+                         total=planned_total(config))
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         _current.clear()
+        line = progress_line(config)
+        if line:
+            print(line, flush=True)
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
+
+        started = _multirun.pop("job_started", None)
+        if started is not None:
+            _multirun.setdefault("durations", []).append(time.time() - started)
 
         failure = None
         if job_return.status == JobStatus.FAILED:

@@ -141,3 +141,54 @@ def test_a_trial_has_one_number_on_the_console_its_run_name_and_tags(tmp_path, m
     steps = client.get_metric_history(parent.info.run_id, "trial_val_loss")
     assert sorted(m.step for m in steps) == [1, 2, 3]
     assert math.isclose(min(m.value for m in steps), 0.2)
+
+
+# ---- multirun progress ---------------------------------------------------------------
+
+def test_each_job_of_a_multirun_says_k_of_n_and_the_time_left(tmp_path, monkeypatch, capsys):
+    """The Hydra callback's hooks as the basic launcher calls them, in one process: N from
+    the basic sweeper's job list, the time left from the mean of the finished jobs."""
+    from omegaconf import OmegaConf
+
+    from rnnbench import jobs
+
+    now = [1000.0]
+    monkeypatch.setattr(jobs.time, "time", lambda: now[0])
+    monkeypatch.setattr(jobs, "write_record", lambda failure=None: None)
+    monkeypatch.setattr(jobs, "_multirun", {})
+    base = {"hydra": {"sweeper": {"_target_": jobs.BASIC_SWEEPER, "params": None},
+                      "overrides": {"task": ["seed=0,1,2,3", "cell=lstm"]},
+                      "sweep": {"dir": str(tmp_path)}, "job": {"num": 0}}}
+    cb = jobs.MultirunSummary()
+    cb.on_multirun_start(OmegaConf.create(base))
+    done = type("R", (), {"status": None, "_return_value": None})()
+    lines = []
+    for num, seconds in enumerate([40.0, 60.0, 10.0]):
+        cfg = OmegaConf.merge(base, {"hydra": {"job": {"num": num}}})
+        cb.on_job_start(cfg)
+        lines.append(capsys.readouterr().out.strip())
+        now[0] += seconds
+        cb.on_job_end(cfg, done)
+    assert lines[0] == "rnnbench: job 1 of 4 (time left: known after the first job ends)"
+    # job 1 took 40 s: 3 jobs left of 40 s each
+    assert lines[1] == "rnnbench: job 2 of 4, about 2m00s left (1 done, 40s per job)"
+    # jobs took 40 s and 60 s: 2 jobs left of 50 s each
+    assert lines[2] == "rnnbench: job 3 of 4, about 1m40s left (2 done, 50s per job)"
+
+
+def test_an_optuna_study_counts_its_trials_and_a_single_run_prints_no_progress():
+    from omegaconf import OmegaConf
+
+    from rnnbench import jobs
+
+    cfg = OmegaConf.create({"hydra": {"sweeper": {"_target_": "hydra_plugins.x.OptunaSweeper",
+                                                  "n_trials": 12},
+                                      "overrides": {"task": []}, "job": {"num": 0}}})
+    assert jobs.planned_total(cfg) == 12
+    assert jobs.duration(3725) == "1h02m" and jobs.duration(65) == "1m05s"
+    saved = dict(jobs._multirun)
+    jobs._multirun.clear()
+    try:
+        assert jobs.progress_line(cfg) is None  # no multirun in this process
+    finally:
+        jobs._multirun.update(saved)
