@@ -1,6 +1,10 @@
 """TensorBoard logs of a run (``tracking.tensorboard=true``), next to its MLflow record.
 
-When the run ends, every metric of its MLflow record (per epoch: loss, val_loss, the
+While the run trains, Keras's own ``TensorBoard`` callback (:func:`live_callback`)
+writes each epoch's loss and compiled metrics (``epoch_loss``, ``epoch_mae``, ...; step:
+the epoch, 1-based as in MLflow) to ``train/`` and ``validation/`` under the run's
+folder, flushed after every epoch, so ``tensorboard --logdir`` shows the run live (on the
+TensorFlow backend; the others get the record when the run ends only). When the run ends, every metric of its MLflow record (per epoch: loss, val_loss, the
 compiled metrics, epoch times; the diagnostics ``grad_flow/``, ``grad_norm/``,
 ``spectral_norm/``, ``gates/``; at the end: ``test_*``, ``objective``, ...) is written
 as a TensorBoard scalar at its MLflow step, and the run's figures (learning curves, the
@@ -32,6 +36,25 @@ def logdir(uri: str, experiment: str, run_name: str, run_id: str) -> Path:
     return root / "tensorboard" / safe(experiment) / f"{safe(run_name)}-{run_id}"
 
 
+def live_callback(folder: Path) -> Any:
+    """Keras's ``TensorBoard`` callback writing to ``folder`` and flushing its event files
+    after every epoch (TensorFlow's writer would hold them up to two minutes); None on a
+    backend Keras's callback does not support."""
+    import keras
+
+    class LiveTensorBoard(keras.callbacks.TensorBoard):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            super().on_epoch_end(epoch + 1, logs)  # step = the 1-based epoch, as MLflow's
+            for writer in self._writers.values():
+                writer.flush()
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return LiveTensorBoard(log_dir=str(folder), histogram_freq=0, write_graph=False,
+                           profile_batch=0)
+
+
 def export(run: Any, folder: Path) -> Path:
     """Write the MLflow record of ``run`` (a :class:`tracking.Run`) as TensorBoard
     event files in ``folder`` and log them to the run under ``tensorboard/``."""
@@ -60,8 +83,10 @@ def export(run: Any, folder: Path) -> Path:
                 tf.summary.image(name.removesuffix(".png"), image, step=0)
     writer.flush()
     writer.close()
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.rglob("*")):  # the record, and the live train/, validation/
         if path.is_file():
-            run.log_artifact(path, tracking.Artifacts.TENSORBOARD_DIR)
+            parent = path.parent.relative_to(folder).as_posix()
+            run.log_artifact(path, tracking.Artifacts.TENSORBOARD_DIR
+                             + ("" if parent == "." else f"/{parent}"))
     run.set_tags({tracking.Tags.TENSORBOARD_LOGDIR: str(folder)})
     return folder

@@ -190,6 +190,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
             callbacks.InterruptCheck(),
             guard,
             callbacks.EpochLogger(mlrun, cfg.train.batch_size),
+            *_live_tensorboard(cfg, experiment, run_name, mlrun),
             stopping,  # before the diagnostics: they probe the weights it restores
         ]
         cbs += callbacks.diagnostics_callbacks(cfg, task, data, model, mlrun, stopping)
@@ -251,6 +252,17 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     return RunResult(run_id, "FINISHED", test, base, message=msg,
                      history={k: [float(x) for x in v] for k, v in history.history.items()},
                      objective=goal_value)
+
+
+def _live_tensorboard(cfg: Any, experiment: str, run_name: str, mlrun: Any) -> list:
+    """Keras's TensorBoard callback, with ``tracking.tensorboard=true`` (TensorFlow)."""
+    if not cfg.tracking.tensorboard:
+        return []
+    from rnnbench import tensorboard_log
+
+    folder = tensorboard_log.logdir(cfg.tracking.uri, experiment, run_name, mlrun.run_id)
+    live = tensorboard_log.live_callback(folder)
+    return [live] if live is not None else []
 
 
 def _tensorboard(cfg: Any, experiment: str, run_name: str, mlrun: Any) -> None:

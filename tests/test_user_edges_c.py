@@ -192,3 +192,40 @@ def test_an_optuna_study_counts_its_trials_and_a_single_run_prints_no_progress()
         assert jobs.progress_line(cfg) is None  # no multirun in this process
     finally:
         jobs._multirun.update(saved)
+
+
+# ---- live TensorBoard ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tensorboard_shows_the_first_epoch_while_the_run_still_trains(tmp_path, monkeypatch):
+    """A real (smoke-sized) run with ``tracking.tensorboard=true``: a callback after epoch 1
+    reads the run's TensorBoard folder as ``tensorboard --logdir`` would."""
+    import keras
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import rnnbench.callbacks as callbacks
+    from helpers import compose_run
+    from rnnbench.train import RunContext, run
+
+    seen: dict[str, dict[str, list[int]]] = {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch != 0:
+                return
+            for split in ("train", "validation"):
+                (folder,) = (tmp_path / "tensorboard").glob(f"co2/*/{split}")
+                acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+                acc.Reload()
+                seen[split] = {t: [e.step for e in acc.Tensors(t)]
+                               for t in acc.Tags()["tensors"]}
+
+    monkeypatch.setattr(callbacks, "diagnostics_callbacks", lambda *a, **k: [Probe()])
+    cfg = compose_run(["debug=smoke", "train.epochs=2", "hardware.xla=off",
+                       "tracking.log_model=false", "tracking.tensorboard=true",
+                       f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    result = run(cfg, RunContext(command="test"))
+    assert result.status == "FINISHED"
+    assert seen["train"].get("epoch_loss") == [1], seen  # epoch 1 only: still training
+    assert seen["validation"].get("epoch_loss") == [1], seen
+    assert "epoch_mae" in seen["validation"], seen
