@@ -96,7 +96,10 @@ class Cluster:
             f"SlurmdLogFile={r}/log/slurmd.log",
             "SlurmctldTimeout=30", "SlurmdTimeout=60", "MessageTimeout=30",
             "KillWait=5",
-            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} "
+            # at least 4 job slots, also on a 2-core machine (a tuning chief holds one
+            # while it waits): the configured CPUs count, not the probed ones
+            "SlurmdParameters=config_overrides",
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={max(4, os.cpu_count() or 1)} "
             f"RealMemory={_memory_mb()} State=UNKNOWN",
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
             ""]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,60 @@ def test_the_slurm_launcher_without_sbatch_is_refused_with_the_install_hint(tmp_
     assert "sbatch, which is not on the PATH" in proc.stderr
     assert "bash .ci/install-slurm.sh" in proc.stderr and "apt-get install slurm-client" in proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.glob("multirun/*/*/0"))
+
+
+TINY_SPACE = """\
+name: tiny
+params:
+  units: {key: model.units,  type: int,   low: 4,      high: 12}
+  lr:    {key: optimizer.lr, type: float, low: 1.0e-3, high: 1.0e-2, sampling: log}
+"""
+
+
+def test_a_tuning_chief_and_two_workers_as_one_slurm_job_array(slurm_cluster, tmp_path):
+    """docker/slurm-tune.sbatch: task 0 serves the oracle and writes its address to the
+    shared tuner directory; tasks 1 and 2 find it there. 6 trials, each exactly once."""
+    conf = tmp_path / "extra_conf" / "search_space"
+    conf.mkdir(parents=True)
+    (conf / "tiny.yaml").write_text(TINY_SPACE)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    script = Path(__file__).resolve().parent.parent / "docker" / "slurm-tune.sbatch"
+    env = cli_env(SLURM_CONF=str(slurm_cluster.conf),
+                  RNNBENCH_TUNE=str(Path(sys.executable).parent / "rnnbench-tune"))
+    done = subprocess.run(
+        ["sbatch", "--parsable", "--array=0-2", str(script), *SMOKE, "tuner.max_epochs=2",
+         f"hydra.searchpath=[file://{tmp_path / 'extra_conf'}]", "search_space=tiny",
+         "tuner.max_trials=6", f"tracking.uri={store}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    array = done.stdout.strip()
+    print(slurm_cluster.run("squeue"))
+
+    def ended():
+        rows = slurm_cluster.run("squeue", "--states=all", "--noheader", "-o", "%i|%T",
+                                 "-j", array).split()
+        states = dict(r.split("|") for r in rows)
+        return states if len(states) == 3 and all(
+            s not in ("PENDING", "RUNNING", "COMPLETING") for s in states.values()) else None
+
+    states = wait_for(ended, 420, f"the array {array} to end")
+    outputs = {p.name: p.read_text() for p in sorted(tmp_path.glob("slurm-tune-*.out"))}
+    logs = "\n".join(f"--- {k}\n{v[-3000:]}" for k, v in outputs.items())
+    print(states)
+    assert set(states.values()) == {"COMPLETED"}, logs
+    (address_file,) = (tmp_path / "tuning").glob(f"chief-{array}.address")
+    host, port = address_file.read_text().split()
+    assert f"serving the oracle on {host}" in outputs[f"slurm-tune-{array}_0.out"], logs
+    runs = store_runs(tmp_path, store)
+    sweeps = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    print("\n".join(f"{r.info.run_id} {r.data.tags['run_kind']} {r.info.status} "
+                    f"trial={r.data.tags.get('trial_id')} tuner={r.data.tags.get('tuner_id')}"
+                    for r in runs))
+    assert len(sweeps) == 1 and sweeps[0].data.tags["trials_completed"] == "6", logs
+    assert sorted(int(r.data.tags["trial_id"]) for r in trials) == list(range(6)), logs
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    workers = {r.data.tags["tuner_id"] for r in trials}
+    assert workers <= {f"slurm-{array}-1", f"slurm-{array}-2"} and len(workers) == 2, workers
+    for task in (1, 2):
+        assert f"joins the chief at {host}:{port}" in outputs[f"slurm-tune-{array}_{task}.out"]
