@@ -119,24 +119,6 @@ def has_ceiling(weights, form):
     return form == "step" and len(weights) > 1 and all(len(s) == 2 for _, s in weights)
 
 
-def record_form(layer):
-    """Makes `layer.form_ran` say which form its last call ran: `scan` when the
-    family's parallel form ran, `step` when it has none or declined (it returned None),
-    or the layer ran the step loop (built-in layers, `bptt`, `unroll`)."""
-    layer.form_ran = "step"
-    scan = getattr(layer, "_scan", None)
-    if scan is None:
-        return layer
-
-    def recorded(*args, **kwargs):
-        result = scan(*args, **kwargs)
-        layer.form_ran = "step" if result is None else "scan"
-        return result
-
-    layer._scan = recorded
-    return layer
-
-
 def row_gradients(cell, gradients):
     """The `--gradients` a custom cell runs with: its family's hand-written gradient
     exists, or only autodiff (`cell.gradient=bptt` is refused for it)."""
@@ -365,17 +347,17 @@ def main(argv=None) -> int:
     for jit in modes:
         models = {}
         for cell, impl, gradient in rows:
-            layer = record_form(make_recurrent_layer(
+            layer = make_recurrent_layer(
                 {"name": cell, "impl": impl, "gradient": gradient},
                 args.n,
                 return_sequences=False,
                 name=f"rec_{cell}",
-            ))
+            )
             model = build_model(layer, args, jit)
             model.train_on_batch(x, y)  # compiles (and records the form that ran)
             weights = matmul_weights(layer)
             shapes = tuple(s for _, s in weights)
-            info = {**describe_layer(layer), "form": layer.form_ran}
+            info = describe_layer(layer)  # its form: what the compiled step ran
             if has_ceiling(weights, info["form"]):
                 for kind, make in (("loop", ceiling_function),
                                    ("batched", batched_ceiling_function)):

@@ -109,23 +109,21 @@ def test_modern_targets_judge_the_form_that_ran():
                                 "1", "1").count("| ≥ ") == 1  # only mingru's of T=100
 
 
-def test_record_form_says_when_the_scan_declines():
+def test_the_form_column_says_when_the_scan_declines():
     import numpy as np
     import tensorflow as tf
 
-    from rnnbench.cells import make_recurrent_layer
+    from rnnbench.cells import describe_layer, make_recurrent_layer
 
-    bench = _load()
-    layer = bench.record_form(make_recurrent_layer({"name": "mingru", "impl": "custom"}, 4,
-                                                   return_sequences=False, name="rec"))
+    layer = make_recurrent_layer({"name": "mingru", "impl": "custom"}, 4,
+                                 return_sequences=False, name="rec")
     x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
     static = layer(x)
-    assert layer.form_ran == "scan"
+    assert describe_layer(layer)["form"] == "scan"
     # an unknown length when the graph is built: the scan declines, the step loop runs
     unknown = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 3))])(x)
-    assert layer.form_ran == "step"
+    assert describe_layer(layer)["form"] == "step"
     np.testing.assert_allclose(np.asarray(unknown), np.asarray(static), rtol=1e-5, atol=1e-6)
-    builtin = bench.record_form(make_recurrent_layer({"name": "lstm"}, 4,
-                                                     return_sequences=False, name="b"))
+    builtin = make_recurrent_layer({"name": "lstm"}, 4, return_sequences=False, name="b")
     builtin(x)
-    assert builtin.form_ran == "step"
+    assert describe_layer(builtin)["form"] == "step"

@@ -355,8 +355,10 @@ def test_the_layer_says_which_form_ran():
     forms = {}
     for label, layer in {"mingru": CustomRecurrent("mingru", 4),
                          "mingru stepped": CustomRecurrent("mingru", 4, parallel=False),
-                         "lstm": CustomRecurrent("lstm", 4, gradient="autodiff")}.items():
+                         "lstm": CustomRecurrent("lstm", 4, gradient="autodiff"),
+                         "lstm bptt": CustomRecurrent("lstm", 4, gradient="bptt")}.items():
         assert describe_layer(layer)["form"] is None
         layer(x)
         forms[label] = describe_layer(layer)["form"]
-    assert forms == {"mingru": "scan", "mingru stepped": "step", "lstm": "step"}
+    assert forms == {"mingru": "scan", "mingru stepped": "step", "lstm": "step",
+                     "lstm bptt": "step"}

@@ -186,6 +186,7 @@ class CustomRecurrent(keras.layers.RNN):
         self.gradient_ran = gradient
         with self.cell.looping(first, training=training):
             if gradient == "bptt":
+                self.form_ran = "step"
                 return bptt.run(
                     self.cell,
                     projected,
