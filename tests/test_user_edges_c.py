@@ -229,3 +229,50 @@ def test_tensorboard_shows_the_first_epoch_while_the_run_still_trains(tmp_path, 
     assert seen["train"].get("epoch_loss") == [1], seen  # epoch 1 only: still training
     assert seen["validation"].get("epoch_loss") == [1], seen
     assert "epoch_mae" in seen["validation"], seen
+
+
+# ---- docs that disagreed with the code -----------------------------------------------
+
+def _documented_refusals() -> dict[str, str]:
+    rows = {}
+    for line in (ROOT / "docs" / "hardware.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`hardware=multi_gpu"):
+            rows[cells[0]] = cells[1].strip("`").split("…")[0].strip()
+    return rows
+
+
+@pytest.mark.parametrize("row, overrides", [
+    ("`hardware=multi_gpu` without a GPU", ["hardware=multi_gpu"]),
+    ("`hardware=multi_gpu hardware.device=cpu` (or `hardware.fallback=cpu` without a GPU) "
+     "with one CPU device", ["hardware=multi_gpu", "hardware.device=cpu"]),
+])
+def test_hardware_md_quotes_the_multi_gpu_refusals_as_they_are(row, overrides):
+    """In-process, on a machine without a GPU (the case the rows describe)."""
+    import tensorflow as tf
+
+    from helpers import compose_run
+    from rnnbench.errors import HardwareError
+    from rnnbench.hardware.devices import setup
+
+    if tf.config.list_physical_devices("GPU") or len(tf.config.list_logical_devices("CPU")) > 1:
+        pytest.skip("the rows describe a machine with no GPU and one CPU device")
+    expected = _documented_refusals()[row]
+    cfg = compose_run(overrides)
+    with pytest.raises(HardwareError) as info:
+        setup(cfg.hardware, "tensorflow", 0)
+    assert str(info.value).startswith(expected), (str(info.value), expected)
+
+
+def test_the_docs_say_where_a_sweeps_logs_go():
+    """``rnnbench-tune`` writes its Hydra folders under outputs/tune and multirun/tune."""
+    import yaml
+
+    hydra = yaml.safe_load((ROOT / "conf" / "tune.yaml").read_text())["hydra"]
+    run_dir = hydra["run"]["dir"].split("/${")[0]
+    sweep_dir = hydra["sweep"]["dir"].split("/${")[0]
+    assert (run_dir, sweep_dir) == ("outputs/tune", "multirun/tune")
+    for doc in ("README.md", "docs/ecosystem.md"):
+        text = (ROOT / doc).read_text()
+        assert f"`{run_dir}/<date>/<time>/" in text and f"`{sweep_dir}/<date>/<time>/" in text, doc
+    assert f"{hydra['job']['name']}.log" in (ROOT / "docs" / "ecosystem.md").read_text()
