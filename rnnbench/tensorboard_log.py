@@ -4,8 +4,9 @@ While the run trains, Keras's own ``TensorBoard`` callback (:func:`live_callback
 writes each epoch's loss and compiled metrics (``epoch_loss``, ``epoch_mae``, ...; step:
 the epoch, 1-based as in MLflow) to ``train/`` and ``validation/`` under the run's
 folder, flushed after every epoch, so ``tensorboard --logdir`` shows the run live (on the
-TensorFlow backend; the others get the record when the run ends only). When the run ends, every metric of its MLflow record (per epoch: loss, val_loss, the
-compiled metrics, epoch times; the diagnostics ``grad_flow/``, ``grad_norm/``,
+TensorFlow backend; the others get the record when the run ends only). When the run
+ends, every metric of its MLflow record (per epoch: loss, val_loss, the compiled metrics,
+epoch times; the diagnostics ``grad_flow/``, ``grad_norm/``,
 ``spectral_norm/``, ``gates/``; at the end: ``test_*``, ``objective``, ...) is written
 as a TensorBoard scalar at its MLflow step, and the run's figures (learning curves, the
 gradient-flow heatmap) as images. The event files go to
