@@ -75,7 +75,7 @@ class Cluster:
         r = self.root
         self.conf.write_text("\n".join([
             "ClusterName=rnnbenchtest",
-            f"SlurmctldHost={self.host}",
+            f"SlurmctldHost={self.host}(127.0.0.1)",  # no name lookup needed
             f"SlurmctldPort={_free_port()}",
             f"SlurmdPort={_free_port()}",
             f"AuthInfo=socket={self.socket}",

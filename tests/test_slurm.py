@@ -101,7 +101,7 @@ def test_a_job_slurm_cancels_is_reported_cancelled(slurm_cluster, tmp_path):
         def pending():
             rows = [r.split("|") for r in slurm_cluster.run(
                 "squeue", "--noheader", "-o", "%i|%T|%r").split()]
-            return next((r[0] for r in rows if r[1] == "PENDING"), None)
+            return next((r[0] for r in rows if r[1:] == ["PENDING", "BeginTime"]), None)
 
         job = wait_for(pending, 180, "the held job in squeue")
         print(slurm_cluster.run("squeue"))
