@@ -11,7 +11,7 @@ import math
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -115,6 +115,9 @@ def nonfinite_advice(cfg: Any, data: Any) -> str:
 def run(cfg: Any, ctx: RunContext) -> RunResult:
     """Train and evaluate ``cfg`` (a :class:`rnnbench.config.RunConfig`), logging to MLflow."""
     hw = hardware.setup(cfg.hardware, cfg.backend.name, cfg.seed)
+    if ctx.sweeper_direction and ctx.run_kind == RunKind.RUN:  # a Hydra study's (Optuna) trial
+        ctx = replace(ctx, run_kind=RunKind.TRIAL, tags={
+            Tags.SWEEPER_DIRECTION: ctx.sweeper_direction, **ctx.tags})
 
     import keras
 

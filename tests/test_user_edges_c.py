@@ -276,3 +276,113 @@ def test_the_docs_say_where_a_sweeps_logs_go():
         text = (ROOT / doc).read_text()
         assert f"`{run_dir}/<date>/<time>/" in text and f"`{sweep_dir}/<date>/<time>/" in text, doc
     assert f"{hydra['job']['name']}.log" in (ROOT / "docs" / "ecosystem.md").read_text()
+
+
+# ---- a Hydra-Optuna study is a sweep in the report ------------------------------------
+
+class _NoHistory:
+    """The report's History without a store: no run logged per-epoch values."""
+
+    def metric(self, run_id, key):
+        return []
+
+    def gradient_flow(self, run_id):
+        return None
+
+
+def _optuna_study(n: int = 12) -> list:
+    """The jobs of ``rnnbench -m hydra/sweeper=optuna objective.metric=mae`` as the report
+    reads them: trials without a parent, tagged with the study's objective; test_mse
+    ranks them the other way round from final_val_mae."""
+    import random
+
+    from rnnbench.report.collect import RunRecord
+
+    rng = random.Random(0)
+    runs = []
+    for job in range(n):
+        lr = 10 ** rng.uniform(-4, -1)
+        units = rng.choice([8, 16, 32, 64])
+        mae = abs(math.log10(lr) + 2.5) + 0.01 * units / 64  # lr decides it
+        runs.append(RunRecord(
+            run_id=f"{job:032x}", name="co2-lstm-s0", experiment="co2", status="FINISHED",
+            start_ms=1_790_000_000_000 + 1000 * job, end_ms=None,
+            tags={"task": "co2", "task_family": "timeseries", "cell": "lstm", "seed": "0",
+                  "run_kind": "trial", "primary_metric": "mse", "primary_mode": "min",
+                  "objective": "final_val_mae", "objective_direction": "minimize",
+                  "sweeper_direction": "minimize", "sweep_id": "/w/multirun/x",
+                  "sweep_job": str(job)},
+            params={"cell.name": "lstm", "seed": "0", "optimizer.lr": repr(lr),
+                    "model.units": str(units)},
+            metrics={"final_val_mae": mae, "test_mse": 10.0 - mae}))
+    return runs
+
+
+def test_a_hydra_optuna_study_is_ranked_by_the_metric_it_optimised():
+    from rnnbench.report.analysis import analyse
+    from rnnbench.report.collect import Selection
+    from rnnbench.report.content import ReportOptions
+    from rnnbench.report.sweeps import study_objective, trial_objective
+
+    runs = _optuna_study()
+    selection = Selection(runs, "the study")
+    assert trial_objective(runs, selection) == ("final_val_mae", "min")
+    assert study_objective([]) is None
+    (section,) = analyse(selection, ReportOptions(), _NoHistory()).sections
+    assert section.kind == "trial"
+    assert "`final_val_mae` (lowest first)" in section.selection_note
+    # the best quarter by final_val_mae, not by test_mse
+    (row,) = section.rows
+    n = len(row.used)
+    assert 0 < n < len(runs)
+    best = sorted(runs, key=lambda r: r.metrics["final_val_mae"])[:n]
+    assert sorted(r.run_id for r in row.used) == sorted(r.run_id for r in best)
+    imp = section.importance
+    assert imp.objective == "final_val_mae" and imp.n_trials == 12
+    assert imp.values and imp.values[0][0] == "optimizer.lr", imp.values
+
+
+def test_a_study_has_an_optimisation_history_figure():
+    from rnnbench.report.importance import history_figure
+    from rnnbench.report.sweeps import history_points
+
+    runs = _optuna_study(6)
+    runs[2].status = "FAILED"
+    points = history_points(runs, ("final_val_mae", "min"), _NoHistory())
+    values = {r.tags["sweep_job"]: r.metrics["final_val_mae"] for r in runs}
+    assert [k for k, _, _ in points] == [1, 2, 4, 5, 6]  # job k+1; the FAILED one left out
+    assert [v for _, v, _ in points] == [values[str(k - 1)] for k, _, _ in points]
+    bests = [b for _, _, b in points]
+    assert bests == [min(v for _, v, _ in points[:i + 1]) for i in range(len(points))]
+    png = history_figure(points, "co2 (trials)", "final_val_mae", "min")
+    assert png.startswith(b"\x89PNG") and history_figure([], "t", "m", "min") is None
+
+
+@pytest.mark.slow
+def test_a_job_of_an_optimising_hydra_sweeper_is_recorded_as_a_trial(tmp_path, monkeypatch):
+    """What ``train.run`` tags a job of ``hydra/sweeper=optuna`` with (the run is stopped
+    at the point it opens its MLflow run)."""
+    import rnnbench.tracking as tracking
+    from helpers import compose_run
+    from rnnbench.train import RunContext, run
+
+    seen = {}
+
+    class Opened(Exception):
+        pass
+
+    def start_run(experiment, name, tags, parent=None):
+        seen.update(tags)
+        raise Opened
+
+    monkeypatch.setattr(tracking, "start_run", start_run)
+    cfg = compose_run(["debug=smoke", "hardware.xla=off", "objective.metric=mae",
+                       f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    with pytest.raises(Opened):
+        run(cfg, RunContext(sweep_id="/w/multirun/x", sweeper_direction="minimize"))
+    assert seen["run_kind"] == "trial" and seen["sweeper_direction"] == "minimize"
+    assert seen["objective"] == "final_val_mae"
+    seen.clear()
+    with pytest.raises(Opened):
+        run(cfg, RunContext(sweep_id="/w/multirun/x"))  # the basic sweeper: plain runs
+    assert seen["run_kind"] == "run" and "sweeper_direction" not in seen

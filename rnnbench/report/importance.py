@@ -79,6 +79,31 @@ def fanova(params: Sequence[dict[str, str]], objective: Sequence[float], keys: S
     return sorted(((k, float(v)) for k, v in result.items()), key=lambda kv: (-kv[1], kv[0]))
 
 
+def history_figure(points: Sequence[tuple[int, float, float]], title: str, objective: str,
+                   mode: str) -> bytes | None:
+    """A sweep's optimisation history as a PNG (the report's figure style): each trial's
+    objective (dots) and the best so far (a step line), from
+    :func:`rnnbench.report.sweeps.history_points`; None when no trial has a value."""
+    if not points:
+        return None
+    from rnnbench.report.figures import _png, _pyplot, _style
+
+    plt = _pyplot()
+    with _style():
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+        trials = [k for k, _, _ in points]
+        ax.plot(trials, [v for _, v, _ in points], "o", color="#4C72B0", label="trial")
+        ax.step(trials, [b for _, _, b in points], where="post", color="#DD8452",
+                label=f"best so far ({'lowest' if mode == 'min' else 'highest'})")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(objective)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(loc="best")
+        ax.set_title(f"{title}\noptimisation history ({len(points)} trials)")
+        fig.tight_layout()
+        return _png(fig)
+
+
 def confounded(params: Sequence[dict[str, str]], keys: Sequence[str],
                threshold: float = 0.5) -> list[tuple[str, str, float]]:
     """Pairs of numeric hyperparameters whose values are rank-correlated (|Spearman ρ| >

@@ -1,5 +1,11 @@
 """What the report reads from a sweep: the objective its trials are ranked by, a
-trial's value of it, and how much each hyperparameter mattered (fANOVA).
+trial's value of it, its optimisation history, and how much each hyperparameter mattered
+(fANOVA).
+
+A sweep is a keras-tuner sweep (``rnnbench-tune``: a parent run names the objective) or
+a Hydra study (``rnnbench -m hydra/sweeper=optuna``): its jobs are trials without a
+parent, tagged ``sweeper_direction``, and each names the metric the study optimised in
+its ``objective`` tag (:mod:`rnnbench.objective`).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from rnnbench.report.collect import History, RunRecord, Selection
 from rnnbench.report.content import Importance, TaskSection
 from rnnbench.report.runs import IGNORED_PARAMS, guess_mode, varying
 from rnnbench.tracking import Metrics, Params, SweepTags, Tags
+
+_MAXIMIZE = ("max", "maximize")
 
 # fANOVA ranks hyperparameters from the distinct points a sweep tried: fewer than this
 # many per ranked hyperparameter (the variant excepted) cannot separate their effects
@@ -30,8 +38,52 @@ def trial_objective(runs: list[RunRecord], selection: Selection) -> tuple[str, s
                     or parent.tags.get(Tags.OBJECTIVE_DIRECTION)
                     or parent.params.get(Params.TUNER_DIRECTION)
                     or parent.params.get("tuner.objective_direction") or guess_mode(name))
-            return name, ("max" if mode.lower() in ("max", "maximize") else "min")
-    return "val_loss", "min"
+            return name, ("max" if mode.lower() in _MAXIMIZE else "min")
+    return study_objective(runs) or ("val_loss", "min")
+
+
+def study_objective(runs: list[RunRecord]) -> tuple[str, str] | None:
+    """The metric and direction a Hydra study (Optuna) optimised, from its jobs' tags
+    (the most common, should the runs mix studies); None when no run is such a job."""
+    from collections import Counter
+
+    pairs = Counter((r.tags[Tags.OBJECTIVE], r.tags.get(Tags.SWEEPER_DIRECTION, ""))
+                    for r in runs if r.tags.get(Tags.SWEEPER_DIRECTION)
+                    and r.tags.get(Tags.OBJECTIVE))
+    if not pairs:
+        return None
+    (name, direction), _ = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    return name, ("max" if direction.lower() in _MAXIMIZE else "min")
+
+
+def _number(run: RunRecord, default: int) -> int:
+    for key, offset in ((SweepTags.TRIAL_NUMBER, 0), (Tags.SWEEP_JOB, 1)):
+        text = run.tags.get(key, "")
+        if text.isdigit():
+            return int(text) + offset
+    return default
+
+
+def history_points(runs: list[RunRecord], objective: tuple[str, str],
+                   history: History) -> list[tuple[int, float, float]]:
+    """A sweep's optimisation history: ``(trial, value, best so far)`` for each finished
+    trial with a finite objective, in the order the trials ran (their start time); trial
+    numbers are the ones the sweep used (``trial_number``, a Hydra job's number + 1), else
+    their rank in that order."""
+    name, mode = objective
+    pick = min if mode == "min" else max
+    done = sorted((r for r in runs if r.status == "FINISHED"),
+                  key=lambda r: (r.start_ms, r.run_id))
+    points: list[tuple[int, float, float]] = []
+    best = math.nan
+    for k, run in enumerate(done, start=1):
+        k = _number(run, k)
+        value = objective_value(run, name, mode, history)
+        if not math.isfinite(value):
+            continue
+        best = value if not math.isfinite(best) else pick(best, value)
+        points.append((k, value, best))
+    return points
 
 
 def objective_value(run: RunRecord, name: str, mode: str, history: History) -> float:

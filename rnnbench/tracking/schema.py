@@ -63,6 +63,9 @@ class Tags:
     COMMAND = "command"
     SWEEP_ID = "sweep_id"  # the Hydra multirun folder, or the keras-tuner project
     SWEEP_JOB = "sweep_job"  # a Hydra multirun job's number (its folder: SweepTags.SWEEP_NAME)
+    # a job of a Hydra sweeper that optimises (Optuna): its direction; such a job is a
+    # trial (RunKind.TRIAL) without a parent run, ranked by its ``OBJECTIVE``
+    SWEEPER_DIRECTION = "sweeper_direction"
     SWEEP_IDS = "sweep_ids"  # every sweep a reused run belongs to: ``;<id>;<id>;``
     REPLAYED_FROM = "replayed_from"  # the run id a replayed spool was logged as first
     # how it ended
