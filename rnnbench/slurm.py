@@ -36,6 +36,10 @@ INSTALL = ("install Slurm's client commands (Debian/Ubuntu: apt-get install slur
            "for a one-node test cluster: bash .ci/install-slurm.sh) and its configuration "
            "(SLURM_CONF or /etc/slurm/slurm.conf), or run the multirun from a login node of "
            "the cluster")
+ENDED = {"CANCELLED": "cancelled by Slurm (scancel)",
+         "TIMEOUT": "stopped by Slurm at its time limit (hydra.launcher.timeout_min)",
+         "OUT_OF_MEMORY": "killed by Slurm: out of memory (hydra.launcher.mem_gb)",
+         "NODE_FAIL": "lost: its Slurm node failed", "PREEMPTED": "preempted by Slurm"}
 _sweep: dict[str, Any] = {}  # the multirun's folder
 
 
@@ -124,7 +128,13 @@ def install() -> None:
             if self.is_done(job_id, mode="cache"):
                 self._finished.add(job_id)
 
-    original_results = job_cls.results
+    original_results, original_outcome = job_cls.results, job_cls._get_outcome_and_result
+
+    def outcome(self: Any) -> Any:
+        state = self.watcher.get_state(self.job_id, mode="cache") or "UNKNOWN"
+        if state.split()[0].upper() in ENDED:  # no result is coming: wait briefly for it
+            self._results_timeout_s = min(self._results_timeout_s, 3)
+        return original_outcome(self)
 
     def results(self: Any) -> Any:
         try:
@@ -135,6 +145,7 @@ def install() -> None:
 
     watcher_cls.update = update
     job_cls.results = results
+    job_cls._get_outcome_and_result = outcome
     watcher_cls.rnnbench = True
 
 
@@ -145,10 +156,7 @@ def ended_by_slurm(job: Any, state: str) -> Any:
 
     overrides, num = list(job.submission().args[0]), int(job.submission().args[2])
     word = state.split()[0].upper() if state else "UNKNOWN"
-    what = {"CANCELLED": "cancelled by Slurm (scancel)", "TIMEOUT": "stopped by Slurm at its "
-            "time limit (hydra.launcher.timeout_min)", "OUT_OF_MEMORY": "killed by Slurm: "
-            "out of memory (hydra.launcher.mem_gb)", "NODE_FAIL": "lost: its Slurm node failed",
-            "PREEMPTED": "preempted by Slurm"}.get(word, "ended by Slurm before it returned")
+    what = ENDED.get(word, "ended by Slurm before it returned")
     message = f"{what}: Slurm job {job.job_id}, state {state or 'UNKNOWN'}; log {job.paths.stderr}"
     folder = _job_folder(num)
     if folder is not None:

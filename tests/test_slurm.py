@@ -42,12 +42,12 @@ SMOKE = ["debug=smoke", "hardware.xla=off", "diagnostics.enabled=false",
          "tracking.log_model=false", "train.verbose=0"]
 
 
-def slurm_multirun(cluster, cwd, *args: str, timeout: float = 600, **popen: Any):
+def slurm_multirun(cluster, cwd, *args: str, timeout: float = 600, smoke=SMOKE, **popen: Any):
     """``rnnbench -m hydra/launcher=submitit_slurm ...`` in ``cwd``, its store
     ``cwd/store/mlflow.db``; a running process when ``popen`` is given."""
     cmd = [sys.executable, "-m", "rnnbench", "-m", "hydra/launcher=submitit_slurm",
            "hydra.launcher.partition=debug", f"tracking.uri=sqlite:///{cwd}/store/mlflow.db",
-           *args, *SMOKE]
+           *args, *smoke]
     (cwd / "store").mkdir(exist_ok=True)
     env = cli_env(SLURM_CONF=str(cluster.conf))
     if popen:
@@ -116,6 +116,36 @@ def test_a_job_slurm_cancels_is_reported_cancelled(slurm_cluster, tmp_path):
     assert "1 job(s): 0 finished, 1 failed, 0 skipped" in out
     line = next(x for x in out.splitlines() if x.strip().startswith("#0"))
     print(line)
+    assert "cancelled by Slurm (scancel)" in line and f"Slurm job {job}, state CANCELLED" in line
+    assert "process died" not in out and "Traceback" not in err
+
+
+def test_a_running_job_slurm_cancels_is_reported_cancelled_and_its_run_killed(
+        slurm_cluster, tmp_path):
+    """scancel while the job trains: rnnbench in the job stops on Slurm's SIGTERM and
+    closes its run KILLED; the summary says cancelled by Slurm, with the run."""
+    long = [*SMOKE[:-1], "train.verbose=2", "train.epochs=5000", "train.patience=10000"]
+    proc = slurm_multirun(slurm_cluster, tmp_path, "cell=rnn", smoke=long,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def training():
+            logs = list(tmp_path.glob("multirun/*/*/0/rnnbench.log"))
+            return logs and "Epoch 3/" in logs[0].read_text(errors="replace")
+
+        wait_for(training, 300, "the job to train")
+        (job,) = slurm_cluster.run("squeue", "--noheader", "-t", "RUNNING", "-o", "%i").split()
+        slurm_cluster.run("scancel", job)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out[-3000:] + err[-3000:]
+    (run,) = store_runs(tmp_path, f"sqlite:///{tmp_path}/store/mlflow.db")
+    assert run.info.status == "KILLED"
+    line = next(x for x in out.splitlines() if x.strip().startswith("#0"))
+    print(line)
+    assert f"failed   run {run.info.run_id}" in line
     assert "cancelled by Slurm (scancel)" in line and f"Slurm job {job}, state CANCELLED" in line
     assert "process died" not in out and "Traceback" not in err
 
