@@ -116,7 +116,7 @@ def test_multirun_leaves_one_run_per_job(tmp_path):
         (["train.epochs=0"], ["train.epochs=0", ">= 1"]),
         (["optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
         (["optimizer.name=adamx"], ["optimizer.name='adamx'", "adam", "sgd"]),
-        (["model.unitz=3"], ["unitz", "not in"]),
+        (["model.unitz=3"], ["unitz", "is not a config key", "Did you mean model.units?"]),
         (["model.units=abc"], ["model.units", "abc"]),
     ],
 )
