@@ -386,3 +386,20 @@ def test_a_job_of_an_optimising_hydra_sweeper_is_recorded_as_a_trial(tmp_path, m
     with pytest.raises(Opened):
         run(cfg, RunContext(sweep_id="/w/multirun/x"))  # the basic sweeper: plain runs
     assert seen["run_kind"] == "run" and "sweeper_direction" not in seen
+
+
+def test_the_report_of_a_study_draws_its_optimisation_history():
+    """The report itself (not only the figure function): a study's section has the
+    optimisation-history figure, of the objective the study optimised."""
+    from rnnbench.report import render
+    from rnnbench.report.analysis import analyse
+    from rnnbench.report.collect import Selection
+    from rnnbench.report.content import ReportOptions
+
+    runs = _optuna_study(6)
+    result = analyse(Selection(runs, "the study"), ReportOptions(), _NoHistory())
+    (section,) = result.sections
+    assert [k for k, _, _ in section.history] == [1, 2, 3, 4, 5, 6]
+    doc = render.build(result, "a study", "rnnbench-report")
+    (figure,) = [f for f in doc.figures if "history" in f.name]
+    assert figure.png.startswith(b"\x89PNG") and "final_val_mae" in figure.caption

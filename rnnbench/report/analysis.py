@@ -21,7 +21,7 @@ from rnnbench.report.content import Analysis, Excluded, ReportOptions, Row, Task
 from rnnbench.report.gradient_flow import fill_gradient_flow
 from rnnbench.report.runs import (exclusion, guess_mode, is_row_param, is_task_param, mean_of,
                                   natural_key, run_sort_key, steady, varying)
-from rnnbench.report.sweeps import importance, objective_value, trial_objective
+from rnnbench.report.sweeps import history_points, importance, objective_value, trial_objective
 from rnnbench.tracking import EnvTags, Metrics, RunKind, Tags
 
 # the tags of the environment table: what the runs ran on
@@ -131,6 +131,8 @@ def _section(task: str, kind: str, variant: dict[str, str], runs: list[RunRecord
             f"(at least one), ranked by `{name}` ({'lowest' if obj_mode == 'min' else 'highest'}"
             f" first), as Greff et al. (2017) do; the test metric of those trials is reported.")
         section.importance = importance(section, objective, history)
+        section.history = history_points(section.runs, objective, history)
+        section.history_objective = objective
         analyse_budget(section, options, history, objective)
     else:
         section.selection_note = "Each row averages its finished runs over seeds."

@@ -201,6 +201,10 @@ class TaskSection:
     trivial: dict[str, float] = field(default_factory=dict)
     selection_note: str = ""
     importance: Importance | None = None
+    #: a sweep's optimisation history: (trial number, objective, best so far), and the
+    #: objective's name and mode
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+    history_objective: tuple[str, str] = ("", "min")
     budget_curves: list[BudgetCurve] = field(default_factory=list)
     budget: list[BudgetComparison] = field(default_factory=list)
     budget_k: int = 0

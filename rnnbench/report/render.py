@@ -106,6 +106,7 @@ def _section(doc: Document, s: TaskSection, opts: Any) -> None:
     _gradient_flow(doc, s, key)
     if s.importance is not None:
         _importance(doc, s, key)
+    _history(doc, s, key)
     _not_averaged(doc, s, key)
 
 
@@ -214,6 +215,19 @@ def _importance(doc: Document, s: TaskSection, key: str) -> None:
     if png:
         doc.add(Figure(doc.unique(f"{key}-importance", "figure"), png,
                        f"{s.title}: fANOVA hyperparameter importance"))
+
+
+def _history(doc: Document, s: TaskSection, key: str) -> None:
+    """The optimisation history of a sweep or a Hydra-Optuna study, as a figure."""
+    from rnnbench.report.importance import history_figure
+
+    name, mode = s.history_objective
+    png = history_figure(s.history, s.title, name, mode) if s.history else None
+    if png:
+        doc.add(Heading(3, "Optimisation history"))
+        doc.add(Figure(doc.unique(f"{key}-history", "figure"), png,
+                       f"{s.title}: each trial's {name} (in the order the trials ran) and the "
+                       f"best so far"))
 
 
 def _not_averaged(doc: Document, s: TaskSection, key: str) -> None:
