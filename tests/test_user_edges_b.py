@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,20 @@ def test_a_fifo_as_corpus_is_refused(tmp_path):
     cfg = LanguageConfig(name="lm_char", corpus="path", path=str(fifo))
     with pytest.raises(DataError, match=r"task.path=.*corpus.txt is a FIFO"):
         check_task_files(cfg)
-    with pytest.raises(DataError, match="is a FIFO"):
-        load_corpus(cfg)
+    unblock = threading.Timer(3.0, _open_for_writing, [fifo])  # without the check:
+    unblock.start()  # the read would wait for ever; this ends it after 3 s, and the test fails
+    try:
+        with pytest.raises(DataError, match="is a FIFO"):
+            load_corpus(cfg)
+    finally:
+        unblock.cancel()
+
+
+def _open_for_writing(fifo: Path) -> None:
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # no reader: nothing waits on the FIFO
+        pass
 
 
 def test_a_dangling_symlink_says_where_it_points(tmp_path):
@@ -68,18 +81,6 @@ def test_a_dangling_symlink_says_where_it_points(tmp_path):
     with pytest.raises(DataError, match=r"broken symbolic link \(to .*gone/real.csv"):
         _series(link)
 
-
-def test_a_folder_given_as_the_corpus_file_inside_a_folder_of_txt(tmp_path):
-    # a .txt name that is a folder inside the corpus folder is not read as a file
-    from rnnbench.tasks.corpora import load_corpus
-
-    (tmp_path / "a.txt").write_text("hello world " * 50)
-    (tmp_path / "sub.txt").mkdir()
-    corpus = load_corpus(LanguageConfig(name="lm_char", corpus="path", path=str(tmp_path)))
-    assert "hello" in corpus.texts["all"]
-
-
-# ---- binary content ---------------------------------------------------------------------
 
 def test_a_corpus_of_nul_bytes_is_refused_naming_the_file(tmp_path):
     from rnnbench.tasks.corpora import load_corpus
@@ -168,20 +169,12 @@ def test_an_unparsable_date_names_column_file_and_value(tmp_path):
     days = [f"2020-01-{d:02d}" for d in range(1, 29)]
     text = _dated(days[:5] + ["next tuesday"] + days[5:])
     with pytest.raises(DataError, match=r"s.csv, row 7 .*task.date_column='date' value "
-                                        r"'next tuesday' is not a date"):
+                                        r"'next tuesday' is not a date\. Fix or drop "
+                                        r"those rows, or leave task.date_column unset"):
         _series(_csv(tmp_path, text), date_column="date")
 
 
 # ---- corpora and audio ------------------------------------------------------------------
-
-def test_a_one_line_corpus_is_too_small_not_a_crash(tmp_path):
-    from rnnbench.tasks import get_task
-
-    one = tmp_path / "one.txt"
-    one.write_text("hello world\n")
-    with pytest.raises(DataError, match=r"one.txt\) is empty or too small"):
-        get_task(LanguageConfig(name="lm_word", corpus="path", path=str(one))).prepare(2, 0)
-
 
 def _wav(path: Path, samples: int = 800, rate: int = 8000) -> None:
     data = struct.pack(f"<{samples}h", *([1000, -1000] * (samples // 2)))
@@ -189,21 +182,6 @@ def _wav(path: Path, samples: int = 800, rate: int = 8000) -> None:
               + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
               + b"data" + struct.pack("<I", len(data)))
     path.write_bytes(header + data)
-
-
-def test_a_wav_folder_without_wavs_and_a_corrupt_wav(tmp_path):
-    from rnnbench.tasks.speech import AudioTask
-
-    (tmp_path / "notes.txt").write_text("no audio here")
-    task = AudioTask(AudioConfig(name="speech_audio", path=str(tmp_path)))
-    with pytest.raises(DataError, match="no .wav files in the folder"):
-        task.load()
-    for i in range(3):
-        _wav(tmp_path / f"1_a_{i}.wav")
-        _wav(tmp_path / f"2_a_{i}.wav")
-    (tmp_path / "1_a_9.wav").write_bytes(b"RIFF\x00\x00garbage")
-    with pytest.raises(DataError, match=r"1_a_9.wav is not a valid WAV file"):
-        task.load()
 
 
 def test_a_file_given_as_the_wav_folder_is_refused_at_config_time(tmp_path):
