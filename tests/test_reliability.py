@@ -854,3 +854,41 @@ def test_every_test_the_reliability_table_names_exists():
     for path, name in named:
         text = (ROOT / path).read_text()
         assert re.search(rf"^(async )?def {name}\(", text, re.M), f"{path}::{name} is missing"
+
+
+def test_retry_locked_retries_only_a_lock_and_gives_up_with_the_last_error(monkeypatch):
+    import sqlite3
+
+    import sqlalchemy.exc
+    import tenacity
+
+    from rnnbench.tracking import store
+
+    monkeypatch.setattr(tenacity.nap, "sleep", lambda s: None)  # no waiting in the test
+    locked = sqlalchemy.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError(
+        "database is locked"))
+    calls = []
+
+    def flaky(n_locks):
+        def write():
+            calls.append(1)
+            if len(calls) <= n_locks:
+                raise locked
+            return "written"
+        return store.retry_locked(write)
+
+    assert flaky(3)() == "written" and len(calls) == 4
+    calls.clear()
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
+        flaky(10 ** 6)()
+    assert len(calls) == store.LOCK_RETRIES
+    calls.clear()
+
+    @store.retry_locked
+    def broken():
+        calls.append(1)
+        raise ValueError("not a lock")
+
+    with pytest.raises(ValueError):
+        broken()
+    assert len(calls) == 1

@@ -211,3 +211,10 @@ def test_unwritable_cache_is_a_data_error(monkeypatch, tmp_path):
     with pytest.raises(DataError, match="RNNBENCH_CACHE"):
         cache.cache_root()
     assert Path(blocker).is_file()
+
+
+def test_without_rnnbench_cache_the_platforms_cache_folder_is_used(tmp_path, monkeypatch):
+    monkeypatch.delenv("RNNBENCH_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_root() == tmp_path / "xdg" / "rnnbench"
+    assert (tmp_path / "xdg" / "rnnbench").is_dir()

@@ -1,7 +1,8 @@
 """The on-disk data cache: parsed data sets and downloads, under one directory.
 
-The directory is ``$RNNBENCH_CACHE``, else ``$XDG_CACHE_HOME/rnnbench``, else
-``~/.cache/rnnbench``. Inside it:
+The directory is ``$RNNBENCH_CACHE``, else the platform's user cache folder
+(``platformdirs.user_cache_dir("rnnbench")``: ``$XDG_CACHE_HOME/rnnbench`` or
+``~/.cache/rnnbench`` on Linux, ``~/Library/Caches/rnnbench`` on macOS). Inside it:
 
 - ``arrays/<namespace>/<key>.npz``: parsed or tokenised data, keyed by the source's
   digest and every option that changes the result (:func:`cache_key`);
@@ -39,6 +40,7 @@ except ImportError:  # not POSIX: no lock; a clash is still caught by the sideca
     fcntl = None  # type: ignore[assignment]
 
 import numpy as np
+import platformdirs
 
 from rnnbench.errors import DataError
 
@@ -51,9 +53,8 @@ def cache_root() -> Path:
     env = os.environ.get("RNNBENCH_CACHE")
     if env:
         root = Path(env).expanduser()
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        root = Path(base).expanduser() / "rnnbench"
+    else:  # the platform's cache folder ($XDG_CACHE_HOME or ~/.cache on Linux)
+        root = Path(platformdirs.user_cache_dir("rnnbench", appauthor=False))
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

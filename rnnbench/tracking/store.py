@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import random
 import tempfile
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import mlflow
+import tenacity
 from mlflow.exceptions import MlflowException
 
 from rnnbench.errors import TrackingError
@@ -66,21 +66,18 @@ def quiet_retried_locks() -> None:
         logger.addFilter(_LOCK_FILTER)
 
 
+def _backoff(attempts: int, when: Callable[[BaseException], bool]) -> Any:
+    """Retry while ``when(exception)``: jittered exponential waits from 0.05 s up to 2 s,
+    at most ``attempts`` tries, then the last exception itself."""
+    return tenacity.retry(retry=tenacity.retry_if_exception(when),
+                          wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+                          stop=tenacity.stop_after_attempt(attempts), reraise=True)
+
+
 def retry_locked(fn: Callable[..., T]) -> Callable[..., T]:
-    """Retry ``fn`` while SQLite reports a lock held by another process."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        for attempt in range(LOCK_RETRIES):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:  # MlflowException or sqlalchemy OperationalError
-                if not _is_locked(exc) or attempt == LOCK_RETRIES - 1:
-                    raise
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
-
-    return wrapper
+    """Retry ``fn`` while SQLite reports a lock held by another process (the exception is
+    an MlflowException or SQLAlchemy's OperationalError)."""
+    return functools.wraps(fn)(_backoff(LOCK_RETRIES, _is_locked)(fn))
 
 
 def check_reachable(uri: str, timeout_s: float) -> None:
@@ -452,14 +449,10 @@ def _create_sqlite_store(db: Path) -> None:
 def _open_existing(uri: str, attempts: int = 20) -> None:
     """Open the store once (MLflow checks its schema). A program that does not take the
     lock may still be creating it: wait for it rather than fail."""
-    for attempt in range(attempts):
-        try:
-            mlflow.MlflowClient(uri).search_experiments(max_results=1)
-            return
-        except Exception as exc:
-            text = str(exc).lower()
-            busy = _is_locked(exc) or "already exists" in text or "out-of-date" in text \
-                or "no such table" in text
-            if not busy or attempt == attempts - 1:
-                raise
-            time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+    def busy(exc: BaseException) -> bool:
+        text = str(exc).lower()
+        return _is_locked(exc) or any(
+            part in text for part in ("already exists", "out-of-date", "no such table"))
+
+    _backoff(attempts, busy)(lambda: mlflow.MlflowClient(uri).search_experiments(
+        max_results=1))()
