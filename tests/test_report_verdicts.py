@@ -354,3 +354,14 @@ def test_budget_k_sets_the_equal_budget_and_cannot_extrapolate(store, tmp_path, 
         err = capsys.readouterr().err
         assert f"--budget-k {k}" in err and words in err and "Traceback" not in err
         assert not (tmp_path / f"x{k}").exists()
+
+
+def test_the_console_keeps_the_mde_beside_a_verdict_that_is_not_significant():
+    from rnnbench.report.cli import console_verdict
+
+    assert console_verdict("inconclusive (no --equivalence-margin given for test_mse)", 0.4712) \
+        == "inconclusive (MDE 0.47; no --equivalence-margin given for test_mse)"
+    assert console_verdict("not significant", 1.14) == "not significant (MDE 1.1)"
+    assert console_verdict("better (significant)", 0.2) == "better (significant)"
+    assert console_verdict("inconclusive (CI [-1, 1] includes 0 and reaches ±0.1)",
+                           float("nan")).startswith("inconclusive (CI")

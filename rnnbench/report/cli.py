@@ -217,6 +217,20 @@ def run(args: argparse.Namespace) -> tuple[Path, Any]:
     return out, result
 
 
+def console_verdict(verdict: str, mde: float) -> str:
+    """A comparison's verdict on the console, with its MDE (the design figure) beside a
+    verdict that is not significant."""
+    from rnnbench.report.document import fmt
+
+    if mde != mde:
+        return verdict
+    if verdict == "not significant":
+        return f"{verdict} (MDE {fmt(mde, 2)})"
+    if verdict.startswith("inconclusive ("):
+        return f"inconclusive (MDE {fmt(mde, 2)}; {verdict[len('inconclusive ('):]}"
+    return verdict
+
+
 def print_summary(out: Path, result: Any) -> None:
     """The comparison tables on the terminal, then where the report is."""
     from rnnbench.report.document import fmt, fmt_interval
@@ -235,8 +249,7 @@ def print_summary(out: Path, result: Any) -> None:
         table = [["rank", "cell", "mean ± 95% CI", "n", f"vs {baseline} ({test})"]]
         for r in s.rows:
             verdict, mde, _ = verdicts.get(r.label, ("—", float("nan"), 0.0))
-            if verdict == "not significant" and mde == mde:
-                verdict += f" (MDE {fmt(mde, 2)})"
+            verdict = console_verdict(verdict, mde)
             table.append([str(r.rank or "—"), r.label, fmt_interval(r.interval),
                           str(r.interval.n), "baseline" if r.cell == baseline else verdict])
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
