@@ -78,7 +78,9 @@ class Cluster:
             f"SlurmctldHost={self.host}(127.0.0.1)",  # no name lookup needed
             f"SlurmctldPort={_free_port()}",
             f"SlurmdPort={_free_port()}",
-            f"AuthInfo=socket={self.socket}",
+            # cred_expire: a requeued job waits this long (+1 s) before it may start again
+            # (Slurm's default 120 s)
+            f"AuthInfo=socket={self.socket},cred_expire=20",
             "MpiDefault=none",
             "ProctrackType=proctrack/linuxproc",
             "ReturnToService=2",
@@ -95,7 +97,7 @@ class Cluster:
             f"SlurmctldLogFile={r}/log/slurmctld.log",
             f"SlurmdLogFile={r}/log/slurmd.log",
             "SlurmctldTimeout=30", "SlurmdTimeout=60", "MessageTimeout=30",
-            "KillWait=5",
+            "KillWait=5", "JobRequeue=1",
             # at least 4 job slots, also on a 2-core machine (a tuning chief holds one
             # while it waits): the configured CPUs count, not the probed ones
             "SlurmdParameters=config_overrides",

@@ -216,3 +216,85 @@ def test_a_tuning_chief_and_two_workers_as_one_slurm_job_array(slurm_cluster, tm
     assert workers <= {f"slurm-{array}-1", f"slurm-{array}-2"} and len(workers) == 2, workers
     for task in (1, 2):
         assert f"joins the chief at {host}:{port}" in outputs[f"slurm-tune-{array}_{task}.out"]
+
+
+def submit_tune(cluster, cwd: Path, workers: int, *overrides: str) -> str:
+    """``sbatch --array=0-<workers> docker/slurm-tune.sbatch`` with the tiny space; the
+    array's job id."""
+    conf = cwd / "extra_conf" / "search_space"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "tiny.yaml").write_text(TINY_SPACE)
+    script = Path(__file__).resolve().parent.parent / "docker" / "slurm-tune.sbatch"
+    env = cli_env(SLURM_CONF=str(cluster.conf),
+                  RNNBENCH_TUNE=str(Path(sys.executable).parent / "rnnbench-tune"))
+    done = subprocess.run(
+        ["sbatch", "--parsable", f"--array=0-{workers}", str(script),
+         f"hydra.searchpath=[file://{cwd / 'extra_conf'}]", "search_space=tiny",
+         f"tracking.uri=sqlite:///{cwd}/mlflow.db", *overrides],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def array_states(cluster, array: str) -> dict[str, str]:
+    rows = cluster.run("squeue", "--states=all", "--noheader", "-o", "%i|%T", "-j",
+                       array).split()
+    return dict(r.split("|") for r in rows)
+
+
+def test_a_requeued_worker_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
+    """``scontrol requeue`` of the only worker while it trains trial 1 (trial_id 0): Slurm's SIGTERM
+    closes that trial's run KILLED; the requeued task joins the chief again under the same
+    worker name, gets the same trial back and runs it again as a new run. The sweep ends
+    FINISHED with every trial FINISHED exactly once and max_trials honoured."""
+    long = [*SMOKE[:-1], "train.verbose=2", "tuner.max_epochs=80", "train.patience=1000",
+            "tuner.max_trials=2"]
+    array = submit_tune(slurm_cluster, tmp_path, 1, *long)
+    worker_out = tmp_path / f"slurm-tune-{array}_1.out"
+
+    def training():
+        text = worker_out.read_text(errors="replace") if worker_out.is_file() else ""
+        return "trial 1 started" in text and "Epoch 3/80" in text
+
+    try:
+        wait_for(training, 300, "the worker to train trial 1")
+    except AssertionError as exc:
+        logs = {p.name: p.read_text()[-2000:] for p in tmp_path.glob("slurm-tune-*.out")}
+        raise AssertionError(f"{exc}: {logs}") from None
+    print(slurm_cluster.run("squeue", "-j", array))
+    slurm_cluster.run("scontrol", "requeue", f"{array}_1")
+    requeued = slurm_cluster.run("scontrol", "show", "job", f"{array}_1")
+    print(requeued)
+    assert "Restarts=1" in requeued and "Requeue=1" in requeued
+
+    def ended():
+        states = array_states(slurm_cluster, array)
+        return states if len(states) == 2 and all(
+            s not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
+            for s in states.values()) else None
+
+    states = wait_for(ended, 480, f"the array {array} to end")
+    print(slurm_cluster.run("squeue", "--states=all", "-j", array))
+    outputs = {p.name: p.read_text() for p in sorted(tmp_path.glob("slurm-tune-*.out"))}
+    logs = "\n".join(f"--- {k}\n{v[-3000:]}" for k, v in outputs.items())
+    assert set(states.values()) == {"COMPLETED"}, (states, logs)
+    runs = store_runs(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
+    print("\n".join(f"{r.info.run_id} {r.data.tags['run_kind']} {r.info.status} "
+                    f"trial={r.data.tags.get('trial_id')} tuner={r.data.tags.get('tuner_id')} "
+                    f"start={r.info.start_time}"
+                    for r in sorted(runs, key=lambda r: r.info.start_time)))
+    (sweep,) = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    assert sweep.info.status == "FINISHED" and sweep.data.tags["trials_completed"] == "2", logs
+    finished = [int(r.data.tags["trial_id"]) for r in trials if r.info.status == "FINISHED"]
+    assert sorted(finished) == [0, 1], logs
+    killed = [r for r in trials if r.info.status == "KILLED"]
+    assert [int(r.data.tags["trial_id"]) for r in killed] == [0], logs
+    assert len(trials) == 3, logs  # tuner.max_trials=2, and the killed run
+    again = next(r for r in trials if r.info.status == "FINISHED"
+                 and r.data.tags["trial_id"] == killed[0].data.tags["trial_id"])
+    assert again.info.run_id != killed[0].info.run_id
+    assert again.info.start_time > killed[0].info.end_time
+    # both lives of the worker wrote to one log (--open-mode=append), under one name
+    assert outputs[worker_out.name].count("joins the chief at") == 2, logs
+    assert {r.data.tags["tuner_id"] for r in trials} == {f"slurm-{array}-1"}
