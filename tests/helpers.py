@@ -310,3 +310,17 @@ def fill_disk(folder: Path, leave: int = 0) -> None:
                 out.flush()
             except OSError:
                 break
+
+
+SMOKE_TASKS = ("adding", "chorales", "co2", "speech_vowels")
+
+
+def assert_trains_on_smoke_tasks(cell: str, inputs, tmp_path: Path) -> None:
+    """`cell` trains one epoch of `debug=smoke` on each task of `SMOKE_TASKS` and ends
+    FINISHED with finite test metrics (the done-when check of every new cell)."""
+    for task in SMOKE_TASKS:
+        _, result = tiny_task_run(task, inputs, tmp_path / f"{task}.db", f"cell={cell}",
+                                  "train.epochs=1", "diagnostics.enabled=false",
+                                  "tracking.log_model=false")
+        assert result.status == "FINISHED", (cell, task, result.status)
+        assert all(math.isfinite(v) for v in result.test_metrics.values()), (cell, task, result)
