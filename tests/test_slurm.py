@@ -215,7 +215,7 @@ def test_a_tuning_chief_and_two_workers_as_one_slurm_job_array(slurm_cluster, tm
     workers = {r.data.tags["tuner_id"] for r in trials}
     assert workers <= {f"slurm-{array}-1", f"slurm-{array}-2"} and len(workers) == 2, workers
     for task in (1, 2):
-        assert f"joins the chief at {host}:{port}" in outputs[f"slurm-tune-{array}_{task}.out"]
+        assert f"joined the chief at {host}:{port}" in outputs[f"slurm-tune-{array}_{task}.out"]
 
 
 def submit_tune(cluster, cwd: Path, workers: int, *overrides: str) -> str:
@@ -296,5 +296,64 @@ def test_a_requeued_worker_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
     assert again.info.run_id != killed[0].info.run_id
     assert again.info.start_time > killed[0].info.end_time
     # both lives of the worker wrote to one log (--open-mode=append), under one name
-    assert outputs[worker_out.name].count("joins the chief at") == 2, logs
+    assert outputs[worker_out.name].count("joined the chief at") == 2, logs
     assert {r.data.tags["tuner_id"] for r in trials} == {f"slurm-{array}-1"}
+
+
+def test_a_requeued_chief_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
+    """``scontrol requeue`` of the chief (array task 0) while its worker trains trial 1:
+    the chief's sweep run ends KILLED; the requeued chief resumes the sweep on a new port
+    and rewrites the address file; the worker trains on, finds the old chief gone at the
+    end of its trial, reads the file again and ends the trial on the new chief, which
+    kept it as the worker's. Every trial runs exactly once, all in one sweep run."""
+    long = [*SMOKE[:-1], "train.verbose=2", "tuner.max_epochs=60", "train.patience=1000",
+            "tuner.max_trials=2"]
+    array = submit_tune(slurm_cluster, tmp_path, 1, *long)
+    chief_out = tmp_path / f"slurm-tune-{array}_0.out"
+    worker_out = tmp_path / f"slurm-tune-{array}_1.out"
+
+    def training():
+        text = worker_out.read_text(errors="replace") if worker_out.is_file() else ""
+        return "trial 1 started" in text and "Epoch 3/60" in text
+
+    def logs() -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
+                         for p in sorted(tmp_path.glob("slurm-tune-*.out")))
+
+    try:
+        wait_for(training, 300, "the worker to train trial 1")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {logs()}") from None
+    address_file = tmp_path / "tuning" / f"chief-{array}.address"
+    first = address_file.read_text().split()
+    slurm_cluster.run("scontrol", "requeue", f"{array}_0")
+    requeued = slurm_cluster.run("scontrol", "show", "job", f"{array}_0")
+    print(requeued)
+    assert "Restarts=1" in requeued
+
+    def ended():
+        states = array_states(slurm_cluster, array)
+        return states if len(states) == 2 and all(
+            s not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
+            for s in states.values()) else None
+
+    states = wait_for(ended, 480, f"the array {array} to end")
+    print(slurm_cluster.run("squeue", "--states=all", "-j", array))
+    assert set(states.values()) == {"COMPLETED"}, (states, logs())
+    chief_log, worker_log = chief_out.read_text(), worker_out.read_text()
+    assert chief_log.count("serving the oracle on") == 2, logs()
+    second = address_file.read_text().split()
+    assert second != first and f"serving the oracle on {second[0]}:{second[1]}" in chief_log
+    assert f"lost the chief at {first[0]}:{first[1]}" in worker_log, logs()
+    assert worker_log.count("joined the chief at") == 1  # one life: the worker never left
+    runs = store_runs(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
+    print("\n".join(f"{r.info.run_id} {r.data.tags['run_kind']} {r.info.status} "
+                    f"trial={r.data.tags.get('trial_id')} tuner={r.data.tags.get('tuner_id')} "
+                    f"parent={r.data.tags.get('mlflow.parentRunId')}"
+                    for r in sorted(runs, key=lambda r: r.info.start_time)))
+    (sweep,) = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    assert sweep.info.status == "FINISHED" and sweep.data.tags["trials_completed"] == "2", logs()
+    assert sorted(int(r.data.tags["trial_id"]) for r in trials) == [0, 1], logs()
+    assert {r.info.status for r in trials} == {"FINISHED"}, logs()
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweep.info.run_id}

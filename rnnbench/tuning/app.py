@@ -154,6 +154,7 @@ def _run(plan: Any, record: Any, project_dir: Path, resume: bool, previous: str 
     cfg, t = plan.cfg, plan.cfg.tuner
     role = t.distributed.role
     oracle = make_oracle(plan)
+    oracle.keep_ongoing = role == "chief"  # its workers' trials outlive a requeued chief
     # never keras-tuner's own overwrite: it deletes <directory>/<project> unchecked
     tuner = SweepTuner(oracle, plan, record, role, directory=str(project_dir.parent),
                        project_name=project_dir.name, overwrite=False)

@@ -46,8 +46,12 @@ class DistributedConfig:
         role: ``none`` (one process runs the whole search), ``chief`` (serves the
             oracle and runs no trial) or ``worker`` (asks the chief for trials).
         address: chief: the address it listens on (null: 127.0.0.1); worker: the
-            chief's address (required).
-        port: the chief's port.
+            chief's address (required unless ``address_file`` is given).
+        port: the chief's port; 0 (chief, with ``address_file``): any free port.
+        address_file: a file the chief writes its ``<address> <port>`` to once it
+            listens (whole, by rename), and workers read it from: they wait for it, and
+            read it again when the chief goes away (a requeued chief comes back on
+            another port or node). On a shared filesystem for several machines.
         worker_id: a worker's name, unique among the workers (null:
             ``worker-<host>-<pid>``). Restarting a worker with the same id makes it
             pick up the trial it was running.
@@ -59,17 +63,24 @@ class DistributedConfig:
     port: int = 8000
     worker_id: Optional[str] = None
     wait_s: float = 120.0
+    address_file: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_choice("tuner.distributed.role", self.role, ROLES)
-        check(1 <= self.port <= 65535, "tuner.distributed.port", self.port,
-              "an integer in [1, 65535]")
+        if self.port == 0 and self.role == "chief":
+            check(bool(self.address_file), "tuner.distributed.port", self.port,
+                  "an integer in [1, 65535] (0, any free port, only with "
+                  "tuner.distributed.address_file=<file the workers read>)")
+        else:
+            check(1 <= self.port <= 65535, "tuner.distributed.port", self.port,
+                  "an integer in [1, 65535]")
         check(self.wait_s > 0, "tuner.distributed.wait_s", self.wait_s, "a number of seconds > 0")
-        if self.role == "worker" and not self.address:
+        if self.role == "worker" and not (self.address or self.address_file):
             raise ConfigError(
                 "tuner.distributed.role=worker needs the chief's address: set "
                 "tuner.distributed.address=<chief host or IP> (and tuner.distributed.port, "
-                f"now {self.port}) to where `rnnbench-tune tuner.distributed.role=chief` runs."
+                f"now {self.port}) to where `rnnbench-tune tuner.distributed.role=chief` runs, "
+                "or tuner.distributed.address_file=<the file the chief writes its address to>."
             )
         if self.worker_id is not None:
             check(bool(_LABEL.match(self.worker_id)) and "chief" not in self.worker_id,

@@ -11,6 +11,7 @@ not be copied.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -22,6 +23,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from rnnbench.errors import ConfigError, RnnbenchError, RunFailed
 from rnnbench.tracking import Params, RunKind, SweepTags, Tags
+from rnnbench.tuning.chief import ChiefLink, ChiefStub, write_address
 from rnnbench.tuning.space import format_values
 from rnnbench.tuning.state import save_json
 
@@ -136,6 +138,24 @@ class HookedOracle:
     when it ends, wherever the trial ran (this process or a worker)."""
 
     hooks: SweepHooks | None = None
+    # A chief keeps its workers' trials on a resume (see reload); one process retries them.
+    keep_ongoing: bool = False
+
+    def reload(self) -> None:
+        """keras-tuner's reload sends the trials that were running to be retried: right
+        when the one process that ran them died. A chief's trials run in its workers,
+        which live on when the chief is requeued: each stays its worker's trial, so the
+        worker ends it on the new chief, or gets it again if it was requeued too."""
+        super().reload()
+        if not self.keep_ongoing:
+            return
+        with open(self._get_oracle_fname()) as f:
+            ongoing = dict(json.load(f).get("ongoing_trials") or {})
+        self.ongoing_trials = {tuner_id: self.trials[trial_id]
+                               for tuner_id, trial_id in ongoing.items()
+                               if trial_id in self.trials}
+        kept = {t.trial_id for t in self.ongoing_trials.values()}
+        self._retry_queue = [t for t in self._retry_queue if t not in kept]
 
     @kt.synchronized
     def create_trial(self, tuner_id: str) -> Any:
@@ -146,6 +166,10 @@ class HookedOracle:
 
     @kt.synchronized
     def end_trial(self, trial: Any) -> None:
+        done = self.trials.get(trial.trial_id)
+        if (trial.trial_id in self.end_order and done is not None
+                and done.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)):
+            return  # ended already: a worker repeated a call whose reply it lost
         error = None
         try:
             super().end_trial(trial)
@@ -245,6 +269,12 @@ class SweepTuner(kt.Tuner):
         self.scores: dict[str, float] = {}
         super().__init__(oracle, hypermodel=None,
                          executions_per_trial=plan.cfg.tuner.executions_per_trial, **kwargs)
+        self.link = None
+        if role == "worker":  # keras-tuner made an OracleClient: route it through the link
+            dist = plan.cfg.tuner.distributed
+            self.link = ChiefLink(dist.address, dist.port, dist.address_file, dist.wait_s,
+                                  say=lambda m: print(f"[{plan.sweep_id}] {m}", flush=True))
+            self.oracle.stub = ChiefStub(self.link)
 
     def save(self) -> None:
         """keras-tuner's save, each file written whole (see :func:`save_json`)."""
@@ -347,7 +377,8 @@ class SweepTuner(kt.Tuner):
         if self.role == "chief":
             dist = self.plan.cfg.tuner.distributed
             self.save()
-            serve_oracle(self.oracle, dist.address or "127.0.0.1", dist.port)
+            serve_oracle(self.oracle, dist.address or "127.0.0.1", dist.port,
+                         address_file=dist.address_file)
             return
         self.on_search_begin()
         while True:
@@ -365,14 +396,12 @@ class SweepTuner(kt.Tuner):
 
     def on_search_begin(self) -> None:
         if self.role == "worker":
-            wait_for_chief(os.environ["KERASTUNER_ORACLE_IP"],
-                           os.environ["KERASTUNER_ORACLE_PORT"],
-                           self.plan.cfg.tuner.distributed.wait_s)
-            self.oracle.get_space()  # waits until the chief serves (it opened the sweep run)
+            self.link.connect()  # waits for the chief (its address file), gives up named
+            self.oracle.get_space()  # answers once the chief serves (it opened the sweep run)
             self.record.attach(timeout_s=60.0)
+            host, port = self.link.target
             print(f"[{self.plan.sweep_id}] worker {self.tuner_id} joined the chief at "
-                  f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}",
-                  flush=True)
+                  f"{host}:{port}", flush=True)
 
     def on_trial_begin(self, trial: Any) -> None:
         if self.role == "worker":
@@ -392,36 +421,20 @@ class SweepTuner(kt.Tuner):
         super().on_trial_end(trial)
 
 
-def wait_for_chief(address: str, port: str, wait_s: float) -> None:
-    """Give up, with a message, when no chief answers at ``address:port`` within
-    ``wait_s`` seconds (keras-tuner's own client would wait for days)."""
-    import grpc
-
-    from rnnbench.errors import TrackingError
-
-    channel = grpc.insecure_channel(f"{address}:{port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=wait_s)
-    except grpc.FutureTimeoutError:
-        raise TrackingError(
-            f"no sweep chief answered at {address}:{port} within {wait_s:g} s. Start the "
-            f"chief first (rnnbench-tune ... tuner.distributed.role=chief), check "
-            f"tuner.distributed.address and tuner.distributed.port, or wait longer with "
-            f"tuner.distributed.wait_s=<seconds>.") from None
-    finally:
-        channel.close()
-
-
-def serve_oracle(oracle: Any, address: str, port: int, poll_s: float = 0.5) -> None:
+def serve_oracle(oracle: Any, address: str, port: int, poll_s: float = 0.5,
+                 address_file: str | None = None) -> None:
     """Serve ``oracle`` to the workers over gRPC (keras-tuner's own service) until the
-    search is done and every worker has been told to stop."""
+    search is done and every worker has been told to stop. Port 0: any free port. With
+    ``address_file`` the address and the port it listens on are written there."""
     from concurrent import futures
 
     import grpc
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    # no SO_REUSEPORT: a second chief on a port in use must fail, not share the port
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),
+                         options=[("grpc.so_reuseport", 0)])
     servicer = oracle_chief.OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     try:
@@ -433,9 +446,14 @@ def serve_oracle(oracle: Any, address: str, port: int, poll_s: float = 0.5) -> N
                           "use, or not an address of this machine); pick another "
                           "tuner.distributed.port or tuner.distributed.address.")
     server.start()
+    port = bound
+    if address_file:
+        write_address(address_file, address, port)
+        join = f"tuner.distributed.address_file={address_file}"
+    else:
+        join = f"tuner.distributed.address={address} tuner.distributed.port={port}"
     print(f"[chief] serving the oracle on {address}:{port}; start workers with "
-          f"tuner.distributed.role=worker tuner.distributed.address={address} "
-          f"tuner.distributed.port={port}", flush=True)
+          f"tuner.distributed.role=worker {join}", flush=True)
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
             time.sleep(poll_s)
