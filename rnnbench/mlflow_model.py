@@ -98,7 +98,7 @@ class ServingModel:
         s = self.serving
         if s.get("kind") == "forecast":
             return forecast(self.inner, np.asarray(data, np.float64), s)
-        out = np.asarray(self.inner.predict(data))
+        out = _predict(self.inner, data)
         if s.get("kind") == "softmax":
             z = out - out.max(axis=-1, keepdims=True)
             e = np.exp(z)
@@ -106,6 +106,15 @@ class ServingModel:
         if s.get("kind") == "sigmoid":
             return 1.0 / (1.0 + np.exp(-out))
         return out
+
+
+def _predict(inner: Any, data: Any) -> np.ndarray:
+    """The Keras model's outputs for array ``data``, without Keras's progress bar (MLflow
+    runs the model on the input example when it logs it)."""
+    raw = inner.get_raw_model() if hasattr(inner, "get_raw_model") else None
+    if raw is not None and hasattr(raw, "predict") and not hasattr(data, "columns"):
+        return np.asarray(raw.predict(np.asarray(data), verbose=0))
+    return np.asarray(inner.predict(data))
 
 
 def forecast(inner: Any, raw: np.ndarray, s: dict) -> np.ndarray:
@@ -126,7 +135,7 @@ def forecast(inner: Any, raw: np.ndarray, s: dict) -> np.ndarray:
     else:
         x_base = y_base = s["offset"]
     z = ((x - x_base) / scale)[..., None].astype(np.float32)
-    pred = np.asarray(inner.predict(z), np.float64).reshape(len(raw), hz)
+    pred = np.asarray(_predict(inner, z), np.float64).reshape(len(raw), hz)
     return pred * scale + y_base
 
 
