@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import cli_env, run_cli, store_runs
+from pg_server import mlflow_server, postgres  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -42,12 +43,14 @@ SMOKE = ["debug=smoke", "hardware.xla=off", "diagnostics.enabled=false",
          "tracking.log_model=false", "train.verbose=0"]
 
 
-def slurm_multirun(cluster, cwd, *args: str, timeout: float = 600, smoke=SMOKE, **popen: Any):
+def slurm_multirun(cluster, cwd, *args: str, timeout: float = 600, smoke=SMOKE,
+                   tracking: tuple[str, ...] | None = None, **popen: Any):
     """``rnnbench -m hydra/launcher=submitit_slurm ...`` in ``cwd``, its store
-    ``cwd/store/mlflow.db``; a running process when ``popen`` is given."""
+    ``cwd/store/mlflow.db`` unless ``tracking`` overrides say otherwise; a running
+    process when ``popen`` is given."""
+    tracking = tracking or (f"tracking.uri=sqlite:///{cwd}/store/mlflow.db",)
     cmd = [sys.executable, "-m", "rnnbench", "-m", "hydra/launcher=submitit_slurm",
-           "hydra.launcher.partition=debug", f"tracking.uri=sqlite:///{cwd}/store/mlflow.db",
-           *args, *smoke]
+           "hydra.launcher.partition=debug", *tracking, *args, *smoke]
     (cwd / "store").mkdir(exist_ok=True)
     env = cli_env(SLURM_CONF=str(cluster.conf))
     if popen:
@@ -77,6 +80,51 @@ def test_a_multirun_of_four_slurm_jobs_lands_in_one_store(slurm_cluster, tmp_pat
     # no accounting here: the states come from squeue, without sacct's warning per poll
     assert "Bypassing sacct error" not in out
     print(slurm_cluster.run("squeue", "--states=all"))
+
+
+def test_a_slurm_multirun_logs_through_a_tracking_server_on_postgresql(
+        slurm_cluster, mlflow_server, tmp_path):
+    """The same four jobs, logging through ``mlflow server`` on PostgreSQL (the set-up of
+    docker/compose.yaml, tests/pg_server.py): every run lands in the database, its model
+    in the server's artifact store, and no SQLite warning is printed."""
+    import mlflow
+    import psycopg2
+
+    url = mlflow_server["url"]
+    proc = slurm_multirun(slurm_cluster, tmp_path, "cell=rnn,lstm", "seed=0,1",
+                          tracking=("tracking=server", f"tracking.uri={url}",
+                                    "tracking.experiment=slurm-pg"),
+                          smoke=[s for s in SMOKE if s != "tracking.log_model=false"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "4 job(s): 4 finished, 0 failed, 0 skipped" in proc.stdout
+    assert "SQLite" not in proc.stderr and "Traceback" not in proc.stderr
+    client = mlflow.MlflowClient(tracking_uri=url)
+    runs = client.search_runs([client.get_experiment_by_name("slurm-pg").experiment_id])
+    print("\n".join(f"{r.info.run_id} {r.info.status} cell={r.data.params.get('cell')} "
+                    f"seed={r.data.params.get('seed')} artifacts={r.info.artifact_uri}"
+                    for r in runs))
+    assert sorted((r.data.params["cell"], r.data.params["seed"], r.info.status) for r in runs) \
+        == [("lstm", "0", "FINISHED"), ("lstm", "1", "FINISHED"), ("rnn", "0", "FINISHED"),
+            ("rnn", "1", "FINISHED")]
+    assert len({r.data.tags["sweep_id"] for r in runs}) == 1
+    for run in runs:
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        stored = list(mlflow_server["artifacts"].rglob(
+            f"{run.info.run_id}/artifacts/model/model.keras"))
+        assert len(stored) == 1, run.info.run_id
+    conn = psycopg2.connect(host="127.0.0.1", port=mlflow_server["postgres"]["port"],
+                            user="postgres", dbname="mlflow")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM runs r JOIN experiments e "
+                        "ON e.experiment_id = r.experiment_id "
+                        "WHERE e.name = 'slurm-pg' AND r.status = 'FINISHED'")
+            assert cur.fetchone() == (4,)
+    finally:
+        conn.close()
+    assert not list(tmp_path.rglob("mlflow.db"))
+    mlflow.set_tracking_uri(None)
 
 
 def test_a_failed_slurm_job_is_in_the_summary_with_exit_status_1(slurm_cluster, tmp_path):
