@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs Debian's Slurm (slurmctld, slurmd, the client commands) and MUNGE for the
-# Slurm tests (tests/test_slurm.py), which start their own one-node cluster
-# (tests/slurm_cluster.py). No accounting database (slurmdbd) is installed.
-# Idempotent: does nothing when sbatch, slurmctld, slurmd and munged are already there.
+# Installs Debian's Slurm (slurmctld, slurmd, the client commands), MUNGE, and the
+# accounting daemon slurmdbd with MariaDB for the Slurm tests (tests/test_slurm.py),
+# which start their own one-node cluster with accounting, so that sacct works
+# (tests/slurm_cluster.py). Idempotent: does nothing when they are all there.
 set -euo pipefail
 
-if command -v sbatch >/dev/null && command -v slurmctld >/dev/null \
-   && command -v slurmd >/dev/null && command -v munged >/dev/null; then
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+if have sbatch && have slurmctld && have slurmd && have munged && have slurmdbd \
+   && have mariadbd && have mariadb-install-db; then
     echo "install-slurm: $(slurmctld -V) already installed"
     exit 0
 fi
@@ -19,6 +20,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # slurm-wlm: slurmctld, slurmd and the client; munge: the authentication daemon (its
-# package creates /etc/munge/munge.key).
-$SUDO apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+# package creates /etc/munge/munge.key); slurmdbd and mariadb-server: accounting (the
+# tests run their own MariaDB on a private folder and port, never the system's).
+$SUDO apt-get install -y -qq --no-install-recommends slurm-wlm munge slurmdbd \
+    mariadb-server >/dev/null
 echo "install-slurm: $(slurmctld -V) installed"

@@ -157,7 +157,11 @@ def ended_by_slurm(job: Any, state: str) -> Any:
     overrides, num = list(job.submission().args[0]), int(job.submission().args[2])
     word = state.split()[0].upper() if state else "UNKNOWN"
     what = ENDED.get(word, "ended by Slurm before it returned")
-    message = f"{what}: Slurm job {job.job_id}, state {state or 'UNKNOWN'}; log {job.paths.stderr}"
+    shown = state or "UNKNOWN"
+    by = shown.split()
+    if len(by) == 3 and by[1] == "by" and by[2].isdigit():  # sacct: "CANCELLED by <uid>"
+        shown = f"{by[0]} (by uid {by[2]})"
+    message = f"{what}: Slurm job {job.job_id}, state {shown}; log {job.paths.stderr}"
     folder = _job_folder(num)
     if folder is not None:
         record_path = folder / jobs.RECORD

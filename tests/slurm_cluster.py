@@ -41,6 +41,18 @@ def missing() -> str | None:
     return None
 
 
+ACCOUNTING = ("slurmdbd", "mariadbd", "mariadb-install-db", "mariadb", "sacct", "sacctmgr")
+
+
+def accounting_missing() -> str | None:
+    """Why this cluster cannot keep accounts (``sacct``) here (None: it can)."""
+    absent = [p for p in ACCOUNTING if _which(p) is None]
+    if absent:
+        return (f"Slurm accounting needs slurmdbd and MariaDB ({', '.join(absent)} missing): "
+                f"run {INSTALL}")
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,8 +69,13 @@ def _memory_mb() -> int:
 class Cluster:
     """One ``slurmctld`` + one ``slurmd`` (+ ``munged``) under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, accounting: bool | None = None) -> None:
+        """``accounting``: run ``slurmdbd`` on a private MariaDB so that ``sacct`` works
+        (None: when they are installed)."""
         self.root = Path(root).resolve()
+        self.accounting = accounting_missing() is None if accounting is None else accounting
+        self.db_port = _free_port()
+        self.dbd_port = _free_port()
         self.conf = self.root / "slurm.conf"
         self.munge_dir = self.root / "munge"
         self.socket = self.munge_dir / "munge.socket"
@@ -91,6 +108,9 @@ class Cluster:
             "SlurmUser=root",
             "TaskPlugin=task/none",
             "JobAcctGatherType=jobacct_gather/none",
+            *([f"AccountingStorageType=accounting_storage/slurmdbd",
+               "AccountingStorageHost=127.0.0.1", f"AccountingStoragePort={self.dbd_port}",
+               f"AccountingStoragePass={self.socket}"] if self.accounting else []),
             "SchedulerType=sched/backfill",
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
@@ -129,10 +149,58 @@ class Cluster:
             f"munge -S {self.socket} -n | unmunge -S {self.socket}", shell=True,
             capture_output=True).returncode == 0, 60, "munged to answer")
 
+    def _start_accounting(self, timeout: float) -> None:
+        """MariaDB on 127.0.0.1:<db_port> (its own data folder), a database and user for
+        ``slurmdbd``, ``slurmdbd`` on <dbd_port>, and this cluster registered in it."""
+        db = self.root / "mariadb"
+        (db / "data").mkdir(parents=True, exist_ok=True)
+        sock = db / "mysqld.sock"
+        subprocess.run([_which("mariadb-install-db"), "--no-defaults", f"--datadir={db}/data",
+                        "--user=root", "--skip-test-db", "--auth-root-authentication-method=socket"],
+                       check=True, timeout=120, capture_output=True)
+        subprocess.Popen([_which("mariadbd"), "--no-defaults", f"--datadir={db}/data",
+                          f"--socket={sock}", f"--port={self.db_port}", "--bind-address=127.0.0.1",
+                          "--user=root", f"--pid-file={self.root}/run/mariadb.pid",
+                          f"--log-error={self.root}/log/mariadb.log", "--skip-name-resolve",
+                          "--innodb-buffer-pool-size=32M", "--innodb-flush-log-at-trx-commit=0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        sql = [_which("mariadb"), "--no-defaults", "-S", str(sock), "-u", "root"]
+        self._wait(lambda: subprocess.run([*sql, "-e", "SELECT 1"], capture_output=True
+                                          ).returncode == 0, timeout, "MariaDB to answer")
+        password = os.urandom(12).hex()
+        subprocess.run([*sql, "-e",
+                        "CREATE DATABASE slurm_acct_db; "
+                        f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+                        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"],
+                       check=True, timeout=60, capture_output=True)
+        r = self.root
+        conf = r / "slurmdbd.conf"  # slurmdbd reads it beside slurm.conf (SLURM_CONF)
+        conf.write_text("\n".join([
+            "AuthType=auth/munge", f"AuthInfo=socket={self.socket}",
+            "DbdAddr=127.0.0.1", f"DbdHost={self.host}", f"DbdPort={self.dbd_port}",
+            "SlurmUser=root", f"PidFile={r}/run/slurmdbd.pid", f"LogFile={r}/log/slurmdbd.log",
+            "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1",
+            f"StoragePort={self.db_port}", "StorageUser=slurm", f"StoragePass={password}",
+            "StorageLoc=slurm_acct_db", ""]))
+        conf.chmod(0o600)
+        subprocess.run([_which("slurmdbd")], env=self.env(), check=True, timeout=60,
+                       capture_output=True)
+
+        def registered() -> bool:
+            for cmd in (["add", "cluster", "rnnbenchtest"], ["-n", "-P", "list", "cluster"]):
+                done = subprocess.run(["sacctmgr", "-i", *cmd], env=self.env(),
+                                      capture_output=True, text=True, timeout=60)
+            return done.returncode == 0 and "rnnbenchtest" in done.stdout
+
+        self._wait(registered, timeout, "slurmdbd to register the cluster")
+
     def start(self, timeout: float = 120) -> "Cluster":
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_conf()
         self._start_munge()
+        if self.accounting:
+            self._start_accounting(timeout)
         env = self.env()
         # -i: ignore a stale state; -c: clear it (a fresh cluster every time)
         subprocess.run([_which("slurmctld"), "-c", "-i", "-f", str(self.conf)], env=env,
@@ -162,27 +230,47 @@ class Cluster:
         return subprocess.run(cmd, env=self.env(), check=True, capture_output=True,
                               text=True, timeout=60).stdout
 
-    def stop(self) -> None:
-        """Stop slurmd, slurmctld and munged by the PIDs in their pid files."""
-        for pidfile in (self.root / "run/slurmd.pid", self.root / "run/slurmctld.pid",
-                        self.munge_dir / "munged.pid"):
+    def sacct(self, *args: str) -> str:
+        """``sacct -X -n -P <args>`` (one line per job, ``|`` between fields)."""
+        return self.run("sacct", "-X", "-n", "-P", *args)
+
+    def stop_slurmdbd(self) -> None:
+        """Stop the accounting daemon alone (``sacct`` then fails; jobs still run)."""
+        self._kill_pidfile(self.root / "run/slurmdbd.pid")
+
+    def start_slurmdbd(self, timeout: float = 60) -> None:
+        subprocess.run([_which("slurmdbd")], env=self.env(), check=True, timeout=60,
+                       capture_output=True)
+        self._wait(lambda: subprocess.run(["sacct", "-X", "-n"], env=self.env(),
+                                          capture_output=True, timeout=60).returncode == 0,
+                   timeout, "slurmdbd to answer sacct")
+
+    @staticmethod
+    def _kill_pidfile(pidfile: Path) -> None:
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             try:
-                pid = int(pidfile.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, 0)
             except ProcessLookupError:
-                continue
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.2)
-            else:
-                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop slurmd, slurmctld, slurmdbd, MariaDB and munged by the PIDs in their pid
+        files."""
+        for pidfile in (self.root / "run/slurmd.pid", self.root / "run/slurmctld.pid",
+                        self.root / "run/slurmdbd.pid", self.root / "run/mariadb.pid",
+                        self.munge_dir / "munged.pid"):
+            self._kill_pidfile(pidfile)
 
 
 if __name__ == "__main__":

@@ -77,9 +77,15 @@ def test_a_multirun_of_four_slurm_jobs_lands_in_one_store(slurm_cluster, tmp_pat
     # the SQLite store on a local folder: a warning with the remedy, once
     assert proc.stderr.count("warning: the Slurm jobs log to the SQLite store") == 1
     assert "tracking=server" in proc.stderr and "Traceback" not in proc.stderr
-    # no accounting here: the states come from squeue, without sacct's warning per poll
+    # no sacct warning per poll (with accounting, submitit reads sacct; without, squeue)
     assert "Bypassing sacct error" not in out
     print(slurm_cluster.run("squeue", "--states=all"))
+    if slurm_cluster.accounting:  # Slurm's own record of the four jobs
+        jobs = [line.split("|") for line in slurm_cluster.sacct(
+            "--name=rnnbench", "-o", "JobID,JobName,State,ExitCode,Elapsed").split()]
+        print(slurm_cluster.run("sacct", "-X", "--name=rnnbench",
+                                "-o", "JobID,JobName,State,ExitCode,Elapsed"))
+        assert len(jobs) == 4 and {(j[2], j[3]) for j in jobs} == {("COMPLETED", "0:0")}, jobs
 
 
 def test_a_slurm_multirun_logs_through_a_tracking_server_on_postgresql(
@@ -139,9 +145,25 @@ def test_a_failed_slurm_job_is_in_the_summary_with_exit_status_1(slurm_cluster, 
     assert "1 job(s) of the multirun FAILED" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_job_slurm_cancels_is_reported_cancelled(slurm_cluster, tmp_path):
+@pytest.mark.parametrize("slurmdbd", ["up", "down"])
+def test_a_job_slurm_cancels_is_reported_cancelled(slurm_cluster, tmp_path, slurmdbd):
     """A job held back by Slurm (``--begin`` in an hour) is cancelled with scancel: the
-    multirun ends, and its summary says cancelled, not that the process died."""
+    multirun ends, and its summary says cancelled, not that the process died. Its state
+    comes from ``sacct``, or from ``squeue`` where there is no accounting or its daemon
+    is down."""
+    if slurmdbd == "down":
+        if not slurm_cluster.accounting:
+            pytest.skip("this cluster keeps no accounts: the other case covers it")
+        slurm_cluster.stop_slurmdbd()
+    try:
+        _cancel_a_held_job(slurm_cluster, tmp_path,
+                           with_sacct=slurm_cluster.accounting and slurmdbd == "up")
+    finally:
+        if slurmdbd == "down":
+            slurm_cluster.start_slurmdbd()
+
+
+def _cancel_a_held_job(slurm_cluster, tmp_path, with_sacct: bool) -> None:
     proc = slurm_multirun(slurm_cluster, tmp_path, "cell=rnn",
                           "+hydra.launcher.additional_parameters.begin=now+3600",
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -166,6 +188,9 @@ def test_a_job_slurm_cancels_is_reported_cancelled(slurm_cluster, tmp_path):
     print(line)
     assert "cancelled by Slurm (scancel)" in line and f"Slurm job {job}, state CANCELLED" in line
     assert "process died" not in out and "Traceback" not in err
+    if with_sacct:  # Slurm's accounting agrees
+        print(slurm_cluster.run("sacct", "-X", "-j", job, "-o", "JobID,State,ExitCode"))
+        assert slurm_cluster.sacct("-j", job, "-o", "State").startswith("CANCELLED")
 
 
 def test_a_running_job_slurm_cancels_is_reported_cancelled_and_its_run_killed(
@@ -346,6 +371,12 @@ def test_a_requeued_worker_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
     # both lives of the worker wrote to one log (--open-mode=append), under one name
     assert outputs[worker_out.name].count("joined the chief at") == 2, logs
     assert {r.data.tags["tuner_id"] for r in trials} == {f"slurm-{array}-1"}
+    if slurm_cluster.accounting:  # Slurm's record: the worker's first life REQUEUED
+        print(slurm_cluster.run("sacct", "-D", "-X", "-j", array,
+                                "-o", "JobID,JobName,State,ExitCode,Start,End"))
+        lives = [line.split("|") for line in slurm_cluster.sacct(
+            "-D", "-j", f"{array}_1", "-o", "JobID,State").split()]
+        assert [state for _, state in lives] == ["REQUEUED", "COMPLETED"], lives
 
 
 def test_a_requeued_chief_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
@@ -405,3 +436,9 @@ def test_a_requeued_chief_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
     assert sorted(int(r.data.tags["trial_id"]) for r in trials) == [0, 1], logs()
     assert {r.info.status for r in trials} == {"FINISHED"}, logs()
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweep.info.run_id}
+    if slurm_cluster.accounting:  # Slurm's record: the chief's first life REQUEUED
+        print(slurm_cluster.run("sacct", "-D", "-X", "-j", array,
+                                "-o", "JobID,JobName,State,ExitCode,Start,End"))
+        lives = [line.split("|") for line in slurm_cluster.sacct(
+            "-D", "-j", f"{array}_0", "-o", "JobID,State").split()]
+        assert [state for _, state in lives] == ["REQUEUED", "COMPLETED"], lives
