@@ -158,3 +158,22 @@ def test_rnnbench_report_check_readme_exits_1_on_a_wrong_number(study, capsys):
     assert f"{study}:2: printed 9.3" in out and "0 of 1 checks hold" in out
     assert main(["--check-readme", str(study.parent / "none.md")]) == 2
     assert "none.md" in capsys.readouterr().err
+
+
+REPORTS = ("greff", "shootout", "chorales_shootout", "chorales_shootout/lr", "long_range")
+
+
+@pytest.mark.parametrize("folder", REPORTS)
+def test_each_committed_report_rests_on_runs_of_one_commit(folder):
+    """Every run a committed report counts names one and the same full commit, and the
+    report's code-version table names no other (the reports are made with
+    --require-clean from a clean worktree of that commit)."""
+    tables = ROOT / "experiments" / folder / "tables"
+    with (tables / "runs.csv").open(newline="") as f:
+        commits = {row["git_commit"] for row in csv.DictReader(f)}
+    assert len(commits) == 1, (folder, commits)
+    (commit,) = commits
+    assert len(commit) == 40 and all(c in "0123456789abcdef" for c in commit), commit
+    with (tables / "environment.csv").open(newline="") as f:
+        named = {row["value"] for row in csv.DictReader(f) if row["tag"] == "git_commit"}
+    assert named <= {commit}, (folder, named)
