@@ -56,10 +56,15 @@ class Sizing:
 
 def fitted_count(count_at: Callable[[int], int], what: str) -> Callable[[int], int]:
     """``count(n)`` for every width from ``count_at`` evaluated at a few small widths:
-    the first four of ``PROBE_WIDTHS`` that build. A width that raises ValueError or
+    the first five of ``PROBE_WIDTHS`` that build. A width that raises ValueError or
     ConfigError is one the cell refuses (``cell.heads`` must divide the width): the
     widths then allowed are the multiples of the greatest common divisor of those that
-    built, and ``count`` raises ValueError for the others."""
+    built, and ``count`` raises ValueError for the others.
+
+    The count is a polynomial of degree two through three of the points that holds at
+    all five, or at all but one: a cell may count differently at one width (the LRU's
+    skip term D is a vector when the width equals the input's, a matrix otherwise), and
+    :func:`check_built` holds the solved width against the model really built."""
     points: list[tuple[int, int]] = []
     refused: Exception | None = None
     for n in PROBE_WIDTHS:
@@ -68,7 +73,7 @@ def fitted_count(count_at: Callable[[int], int], what: str) -> Callable[[int], i
         except (ValueError, ConfigError) as exc:
             refused = refused or exc
             continue
-        if len(points) == 4:
+        if len(points) == 5:
             break
     if len(points) < 4:
         raise ConfigError(f"{what}: the model could not be built at widths "
@@ -76,24 +81,32 @@ def fitted_count(count_at: Callable[[int], int], what: str) -> Callable[[int], i
                           f"weights ({refused}); set model.units instead.")
     step = math.gcd(*(n for n, _ in points))
 
-    def poly(n: int) -> int:  # Lagrange through the first three points, exact
-        if n % step:
-            raise ValueError(f"{n} units: not a multiple of {step}")
-        total = Fraction(0)
-        for i, (xi, yi) in enumerate(points[:3]):
-            term = Fraction(yi)
-            for j, (xj, _) in enumerate(points[:3]):
-                if j != i:
-                    term *= Fraction(n - xj, xi - xj)
-            total += term
-        return int(total)
+    def through(chosen: list[tuple[int, int]]) -> Callable[[int], int]:
+        def poly(n: int) -> int:  # Lagrange through the chosen points, exact
+            if n % step:
+                raise ValueError(f"{n} units: not a multiple of {step}")
+            total = Fraction(0)
+            for i, (xi, yi) in enumerate(chosen):
+                term = Fraction(yi)
+                for j, (xj, _) in enumerate(chosen):
+                    if j != i:
+                        term *= Fraction(n - xj, xi - xj)
+                total += term
+            return int(total)
+        return poly
 
+    allowed_misses = len(points) - 4  # four points: all must agree; five: one may not
+    for skip in [None, *range(len(points))]:
+        rest = [pt for k, pt in enumerate(points) if k != skip]
+        poly = through(rest[:3])
+        misses = sum(poly(n) != c for n, c in points)
+        if misses <= allowed_misses:
+            return poly
     n4, c4 = points[3]
-    if poly(n4) != c4:
-        raise ConfigError(f"{what}: the model's weight count is not a polynomial of degree "
-                          f"two in the width (at {n4} units it has {c4:,}, not {poly(n4):,}); "
-                          "set model.units instead.")
-    return poly
+    poly = through(points[:3])
+    raise ConfigError(f"{what}: the model's weight count is not a polynomial of degree "
+                      f"two in the width (at {n4} units it has {c4:,}, not {poly(n4):,}); "
+                      "set model.units instead.")
 
 
 def describe_target(cfg: Any, task_name: str) -> str:

@@ -120,13 +120,40 @@ def test_widths_a_cell_refuses_are_skipped():
         return 4 * (3 * n + n * n // 4 + n)
 
     count = fitted_count(count_at, "t")
-    assert built == list(range(1, 17))  # four widths built: 4, 8, 12, 16
+    assert built == list(range(1, 21))  # five widths built: 4, 8, 12, 16, 20
     got = solve(count, 4072, "all", "t")  # 56 units: 4032, 57 would give 4160
     assert (got.units, got.count) == (56, 4032) == (56, count_at(56))
     with pytest.raises(ConfigError, match="56 units give 4,032 and 60 units give 4,560"):
         solve(count, 4300, "all", "t")
     with pytest.raises(ConfigError, match=r"could not be built .*\(cell.heads=4 must divide"):
         fitted_count(lambda n: count_at(n * 4 + 1), "t")
+
+
+def test_a_count_that_differs_at_one_width_is_fitted_from_the_others():
+    """The LRU's skip term is a vector where the width equals the input's (d = 2 on the
+    adding problem) and a d x n matrix elsewhere: the count is quadratic but for n = d."""
+    from rnnbench.cells.families.lru_spec import param_count
+    from rnnbench.sizing import fitted_count, solve
+
+    count = fitted_count(lambda n: param_count(2, n) + n + 1, "t")  # + a Dense(1) head
+    assert count(2) != param_count(2, 2) + 3  # the one width the polynomial leaves out
+    got = solve(count, 17217, "all", "t")
+    assert got.count == param_count(2, got.units) + got.units + 1
+    assert abs(got.count - 17217) / 17217 < 0.02
+    with pytest.raises(ConfigError, match="not a polynomial of degree two"):
+        fitted_count(lambda n: n ** 3, "t")
+
+
+def test_the_lru_is_sized_on_the_adding_problem():
+    from rnnbench.model import build_model
+    from rnnbench.tasks import get_task
+
+    cfg = compose_run(["task=adding", "task.n_train=64", "task.n_val=32", "task.n_test=32",
+                       "debug=smoke", "model.units=null", "cell=lru", "model.params=17217"])
+    task = get_task(cfg.task)
+    model = build_model(cfg, task, task.prepare(32, 0))
+    assert abs(model.count_params() - 17217) / 17217 < 0.02
+    assert model.rnnbench_sizing.count == model.count_params()
 
 
 def test_a_target_under_one_unit_is_refused_with_the_least_that_fits(prepared):
