@@ -106,7 +106,7 @@ def time_one(spec: str, cell: str, steps: int, threads: int, params: int) -> dic
     model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     per_step = (time.perf_counter() - t0) / steps
     what = describe_model(model)  # after training: the form that ran is known
-    per_epoch_steps = cfg.train.steps_per_epoch or task_steps(data)
+    per_epoch_steps = cfg.train.steps_per_epoch or task_steps(task, cfg)
     forms = sorted({layer.get("form") or "builtin" for layer in what["layers"].values()})
     return {"task": spec, "cell": cell, "units": what.get("sizing", {}).get("units"),
             "params": what["params_count"], "form": "/".join(forms),
@@ -114,9 +114,14 @@ def time_one(spec: str, cell: str, steps: int, threads: int, params: int) -> dic
             "seconds_per_epoch": per_step * per_epoch_steps}
 
 
-def task_steps(data) -> int:
-    n = getattr(data, "train_batches", None)
-    return int(n) if n else 0
+def task_steps(task, cfg) -> int:
+    """Steps of a whole epoch of the full training set (the timing run cuts it short)."""
+    full = compose([f"task={cfg.task.name}"])
+    n = getattr(full.task, "n_train", None)
+    if n:
+        return -(-int(n) // int(cfg.train.batch_size))
+    data = task.prepare(cfg.train.batch_size, cfg.seed)
+    return int(data.train.cardinality().numpy())
 
 
 def main(argv: list[str] | None = None) -> int:

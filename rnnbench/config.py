@@ -63,6 +63,13 @@ class ModelConfig:
     weights ``params_of`` names (``all``: the whole model; ``recurrent``: the recurrent
     layers) come within 2% of ``params``. ``units`` must then be null; without
     ``params``, a null ``units`` is ``DEFAULT_UNITS``.
+
+    ``input_projection`` (null: none) puts one linear layer of that many units between
+    the task's input (after its embedding, if any) and the first recurrent layer, the
+    same for every cell: the encoder the recent recurrent models' papers put before their
+    recurrent blocks. Without it a cell whose weights grow as input × width (IndRNN,
+    minGRU, minLSTM) on a 2-feature input reaches a weight budget only at thousands of
+    units.
     """
 
     units: Optional[int] = None
@@ -70,6 +77,7 @@ class ModelConfig:
     dropout: float = 0.0
     params: Optional[int] = None
     params_of: str = "all"
+    input_projection: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_choice("model.params_of", self.params_of, PARAMS_OF)
@@ -89,6 +97,9 @@ class ModelConfig:
                   f"an integer >= 1 and <= {MAX_UNITS} (a larger layer does not fit in memory)")
         check(self.layers >= 1, "model.layers", self.layers, "an integer >= 1")
         check_fraction("model.dropout", self.dropout)
+        if self.input_projection is not None:
+            check(1 <= self.input_projection <= MAX_UNITS, "model.input_projection",
+                  self.input_projection, f"null or an integer >= 1 and <= {MAX_UNITS}")
 
 
 @with_option_fields

@@ -53,6 +53,8 @@ def build_model(cfg: Any, task: Task, data: TaskData) -> keras.Model:
 
 def _network(cfg: Any, task: Task, data: TaskData, units: int) -> keras.Model:
     inputs, x = task.build_inputs(data)
+    if cfg.model.input_projection:  # one linear encoder, the same for every cell
+        x = keras.layers.Dense(cfg.model.input_projection, name="input_projection")(x)
     for i, name in enumerate(recurrent_layer_names(cfg)):
         last = i == cfg.model.layers - 1
         layer = make_recurrent_layer(

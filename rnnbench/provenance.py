@@ -40,6 +40,9 @@ def _drop_unset_additions(container: dict) -> None:
             if key not in _CELL_KEYS_BEFORE_FAMILIES and key in cell and cell[key] is None:
                 del cell[key]
     model = container.get("model")
+    if isinstance(model, dict) and "input_projection" in model \
+            and model["input_projection"] is None:
+        model.pop("input_projection")
     if isinstance(model, dict) and "params" in model and model["params"] is None:
         model.pop("params")
         model.pop("params_of", None)

@@ -239,3 +239,40 @@ def test_a_cell_whose_heads_must_divide_the_width_gets_a_width_it_accepts(prepar
     assert abs(what["params_count"] - 21000) <= 0.02 * 21000
     with pytest.raises(ConfigError, match="132 units give 19,544 and 136 units give 20,680"):
         build_model(sized("co2", "cell=slstm", "cell.heads=4", "model.params=20000"), task, data)
+
+
+def test_an_input_projection_is_one_linear_layer_before_the_cell_and_counts(tmp_path):
+    """model.input_projection: the same Dense encoder for every cell. minGRU's weights grow
+    as input x width, so on the adding problem's 2 features a weight budget means
+    thousands of units; behind a 64-unit projection, a few hundred."""
+    from rnnbench.model import build_model
+    from rnnbench.provenance import config_hash
+    from rnnbench.tasks import get_task
+
+    base = ["task=adding", "task.n_train=64", "task.n_val=32", "task.n_test=32",
+            "debug=smoke", "model.units=null", "cell=mingru", "model.params=33000"]
+    cfg = compose_run([*base, "model.input_projection=64"])
+    task = get_task(cfg.task)
+    data = task.prepare(32, 0)
+    model = build_model(cfg, task, data)
+    proj = model.get_layer("input_projection")
+    assert proj.units == 64 and proj.activation.__name__ == "linear"
+    assert model.layers[model.layers.index(proj) + 1].name == "rnn_0"
+    assert abs(model.count_params() - 33000) / 33000 < 0.02  # the projection counts
+    bare = build_model(compose_run(base), task, data)
+    assert model.rnnbench_sizing.units < 400 < 2000 < bare.rnnbench_sizing.units
+    # unset, the key leaves the config hash of every earlier run as it was
+    assert config_hash(compose_run(base)) == config_hash(
+        compose_run([*base, "model.input_projection=null"]))
+    assert config_hash(cfg) != config_hash(compose_run(base))
+    with pytest.raises(ConfigError, match="model.input_projection"):
+        compose_run([*base, "model.input_projection=0"])
+    # a real run with it, diagnostics on: the gradient probe starts after the projection
+    proc = run_cli(["task=adding", "task.n_train=64", "task.n_val=32", "task.n_test=32",
+                    "debug=smoke", "cell=mingru", "model.input_projection=8",
+                    "train.verbose=0"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = store_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.input_projection"] == "8"
+    assert any(k.startswith("grad_flow/") for k in run.data.metrics), sorted(run.data.metrics)
