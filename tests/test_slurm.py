@@ -315,68 +315,94 @@ def array_states(cluster, array: str) -> dict[str, str]:
     return dict(r.split("|") for r in rows)
 
 
+class Requeued:
+    """A chief and one worker on 2 long trials (``tuner.max_epochs`` epochs, no early
+    stopping), array task ``task`` requeued (``scontrol requeue``) once the worker trains
+    trial 1, the array waited for to its end: what the tests below check."""
+
+    def __init__(self, cluster, cwd: Path, task: int, epochs: int = 60) -> None:
+        self.cluster, self.cwd = cluster, cwd
+        long = [*SMOKE[:-1], "train.verbose=2", f"tuner.max_epochs={epochs}",
+                "train.patience=1000", "tuner.max_trials=2"]
+        self.array = array = submit_tune(cluster, cwd, 1, *long)
+        self.chief_out = cwd / f"slurm-tune-{array}_0.out"
+        self.worker_out = cwd / f"slurm-tune-{array}_1.out"
+        self.address_file = cwd / "tuning" / f"chief-{array}.address"
+
+        def training():
+            out = self.worker_out
+            text = out.read_text(errors="replace") if out.is_file() else ""
+            return "trial 1 started" in text and f"Epoch 3/{epochs}" in text
+
+        try:
+            wait_for(training, 300, "the worker to train trial 1")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.logs()}") from None
+        self.first_address = self.address_file.read_text().split()
+        print(cluster.run("squeue", "-j", array))
+        cluster.run("scontrol", "requeue", f"{array}_{task}")
+        self.requeued = cluster.run("scontrol", "show", "job", f"{array}_{task}")
+        print(self.requeued)
+
+        def ended():
+            states = array_states(cluster, array)
+            return states if len(states) == 2 and all(
+                s not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
+                for s in states.values()) else None
+
+        self.states = wait_for(ended, 480, f"the array {array} to end")
+        print(cluster.run("squeue", "--states=all", "-j", array))
+        self.runs = store_runs(cwd, f"sqlite:///{cwd}/mlflow.db")
+        print("\n".join(f"{r.info.run_id} {r.data.tags['run_kind']} {r.info.status} "
+                        f"trial={r.data.tags.get('trial_id')} "
+                        f"tuner={r.data.tags.get('tuner_id')} "
+                        f"parent={r.data.tags.get('mlflow.parentRunId')}"
+                        for r in sorted(self.runs, key=lambda r: r.info.start_time)))
+        (self.sweep,) = [r for r in self.runs if r.data.tags.get("run_kind") == "sweep"]
+        self.trials = [r for r in self.runs if r.data.tags.get("run_kind") == "trial"]
+        self.task = task
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
+                         for p in sorted(self.cwd.glob("slurm-tune-*.out")))
+
+    def check_slurm_record(self) -> None:
+        """Both tasks COMPLETED in the end; with accounting, ``sacct -D`` shows the
+        requeued task's first life REQUEUED, then COMPLETED."""
+        assert set(self.states.values()) == {"COMPLETED"}, (self.states, self.logs())
+        assert "Restarts=1" in self.requeued
+        if self.cluster.accounting:
+            print(self.cluster.run("sacct", "-D", "-X", "-j", self.array,
+                                   "-o", "JobID,JobName,State,ExitCode,Start,End"))
+            lives = [line.split("|") for line in self.cluster.sacct(
+                "-D", "-j", f"{self.array}_{self.task}", "-o", "JobID,State").split()]
+            assert [state for _, state in lives] == ["REQUEUED", "COMPLETED"], lives
+
+
 def test_a_requeued_worker_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
-    """``scontrol requeue`` of the only worker while it trains trial 1 (trial_id 0): Slurm's SIGTERM
-    closes that trial's run KILLED; the requeued task joins the chief again under the same
-    worker name, gets the same trial back and runs it again as a new run. The sweep ends
-    FINISHED with every trial FINISHED exactly once and max_trials honoured."""
-    long = [*SMOKE[:-1], "train.verbose=2", "tuner.max_epochs=80", "train.patience=1000",
-            "tuner.max_trials=2"]
-    array = submit_tune(slurm_cluster, tmp_path, 1, *long)
-    worker_out = tmp_path / f"slurm-tune-{array}_1.out"
-
-    def training():
-        text = worker_out.read_text(errors="replace") if worker_out.is_file() else ""
-        return "trial 1 started" in text and "Epoch 3/80" in text
-
-    try:
-        wait_for(training, 300, "the worker to train trial 1")
-    except AssertionError as exc:
-        logs = {p.name: p.read_text()[-2000:] for p in tmp_path.glob("slurm-tune-*.out")}
-        raise AssertionError(f"{exc}: {logs}") from None
-    print(slurm_cluster.run("squeue", "-j", array))
-    slurm_cluster.run("scontrol", "requeue", f"{array}_1")
-    requeued = slurm_cluster.run("scontrol", "show", "job", f"{array}_1")
-    print(requeued)
-    assert "Restarts=1" in requeued and "Requeue=1" in requeued
-
-    def ended():
-        states = array_states(slurm_cluster, array)
-        return states if len(states) == 2 and all(
-            s not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
-            for s in states.values()) else None
-
-    states = wait_for(ended, 480, f"the array {array} to end")
-    print(slurm_cluster.run("squeue", "--states=all", "-j", array))
-    outputs = {p.name: p.read_text() for p in sorted(tmp_path.glob("slurm-tune-*.out"))}
-    logs = "\n".join(f"--- {k}\n{v[-3000:]}" for k, v in outputs.items())
-    assert set(states.values()) == {"COMPLETED"}, (states, logs)
-    runs = store_runs(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
-    print("\n".join(f"{r.info.run_id} {r.data.tags['run_kind']} {r.info.status} "
-                    f"trial={r.data.tags.get('trial_id')} tuner={r.data.tags.get('tuner_id')} "
-                    f"start={r.info.start_time}"
-                    for r in sorted(runs, key=lambda r: r.info.start_time)))
-    (sweep,) = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
-    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
-    assert sweep.info.status == "FINISHED" and sweep.data.tags["trials_completed"] == "2", logs
-    finished = [int(r.data.tags["trial_id"]) for r in trials if r.info.status == "FINISHED"]
+    """``scontrol requeue`` of the only worker while it trains trial 1 (trial_id 0):
+    Slurm's SIGTERM closes that trial's run KILLED; the requeued task joins the chief
+    again under the same worker name, gets the same trial back and runs it again as a new
+    run. The sweep ends FINISHED with every trial FINISHED exactly once and max_trials
+    honoured."""
+    r = Requeued(slurm_cluster, tmp_path, task=1, epochs=80)
+    r.check_slurm_record()
+    assert "Requeue=1" in r.requeued
+    trials, logs = r.trials, r.logs()
+    assert r.sweep.info.status == "FINISHED", logs
+    assert r.sweep.data.tags["trials_completed"] == "2", logs
+    finished = [int(t.data.tags["trial_id"]) for t in trials if t.info.status == "FINISHED"]
     assert sorted(finished) == [0, 1], logs
-    killed = [r for r in trials if r.info.status == "KILLED"]
-    assert [int(r.data.tags["trial_id"]) for r in killed] == [0], logs
+    killed = [t for t in trials if t.info.status == "KILLED"]
+    assert [int(t.data.tags["trial_id"]) for t in killed] == [0], logs
     assert len(trials) == 3, logs  # tuner.max_trials=2, and the killed run
-    again = next(r for r in trials if r.info.status == "FINISHED"
-                 and r.data.tags["trial_id"] == killed[0].data.tags["trial_id"])
+    again = next(t for t in trials if t.info.status == "FINISHED"
+                 and t.data.tags["trial_id"] == killed[0].data.tags["trial_id"])
     assert again.info.run_id != killed[0].info.run_id
     assert again.info.start_time > killed[0].info.end_time
     # both lives of the worker wrote to one log (--open-mode=append), under one name
-    assert outputs[worker_out.name].count("joined the chief at") == 2, logs
-    assert {r.data.tags["tuner_id"] for r in trials} == {f"slurm-{array}-1"}
-    if slurm_cluster.accounting:  # Slurm's record: the worker's first life REQUEUED
-        print(slurm_cluster.run("sacct", "-D", "-X", "-j", array,
-                                "-o", "JobID,JobName,State,ExitCode,Start,End"))
-        lives = [line.split("|") for line in slurm_cluster.sacct(
-            "-D", "-j", f"{array}_1", "-o", "JobID,State").split()]
-        assert [state for _, state in lives] == ["REQUEUED", "COMPLETED"], lives
+    assert r.worker_out.read_text().count("joined the chief at") == 2, logs
+    assert {t.data.tags["tuner_id"] for t in trials} == {f"slurm-{r.array}-1"}
 
 
 def test_a_requeued_chief_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
@@ -385,60 +411,17 @@ def test_a_requeued_chief_loses_and_repeats_no_trial(slurm_cluster, tmp_path):
     and rewrites the address file; the worker trains on, finds the old chief gone at the
     end of its trial, reads the file again and ends the trial on the new chief, which
     kept it as the worker's. Every trial runs exactly once, all in one sweep run."""
-    long = [*SMOKE[:-1], "train.verbose=2", "tuner.max_epochs=60", "train.patience=1000",
-            "tuner.max_trials=2"]
-    array = submit_tune(slurm_cluster, tmp_path, 1, *long)
-    chief_out = tmp_path / f"slurm-tune-{array}_0.out"
-    worker_out = tmp_path / f"slurm-tune-{array}_1.out"
-
-    def training():
-        text = worker_out.read_text(errors="replace") if worker_out.is_file() else ""
-        return "trial 1 started" in text and "Epoch 3/60" in text
-
-    def logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
-                         for p in sorted(tmp_path.glob("slurm-tune-*.out")))
-
-    try:
-        wait_for(training, 300, "the worker to train trial 1")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}: {logs()}") from None
-    address_file = tmp_path / "tuning" / f"chief-{array}.address"
-    first = address_file.read_text().split()
-    slurm_cluster.run("scontrol", "requeue", f"{array}_0")
-    requeued = slurm_cluster.run("scontrol", "show", "job", f"{array}_0")
-    print(requeued)
-    assert "Restarts=1" in requeued
-
-    def ended():
-        states = array_states(slurm_cluster, array)
-        return states if len(states) == 2 and all(
-            s not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
-            for s in states.values()) else None
-
-    states = wait_for(ended, 480, f"the array {array} to end")
-    print(slurm_cluster.run("squeue", "--states=all", "-j", array))
-    assert set(states.values()) == {"COMPLETED"}, (states, logs())
-    chief_log, worker_log = chief_out.read_text(), worker_out.read_text()
-    assert chief_log.count("serving the oracle on") == 2, logs()
-    second = address_file.read_text().split()
+    r = Requeued(slurm_cluster, tmp_path, task=0, epochs=60)
+    r.check_slurm_record()
+    logs, first = r.logs(), r.first_address
+    chief_log, worker_log = r.chief_out.read_text(), r.worker_out.read_text()
+    assert chief_log.count("serving the oracle on") == 2, logs
+    second = r.address_file.read_text().split()
     assert second != first and f"serving the oracle on {second[0]}:{second[1]}" in chief_log
-    assert f"lost the chief at {first[0]}:{first[1]}" in worker_log, logs()
+    assert f"lost the chief at {first[0]}:{first[1]}" in worker_log, logs
     assert worker_log.count("joined the chief at") == 1  # one life: the worker never left
-    runs = store_runs(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
-    print("\n".join(f"{r.info.run_id} {r.data.tags['run_kind']} {r.info.status} "
-                    f"trial={r.data.tags.get('trial_id')} tuner={r.data.tags.get('tuner_id')} "
-                    f"parent={r.data.tags.get('mlflow.parentRunId')}"
-                    for r in sorted(runs, key=lambda r: r.info.start_time)))
-    (sweep,) = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
-    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
-    assert sweep.info.status == "FINISHED" and sweep.data.tags["trials_completed"] == "2", logs()
-    assert sorted(int(r.data.tags["trial_id"]) for r in trials) == [0, 1], logs()
-    assert {r.info.status for r in trials} == {"FINISHED"}, logs()
-    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweep.info.run_id}
-    if slurm_cluster.accounting:  # Slurm's record: the chief's first life REQUEUED
-        print(slurm_cluster.run("sacct", "-D", "-X", "-j", array,
-                                "-o", "JobID,JobName,State,ExitCode,Start,End"))
-        lives = [line.split("|") for line in slurm_cluster.sacct(
-            "-D", "-j", f"{array}_0", "-o", "JobID,State").split()]
-        assert [state for _, state in lives] == ["REQUEUED", "COMPLETED"], lives
+    assert r.sweep.info.status == "FINISHED", logs
+    assert r.sweep.data.tags["trials_completed"] == "2", logs
+    assert sorted(int(t.data.tags["trial_id"]) for t in r.trials) == [0, 1], logs
+    assert {t.info.status for t in r.trials} == {"FINISHED"}, logs
+    assert {t.data.tags["mlflow.parentRunId"] for t in r.trials} == {r.sweep.info.run_id}
