@@ -41,6 +41,10 @@ def missing() -> str | None:
     return None
 
 
+# job states that are not an end state (``sacct`` waits until none is listed)
+LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED",
+                         "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING",
+                         "STAGE_OUT", "STOPPED"})
 ACCOUNTING = ("slurmdbd", "mariadbd", "mariadb-install-db", "mariadb", "sacct", "sacctmgr")
 
 
@@ -230,9 +234,25 @@ class Cluster:
         return subprocess.run(cmd, env=self.env(), check=True, capture_output=True,
                               text=True, timeout=60).stdout
 
-    def sacct(self, *args: str) -> str:
-        """``sacct -X -n -P <args>`` (one line per job, ``|`` between fields)."""
-        return self.run("sacct", "-X", "-n", "-P", *args)
+    def sacct(self, *args: str, timeout: float = 60) -> str:
+        """``sacct -X -n -P <args>`` (one line per job, ``|`` between fields), once every
+        job it lists has reached an end state. A job's end reaches the accounting
+        database after the job itself has ended (slurmd tells slurmctld, which tells
+        slurmdbd), so a job whose results are already on disk can still read RUNNING
+        for a moment; this waits (up to ``timeout`` seconds) for the record to catch up."""
+        out = ""
+
+        def settled() -> bool:
+            nonlocal out
+            out = self.run("sacct", "-X", "-n", "-P", *args)
+            return not any(field in LIVE_STATES for line in out.split()
+                           for field in line.split("|"))
+
+        try:
+            self._wait(settled, timeout, f"sacct {' '.join(args)} to show only ended jobs")
+        except TimeoutError as err:
+            raise TimeoutError(f"{err}\nlast sacct output:\n{out}") from None
+        return out
 
     def stop_slurmdbd(self) -> None:
         """Stop the accounting daemon alone (``sacct`` then fails; jobs still run)."""

@@ -81,7 +81,7 @@ def test_a_multirun_of_four_slurm_jobs_lands_in_one_store(slurm_cluster, tmp_pat
     assert "Bypassing sacct error" not in out
     print(slurm_cluster.run("squeue", "--states=all"))
     if slurm_cluster.accounting:  # Slurm's own record of the four jobs
-        jobs = [line.split("|") for line in slurm_cluster.sacct(
+        jobs = [line.split("|") for line in slurm_cluster.sacct(  # waits for the record
             "--name=rnnbench", "-o", "JobID,JobName,State,ExitCode,Elapsed").split()]
         print(slurm_cluster.run("sacct", "-X", "--name=rnnbench",
                                 "-o", "JobID,JobName,State,ExitCode,Elapsed"))
@@ -189,8 +189,8 @@ def _cancel_a_held_job(slurm_cluster, tmp_path, with_sacct: bool) -> None:
     assert "cancelled by Slurm (scancel)" in line and f"Slurm job {job}, state CANCELLED" in line
     assert "process died" not in out and "Traceback" not in err
     if with_sacct:  # Slurm's accounting agrees
-        print(slurm_cluster.run("sacct", "-X", "-j", job, "-o", "JobID,State,ExitCode"))
         assert slurm_cluster.sacct("-j", job, "-o", "State").startswith("CANCELLED")
+        print(slurm_cluster.run("sacct", "-X", "-j", job, "-o", "JobID,State,ExitCode"))
 
 
 def test_a_running_job_slurm_cancels_is_reported_cancelled_and_its_run_killed(
@@ -372,10 +372,10 @@ class Requeued:
         assert set(self.states.values()) == {"COMPLETED"}, (self.states, self.logs())
         assert "Restarts=1" in self.requeued
         if self.cluster.accounting:
-            print(self.cluster.run("sacct", "-D", "-X", "-j", self.array,
-                                   "-o", "JobID,JobName,State,ExitCode,Start,End"))
             lives = [line.split("|") for line in self.cluster.sacct(
                 "-D", "-j", f"{self.array}_{self.task}", "-o", "JobID,State").split()]
+            print(self.cluster.run("sacct", "-D", "-X", "-j", self.array,
+                                   "-o", "JobID,JobName,State,ExitCode,Start,End"))
             assert [state for _, state in lives] == ["REQUEUED", "COMPLETED"], lives
 
 

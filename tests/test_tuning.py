@@ -236,6 +236,39 @@ def test_nan_score_is_never_the_best(tmp_path):
     assert best.score == 0.4
 
 
+@pytest.mark.parametrize("overrides", [
+    ["experiment=greff", "task=chorales", "cell=nfg", "seed=1"],
+    ["experiment=chorales_shootout_lr", "cell=rnn", "seed=3"],
+    ["experiment=modern_lr", "task=lm_char", "cell=mingru"],
+])
+def test_a_sweep_overlay_trial_command_composes_under_rnnbench(overrides, tmp_path):
+    """An experiment overlay made for sweeps picks a tuner and a search space, which
+    ``rnnbench`` does not have ("Could not override 'tuner'"). A trial's "as a single run"
+    command leaves the overlay out and names the run settings it made instead: the
+    command composes under ``rnnbench`` and gives the trial's own run config."""
+    from hydra import compose, initialize_config_dir
+
+    from helpers import ROOT
+    from rnnbench import config
+    from rnnbench.tuning.plan import SweepPlan
+    from rnnbench.tuning.tuner import SweepTuner, make_oracle
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        plan = SweepPlan.create(to_object(compose("tune", overrides=overrides)), overrides)
+        tuner = SweepTuner(make_oracle(plan), plan, record=None,
+                           directory=str(tmp_path), project_name="p", overwrite=True)
+        point = dict(tuner.oracle.create_trial("tuner0").hyperparameters.values)
+        run_cfg, words = plan.trial(point, 0, 7)
+        assert not any(w.startswith("experiment=") for w in words), words
+        single = config.flatten(compose("config", overrides=words))
+    trial = config.flatten(run_cfg)
+    differ = {k: (v, single.get(k)) for k, v in trial.items()
+              if single.get(k) != v and k != "tracking.skip_finished"}
+    assert not differ, (words, differ)
+    assert f"tracking.experiment={trial['tracking.experiment']}" in words
+
+
 # ---- real sweeps ---------------------------------------------------------------------
 
 def sweep_runs(tmp_path: Path) -> tuple[list, list]:

@@ -69,6 +69,41 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _without_tuning_experiment(keep: list[str], run_node: Any) -> list[str]:
+    """``keep`` if ``rnnbench`` composes it; else the same without its ``experiment=``,
+    plus every run setting in which ``run_node`` (the trial's run config before its
+    hyperparameters) differs from what ``rnnbench`` composes without the experiment.
+    Unchanged when Hydra is not initialised (outside a command)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return keep
+    try:
+        compose("config", overrides=keep)
+        return keep
+    except Exception:  # the overlay picks a tuner or a search space
+        pass
+    others = [o for o in keep if _override_key(o) != "experiment"]
+    wanted = config.flatten(run_node)
+    try:
+        base = config.flatten(compose("config", overrides=others))
+        chosen = [f"{group}={wanted[f'{group}.name']}" for group in RUN_GROUPS
+                  if base.get(f"{group}.name") != wanted.get(f"{group}.name")]
+        if chosen:  # the overlay picks another task, cell, ...: pick it, compare within
+            others = others + chosen
+            base = config.flatten(compose("config", overrides=others))
+    except Exception:
+        return keep
+    given = {_override_key(o) for o in others}
+    return others + [f"{k}={_format_value(v)}" for k, v in wanted.items()
+                     if k in base and base[k] != v and k not in given]
+
+
+# config groups of a run whose option is named by the node's `name` (conf/<group>/<name>.yaml)
+RUN_GROUPS = ("task", "cell", "hardware", "backend", "tracking")
+
+
 @dataclass
 class SweepPlan:
     """A checked sweep: everything needed to run trials, decided before the first one.
@@ -94,6 +129,7 @@ class SweepPlan:
     objective: str
     direction: str
     overrides: list[str] = field(default_factory=list)
+    _single_run: list[str] | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, cfg: Any, overrides: list[str] | None = None) -> "SweepPlan":
@@ -132,6 +168,17 @@ class SweepPlan:
         """The oracle's seed: ``seed + 1`` (keras-tuner draws a random seed for 0)."""
         return int(self.cfg.seed) + 1
 
+    def _runnable(self, keep: list[str]) -> list[str]:
+        """``keep`` as ``rnnbench`` takes it. An ``experiment=`` overlay made for sweeps
+        (it picks a tuner or a search space: greff, chorales_shootout_lr) does not compose
+        under ``rnnbench``, whose config has neither group; it is replaced by the run
+        settings it makes, key by key."""
+        if not any(_override_key(o) == "experiment" for o in keep):
+            return keep
+        if self._single_run is None:
+            self._single_run = _without_tuning_experiment(keep, self.run_node)
+        return self._single_run
+
     def trial(self, hp_values: dict[str, Any], execution: int, epochs: int
               ) -> tuple[Any, list[str]]:
         """The run config of one execution of a trial, and the ``rnnbench`` overrides
@@ -146,6 +193,7 @@ class SweepPlan:
         keep = [o for o in self.overrides
                 if not _override_key(o).startswith(("tuner", "search_space", "hydra"))
                 and _override_key(o) not in set_keys]
+        keep = [o for o in self._runnable(keep) if _override_key(o) not in set_keys]
         extra = [f"{k}={_format_value(v)}" for k, v in values.items()]
         extra += [f"train.epochs={int(epochs)}", f"seed={int(self.cfg.seed) + execution}"]
         return run_cfg, keep + extra
