@@ -88,3 +88,13 @@ def slurm_cluster(tmp_path_factory):
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_map_budget():
+    """Each test measures its own runs' memory-map cost (rnnbench.hardware.maps keeps the
+    costliest run of the process, and the test session is one long process)."""
+    from rnnbench.hardware import maps
+
+    maps.reset()
+    yield

@@ -213,3 +213,25 @@ def test_new_model_retracing_warning_is_dropped_and_others_kept(caplog):
                     "retracing. Tracing is expensive")
         log.warning("something else")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_the_map_count_is_the_kernels_and_grows_with_new_mappings():
+    """map_count reads this process's real mappings: 64 new anonymous mappings, read-only
+    and writable in turn (so the kernel cannot merge neighbours), raise it by 64 or more;
+    the limit is the kernel's own vm.max_map_count."""
+    import mmap
+
+    from rnnbench.hardware import maps
+
+    if maps.map_count() is None:
+        pytest.skip("no /proc/self/maps on this system: the map check does nothing here")
+    assert maps.map_limit() == int(open("/proc/sys/vm/max_map_count").read())
+    before = maps.map_count()
+    kept = []
+    for i in range(64):
+        prot = mmap.PROT_READ if i % 2 else mmap.PROT_READ | mmap.PROT_WRITE
+        kept.append(mmap.mmap(-1, 2 * mmap.PAGESIZE, prot=prot))
+    after = maps.map_count()
+    assert after - before >= 64, (before, after)
+    for m in kept:
+        m.close()

@@ -129,3 +129,54 @@ def test_kill_mid_trial_then_resume_gives_exact_counts(tmp_path):
     new_trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == new.info.run_id]
     assert [(r.data.tags["trial_id"], r.info.status) for r in new_trials] == [("0", "FINISHED")]
     assert sorted(p.parent.name for p in project.glob("trial_*/trial.json")) == ["trial_0"]
+
+
+def test_a_sweep_near_the_kernels_map_limit_stops_cleanly_and_resumes(tmp_path, monkeypatch):
+    """XLA's CPU code is never unmapped, so a long sweep process reaches vm.max_map_count
+    and TensorFlow segfaults (seen after 50-80 Greff trials). Here the kernel's count and
+    limit are the inputs that cannot be provoked in a test: each run "costs" 3,000 maps
+    against a limit of 15,000, so the second trial is refused before it starts. The sweep
+    stops with the remedy, its finished trial kept; the same sweep then resumes and ends
+    with exactly max_trials trials."""
+    from rnnbench.errors import HardwareError
+    from rnnbench.hardware import maps
+    from rnnbench.tuning.app import run_sweep
+
+    conf = tmp_path / "extra_conf" / "search_space"
+    conf.mkdir(parents=True)
+    (conf / "tiny.yaml").write_text(TINY)
+    args = [*FAST, f"hydra.searchpath=[file://{tmp_path / 'extra_conf'}]", "search_space=tiny",
+            "tuner.max_trials=3", "train.steps_per_epoch=10", "seed=5",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tuner.directory={tmp_path / 'tuning'}"]
+    calls = iter(range(10_000, 100_000, 3_000))
+    monkeypatch.setattr(maps, "map_count", lambda: next(calls))
+    monkeypatch.setattr(maps, "map_limit", lambda: 15_000)
+    maps.reset()
+    with pytest.raises(HardwareError) as info:
+        run_sweep(compose_tune(args), args)
+    message = str(info.value)
+    assert "13,000 memory mappings of the kernel's limit of 15,000" in message
+    assert "up to 3,000" in message
+    assert "Run the same command again" in message
+    assert "sysctl -w vm.max_map_count=1048576" in message and "hardware.xla=off" in message
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = runs_of(client)
+    (sweep,) = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    assert [(r.data.tags["trial_id"], r.info.status) for r in trials] == [("0", "FINISHED")]
+    assert sweep.info.status == "FAILED"
+    assert "vm.max_map_count" in sweep.data.tags["failure_reason"]
+
+    monkeypatch.undo()
+    maps.reset()
+    result = run_sweep(compose_tune(args), args)
+    assert [t["status"] for t in result.trials] == ["COMPLETED"] * 3
+    runs = runs_of(client)
+    sweeps = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    assert [r.info.run_id for r in sweeps] == [sweep.info.run_id]  # the same sweep, reopened
+    assert sweeps[0].info.status == "FINISHED"
+    assert sorted((r.data.tags["trial_id"], r.info.status) for r in trials) == [
+        ("0", "FINISHED"), ("1", "FINISHED"), ("2", "FINISHED")]  # none run twice

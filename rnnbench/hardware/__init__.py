@@ -6,6 +6,8 @@
 - :mod:`rnnbench.hardware.what_ran`: after the model is compiled, what it really runs
   on (device, XLA, cuDNN per layer) as MLflow tags, and the message for an op that
   has no deterministic kernel.
+- :mod:`rnnbench.hardware.maps`: before each run, the kernel's limit on a process's
+  memory maps, which XLA's CPU code (never unmapped) reaches in long sweeps.
 
 Seeding is in :mod:`rnnbench.seeding`, the cuDNN rules in :mod:`rnnbench.cudnn`.
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from rnnbench.errors import ConfigError, HardwareError
+from rnnbench.hardware import maps
 from rnnbench.hardware.what_ran import determinism_message, is_determinism_error
 from rnnbench.seeding import seed_everything
 from rnnbench.tracking.schema import EnvTags, Tags
@@ -327,8 +328,11 @@ def setup(hw: Any, backend: str, seed: int) -> HardwareInfo:
     Raises:
         HardwareError: the asked-for devices are not there (and ``fallback`` is ``fail``).
         ConfigError: the hardware keys do not fit together or with the backend.
+        HardwareError: another run could take this process past the kernel's limit on
+            memory maps (:mod:`rnnbench.hardware.maps`).
     """
     notes = preflight(hw, backend)
+    maps.check_headroom()
     _quiet_backend_loggers()
     if hw.deterministic and backend == "jax":
         _jax_deterministic_flag(notes)
