@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The modern-cells study (conf/experiment/modern.yaml, conf/experiment/modern_lr.yaml),
+# one of its two lanes; each lane is one process at a time with one thread, so two lanes
+# fill a 2-core machine. Resumable: run the same lane again and it goes on where it
+# stopped (finished runs and trials are skipped).
+#
+#   git worktree add --detach ../study <commit>; cd ../study
+#   experiments/modern/study.sh A & experiments/modern/study.sh B
+#   (progress: logs/study.log; each command's output: logs/<lane>-<step>.log)
+#
+# Budgets, sized to about 10 hours of the 2-core machine (experiments/modern/README.md):
+#   adding, copy at T = 100:  3 epochs of 1,000 updates (batches of 20)
+#   adding, copy at T >= 400: 2 epochs of 500 updates
+#   chorales: the task's own (up to 300 epochs, patience 20), after an 8-rate search
+#   lm_char:  4 epochs of the task's 360 steps, after an 8-rate search at the same budget
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+lane=${1:?usage: experiments/modern/study.sh A|B}
+mkdir -p logs
+export MLFLOW_TRACKING_URI="sqlite:///$PWD/mlflow.db"
+CELLS=(rnn lstm gru indrnn mingru minlstm lru slstm mlstm)
+ALL=$(IFS=,; echo "${CELLS[*]}")
+
+step() {  # step NAME COMMAND...: up to 6 tries (a try stopped by a crash or a limit resumes)
+  local name=$1; shift
+  for try in 1 2 3 4 5 6; do
+    echo "$(date -u +%FT%TZ) start $name try $try: $*" >> logs/study.log
+    "$@" train.verbose=0 > "logs/$lane-$name-$try.log" 2>&1
+    local rc=$?
+    echo "$(date -u +%FT%TZ) end $name try $try rc=$rc" >> logs/study.log
+    [ $rc -eq 0 ] && return 0
+  done
+  return 1
+}
+
+best_lr() {  # best_lr TASK CELL: the learning rate of the best trial of that cell's search
+  python - "$1" "$2" <<'PY'
+import sys
+import mlflow
+task, cell = sys.argv[1:]
+client = mlflow.MlflowClient()
+exp = client.get_experiment_by_name("modern_lr")
+sweeps = client.search_runs([exp.experiment_id],
+                            f"tags.run_kind = 'sweep' and tags.task = '{task}' and "
+                            f"tags.cell = '{cell}' and attributes.status = 'FINISHED'")
+if not sweeps:
+    sys.exit(f"no finished learning-rate search of {cell} on {task}")
+sweep = sweeps[0]
+best = sweep.data.tags["best_trial_id"]
+trials = client.search_runs([exp.experiment_id],
+                            f"tags.mlflow.parentRunId = '{sweep.info.run_id}' and "
+                            f"tags.trial_id = '{best}' and attributes.status = 'FINISHED'")
+print(trials[0].data.params["optimizer.lr"])
+PY
+}
+
+tuned() {  # tuned TASK PARAMS OVERRIDES...: the search, then each cell's seeds at its rate
+  local task=$1 params=$2; shift 2
+  step "$task-lr" rnnbench-tune -m experiment=modern_lr task=$task model.params=$params \
+    cell=$ALL "$@" || return 1
+  for cell in "${CELLS[@]}"; do
+    lr=$(best_lr "$task" "$cell") || return 1
+    step "$task-$cell" rnnbench -m experiment=modern task=$task model.params=$params \
+      cell=$cell optimizer.lr=$lr "$@"
+  done
+}
+
+case $lane in
+  A)
+    tuned lm_char 37852 train.epochs=4
+    step adding-1000 rnnbench -m experiment=modern task=adding task.length=1000 \
+      model.params=33281 train.epochs=2 train.steps_per_epoch=500
+    step adding-100 rnnbench -m experiment=modern task=adding task.length=100 \
+      model.params=33281 train.epochs=3 train.steps_per_epoch=1000
+    ;;
+  B)
+    tuned chorales 44440
+    step copy-400 rnnbench -m experiment=modern task=copy task.length=400 \
+      model.params=34313 train.epochs=2 train.steps_per_epoch=500
+    step copy-100 rnnbench -m experiment=modern task=copy task.length=100 \
+      model.params=34313 train.epochs=3 train.steps_per_epoch=1000
+    step adding-400 rnnbench -m experiment=modern task=adding task.length=400 \
+      model.params=33281 train.epochs=2 train.steps_per_epoch=500
+    ;;
+  *) echo "usage: experiments/modern/study.sh A|B" >&2; exit 2 ;;
+esac
+echo "$(date -u +%FT%TZ) lane $lane done" >> logs/study.log
