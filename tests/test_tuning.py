@@ -381,3 +381,24 @@ def test_hyperband_continues_the_best_trial_from_its_weights(tmp_path):
     assert run.data.metrics["epochs_run"] == 2
     project = tmp_path / "tuning" / result.sweep_id
     assert (project / f"trial_{best_first['trial_id']}" / "execution0.weights.h5").is_file()
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_searches_of_neighbouring_seeds_share_no_draw(tmp_path, tuner):
+    """Three searches meant as replicates (seed=0,1,2) are independent samples of the
+    space: no point and no drawn value in common. keras-tuner draws the j-th value of
+    point i with seed oracle_seed + H*i + j; with oracle seeds 1, 2, 3 (seed + 1) the
+    searches of seed 0 and 2 shared 19 of 20 points, and seed 1 drew its units from seed
+    0's learning-rate draws (the Greff study's first three-search run)."""
+    extra = ["tuner.num_initial_points=8"] if tuner == "bayesian" else []  # random points
+    seqs = [oracle_sequence(compose_tune([f"tuner={tuner}", "search_space=greff_paired",
+                                          f"seed={seed}", *extra]), tmp_path / str(seed), 8)
+            for seed in (0, 1, 2)]
+    assert all(len(s) == 8 for s in seqs)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            points_i = {(p["units"], p["lr"]) for p in seqs[i]}
+            points_j = {(p["units"], p["lr"]) for p in seqs[j]}
+            assert not points_i & points_j, (i, j)
+            lrs_j = {p["lr"] for p in seqs[j]}
+            assert not {p["lr"] for p in seqs[i]} & lrs_j, (i, j)

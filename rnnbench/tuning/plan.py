@@ -102,6 +102,8 @@ def _without_tuning_experiment(keep: list[str], run_node: Any) -> list[str]:
 
 # config groups of a run whose option is named by the node's `name` (conf/<group>/<name>.yaml)
 RUN_GROUPS = ("task", "cell", "hardware", "backend", "tracking")
+# the spacing of the oracle seeds of neighbouring ``seed`` values (SweepPlan.oracle_seed)
+ORACLE_SEED_STRIDE = 2**20
 
 
 @dataclass
@@ -165,8 +167,17 @@ class SweepPlan:
 
     @property
     def oracle_seed(self) -> int:
-        """The oracle's seed: ``seed + 1`` (keras-tuner draws a random seed for 0)."""
-        return int(self.cfg.seed) + 1
+        """The oracle's seed: ``seed`` times 2**20, plus 1 (keras-tuner draws a random seed
+        for 0).
+
+        keras-tuner draws the j-th value of a search's i-th point with the seed
+        ``oracle_seed + H*i + j`` (H values a point), so oracle seeds a few apart share
+        draws: with ``seed + 1`` the searches of ``seed=0`` and ``seed=2`` of a 2-value
+        space had 19 of their 20 points in common, and ``seed=1`` drew its units from
+        ``seed=0``'s learning-rate draws. Spaced 2**20 apart, searches of fewer than
+        2**20 draws share none (``seed`` < 4,096; above, the seed wraps within 32 bits).
+        ``seed=0`` keeps its oracle seed, 1, and so its points."""
+        return (int(self.cfg.seed) * ORACLE_SEED_STRIDE) % (2**32 - 1) + 1
 
     def _runnable(self, keep: list[str]) -> list[str]:
         """``keep`` as ``rnnbench`` takes it. An ``experiment=`` overlay made for sweeps
