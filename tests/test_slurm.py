@@ -350,7 +350,11 @@ class Requeued:
                 s not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
                 for s in states.values()) else None
 
-        self.states = wait_for(ended, 480, f"the array {array} to end")
+        try:  # ~90 s on a quiet machine; minutes while other jobs load both cores
+            self.states = wait_for(ended, 900, f"the array {array} to end")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: states {array_states(cluster, array)}\n"
+                                 f"{self.logs()}") from None
         print(cluster.run("squeue", "--states=all", "-j", array))
         self.runs = store_runs(cwd, f"sqlite:///{cwd}/mlflow.db")
         print("\n".join(f"{r.info.run_id} {r.data.tags['run_kind']} {r.info.status} "
