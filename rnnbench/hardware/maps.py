@@ -7,7 +7,9 @@ not even after ``keras.backend.clear_session()``: a 1-layer LSTM that is fitted,
 evaluated and predicted adds about 230 mappings, a Greff sweep trial 2,000-3,000. Linux
 refuses a process more than ``vm.max_map_count`` mappings (65,530 by default), and
 TensorFlow then crashes with a segmentation fault, taking the trial in flight with it.
-That is after some 50-80 trials of a sweep, roughly 20 minutes.
+That is after some 50-80 trials of a sweep, roughly 20 minutes. (The process's memory
+grows with each run as well, with or without XLA: about 10-30 MB per small LSTM model
+here, 50-100 MB per Greff trial; a fresh process frees both.)
 
 :func:`check_headroom` is called before each run. It measures what the previous run of
 this process cost in mappings and refuses to start one that could cross the limit, with
@@ -74,8 +76,10 @@ def check_headroom() -> int | None:
             "never unmaps the code it compiles, and past the limit TensorFlow crashes "
             "(segmentation fault). Stopped before starting another run; nothing finished is "
             "lost. Run the same command again to go on in a fresh process (a sweep resumes "
-            f"where it stopped), or raise the limit (sudo sysctl -w vm.max_map_count="
-            f"{RAISE_TO}), or compile without XLA (hardware.xla=off, slower on the CPU).")
+            "where it stopped), or compile without XLA (hardware.xla=off, slower on the "
+            f"CPU). Raising the limit (sudo sysctl -w vm.max_map_count={RAISE_TO}) lets "
+            "this process go on, but its memory grows with every run too (TensorFlow keeps "
+            "some of each model), so a fresh process is the safer way on.")
     return cost
 
 
