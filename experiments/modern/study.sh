@@ -21,9 +21,10 @@ export MLFLOW_TRACKING_URI="sqlite:///$PWD/mlflow.db"
 CELLS=(rnn lstm gru indrnn mingru minlstm lru slstm mlstm)
 ALL=$(IFS=,; echo "${CELLS[*]}")
 
-step() {  # step NAME COMMAND...: up to 6 tries (a try stopped by a crash or a limit resumes)
+step() {  # step NAME COMMAND...: up to 15 tries (a try stopped by a crash or by the
+  # memory-map limit, after some 50-80 runs of one process, resumes)
   local name=$1; shift
-  for try in 1 2 3 4 5 6; do
+  for try in $(seq 1 15); do
     echo "$(date -u +%FT%TZ) start $name try $try: $*" >> logs/study.log
     "$@" train.verbose=0 > "logs/$lane-$name-$try.log" 2>&1
     local rc=$?
