@@ -22,14 +22,16 @@ CELLS=(rnn lstm gru indrnn mingru minlstm lru slstm mlstm)
 ALL=$(IFS=,; echo "${CELLS[*]}")
 
 step() {  # step NAME COMMAND...: up to 15 tries (a try stopped by a crash or by the
-  # memory-map limit, after some 50-80 runs of one process, resumes)
+  # memory-map limit, after some 50-80 runs of one process, resumes where it stopped)
   local name=$1; shift
   for try in $(seq 1 15); do
     echo "$(date -u +%FT%TZ) start $name try $try: $*" >> logs/study.log
     "$@" train.verbose=0 > "logs/$lane-$name-$try.log" 2>&1
     local rc=$?
     echo "$(date -u +%FT%TZ) end $name try $try rc=$rc" >> logs/study.log
-    [ $rc -eq 0 ] && return 0
+    # 0: done; 1: every job ran, some FAILED for their own reasons (a NaN loss): a new try
+    # would repeat them. Anything else (2: refused near the memory-map limit; a crash) goes on.
+    if [ $rc -eq 0 ] || [ $rc -eq 1 ]; then return 0; fi
   done
   return 1
 }
