@@ -118,6 +118,8 @@ def test_multirun_leaves_one_run_per_job(tmp_path):
         (["optimizer.name=adamx"], ["optimizer.name='adamx'", "adam", "sgd"]),
         (["model.unitz=3"], ["unitz", "is not a config key", "Did you mean model.units?"]),
         (["model.units=abc"], ["model.units", "abc"]),
+        (["-m", "cell=rnn,lstm", "--cfg", "job"],
+         ["Only one of --run, --multirun", "leave out -m", "--cfg job"]),
     ],
 )
 def test_bad_input_is_refused_clearly_and_records_nothing(tmp_path, args, expect):

@@ -26,7 +26,10 @@ step() {  # step NAME COMMAND...: up to 15 tries (a try stopped by a crash or by
   local name=$1; shift
   for try in $(seq 1 15); do
     echo "$(date -u +%FT%TZ) start $name try $try: $*" >> logs/study.log
-    "$@" train.verbose=0 > "logs/$lane-$name-$try.log" 2>&1
+    # a folder of its own: two lanes' multiruns started in the same second would share
+    # Hydra's default multirun/<date>/<time> (its job folders and its sweep_id)
+    "$@" train.verbose=0 "hydra.sweep.dir=multirun/$lane-$name-$try-$(date -u +%Y%m%d-%H%M%S)" \
+      > "logs/$lane-$name-$try.log" 2>&1
     local rc=$?
     echo "$(date -u +%FT%TZ) end $name try $try rc=$rc" >> logs/study.log
     # 0: done; 1: every job ran, some FAILED for their own reasons (a NaN loss): a new try

@@ -96,8 +96,16 @@ def _hydra_main(task_function: Any, config_name: str) -> None:
 
     register_configs()
     _report_composition_errors()
-    hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(
-        task_function)()
+    try:
+        hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(
+            task_function)()
+    except ValueError as exc:  # Hydra's check of its own flags, before any job
+        if not str(exc).startswith("Only one of --run, --multirun"):
+            raise
+        print_error(f"{exc}. To see a job's config, leave out -m and give each swept key "
+                    "one value (e.g. `rnnbench cell=lstm --cfg job`); to run the multirun, "
+                    "leave out the other flag.")
+        sys.exit(2)
 
 
 def _report_composition_errors() -> None:

@@ -4,7 +4,7 @@ process (a sweep, an in-process multirun).
 XLA on the CPU (TensorFlow 2.21, rnnbench's default there: ``hardware.xla=auto``) puts
 each compiled function's machine code in mappings of its own and never unmaps them,
 not even after ``keras.backend.clear_session()``: a 1-layer LSTM that is fitted,
-evaluated and predicted adds about 230 mappings, a Greff sweep trial 2,000-3,000. Linux
+evaluated and predicted adds about 230 mappings, a Greff sweep trial up to about 1,250. Linux
 refuses a process more than ``vm.max_map_count`` mappings (65,530 by default), and
 TensorFlow then crashes with a segmentation fault, taking the trial in flight with it.
 That is after some 50-80 trials of a sweep, roughly 20 minutes. (The process's memory
@@ -27,8 +27,8 @@ from rnnbench.errors import HardwareError
 
 LIMIT_FILE = Path("/proc/sys/vm/max_map_count")
 MAPS_FILE = Path("/proc/self/maps")
-# stop while this share of the limit is still free for the next run's cost estimate
-SAFETY = 1.5
+# stop while twice the costliest run so far is still free
+SAFETY = 2.0
 RAISE_TO = 1_048_576
 
 _state: dict[str, int | None] = {"last": None, "worst": 0}
@@ -58,7 +58,7 @@ def check_headroom() -> int | None:
         The mappings the previous run of this process cost (None for the first run).
 
     Raises:
-        HardwareError: fewer mappings are left than 1.5 times the costliest run so far.
+        HardwareError: fewer mappings are left than twice the costliest run so far.
     """
     now, limit = map_count(), map_limit()
     if now is None or limit is None:
