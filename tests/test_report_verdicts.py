@@ -310,6 +310,11 @@ def test_several_searches_are_the_replicates_at_equal_budget(store, tmp_path):
     assert float(row["p"]) == pytest.approx(
         sps.ttest_ind(best["cifg"], best["peephole"], equal_var=False).pvalue)
     assert row["verdict"] == "worse (significant)"
+    # the text beside the table names the k the table used (4 trials a search), not the
+    # size of the smaller pooled row (cifg: 3 searches of 4 = 12)
+    md = (out / "report.md").read_text()
+    assert "each search's first k trials (k = 4: the smallest search of the two)" in md
+    assert "at the same k = 12" not in md
 
 
 @pytest.mark.slow

@@ -119,22 +119,36 @@ def analyse_budget(section: TaskSection, options: ReportOptions, history: Histor
         else:
             comp.verdict = verdicts.equivalence_verdict(False, comp.p_tost, options.alpha,
                                                         comp.margin, key, comp.low, comp.high)
-    section.budget_note = (
+    by_search = [c for c in section.budget if c.replicates.startswith("searches")]
+    pooled = [c for c in section.budget if not c.replicates.startswith("searches")]
+    head = (
         f"Expected best of a search of k trials (Dodge et al. 2019): with a row's n trials "
         f"sorted by `{name}`, the best of k draws is the i-th with probability "
         f"(i/n)^k − ((i−1)/n)^k; the table gives the expected `{name}` of that trial and "
         f"its `{key}`, with {options.confidence:.0%} bootstrap intervals "
-        f"({verdicts.BOOTSTRAP} resamples of the trials). Every cell is compared with "
-        f"`{options.baseline}` at the same k = {section.budget_k} "
-        + ("(--budget-k): " if options.budget_k else "(the smallest search): ")
-        + f"Δ is the difference of the expected `{key}`, its interval and two-sided p from "
-        f"the bootstrap, Holm's correction over the table, significant means corrected "
-        f"p < {options.alpha:g}. A comparison that is not significant is 'equivalent' when "
-        f"two one-sided tests at level {options.alpha:g} put Δ inside ±δ "
-        f"(--equivalence-margin), else 'inconclusive'. Where a cell's trials come from "
-        f"several searches (oracle seeds: `rnnbench-tune -m seed=0,1,2`), the searches are "
-        f"the replicates instead: the "
-        f"best of each search's first k trials, Welch's t-test.")
+        f"({verdicts.BOOTSTRAP} resamples of the trials). ")
+    tail = (f"Holm's correction over the table, significant means corrected "
+            f"p < {options.alpha:g}. A comparison that is not significant is 'equivalent' "
+            f"when two one-sided tests at level {options.alpha:g} put Δ inside ±δ "
+            f"(--equivalence-margin), else 'inconclusive'.")
+    parts = [head]
+    if pooled:
+        parts.append(
+            f"{'Every cell' if not by_search else 'A cell from one search'} is compared "
+            f"with `{options.baseline}` at the same k = {section.budget_k} "
+            + ("(--budget-k): " if options.budget_k else "(the smallest row's trials): ")
+            + f"Δ is the difference of the expected `{key}`, its interval and two-sided p "
+              f"from the bootstrap. ")
+    if by_search:
+        ks = ", ".join(str(k) for k in sorted({c.k for c in by_search}))
+        parts.append(
+            f"{'Every cell' if not pooled else 'A cell'} whose trials come from several "
+            f"searches (oracle seeds: `rnnbench-tune -m seed=0,1,2`) is compared with "
+            f"`{options.baseline}` with the searches as the replicates: the best trial by "
+            f"`{name}` of each search's first k trials (k = {ks}: the smallest search of the "
+            f"two{', or --budget-k' if options.budget_k else ''}), its `{key}`, Welch's t-test "
+            f"of the two sets of searches. ")
+    section.budget_note = "".join(parts) + tail
 
 
 def _by_search(trials: list[tuple[RunRecord, float, float]]
