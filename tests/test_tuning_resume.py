@@ -42,7 +42,10 @@ def wait_for_running_trial(proc: subprocess.Popen, client: mlflow.MlflowClient, 
         try:
             for run in runs_of(client):
                 tags = run.data.tags
-                if tags.get("trial_id") == trial_id and run.info.status == "RUNNING":
+                # training, not just opened: its hyperparameters are logged (a kill in
+                # between, under load, left a run without them to compare with)
+                if (tags.get("trial_id") == trial_id and run.info.status == "RUNNING"
+                        and any(k.startswith("hp/") for k in run.data.params)):
                     return run
         except Exception:  # the store is being created or written by the sweep
             pass
