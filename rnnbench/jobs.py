@@ -75,6 +75,65 @@ def check_writable(folder: Path, key: str) -> None:
         sys.exit(2)
 
 
+CLAIM_FILE = ".rnnbench-multirun"
+
+
+def claim_sweep_dir(folder: Path) -> Path:
+    """Make ``folder`` this multirun's own: a claim file naming this process. Hydra's
+    default folder is ``multirun/<date>/<time>``, so two multiruns started in the same
+    second from one working folder would share it (their job folders, summaries and
+    ``sweep_id``). A claim held by another live process on this machine is refused with
+    exit status 2 before any job starts; a dead holder's claim, or one from another
+    machine (whose process cannot be checked), is taken over. Returns the claim file."""
+    import os
+    import socket
+
+    claim = folder / CLAIM_FILE
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    try:
+        holder = claim.read_text().split()
+    except (OSError, UnicodeDecodeError):
+        holder = []
+    if len(holder) >= 2 and holder[1] == socket.gethostname() and holder[0].isdigit():
+        pid = int(holder[0])
+        if pid != os.getpid() and _alive(pid):
+            print_error(
+                f"{folder} is the folder of another multirun, still running (process {pid}): "
+                "two multiruns started in the same second from one working folder get the "
+                "same multirun/<date>/<time>. Start this one again a second later, or give "
+                "it a folder of its own: hydra.sweep.dir=multirun/<name>. Nothing was run.")
+            sys.exit(2)
+    claim.write_text(me)
+    return claim
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def release_sweep_dir() -> None:
+    """Remove this process's claim on its multirun's folder (see :func:`claim_sweep_dir`),
+    once the multirun is over, however it ended."""
+    import os
+
+    if not _multirun.get("dir"):
+        return
+    claim = Path(_multirun["dir"]) / CLAIM_FILE
+    try:
+        if claim.read_text().split()[:1] == [str(os.getpid())]:
+            claim.unlink()
+    except (OSError, IndexError):
+        pass
+
+
 def planned_jobs(config: Any) -> list[list[str]] | None:
     """The overrides of every job a multirun will launch, in order, when Hydra's basic
     sweeper runs it (None for another sweeper: Optuna decides as it goes)."""
@@ -223,6 +282,7 @@ class MultirunSummary(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         check_writable(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+        claim_sweep_dir(Path(str(config.hydra.sweep.dir)))
         _multirun.clear()
         _multirun.update(dir=Path(str(config.hydra.sweep.dir)).resolve(),
                          start=time.time() - 1.0, printed=False, planned=planned_jobs(config),

@@ -146,3 +146,34 @@ def test_two_processes_adding_the_same_dataset_at_once_do_not_fail(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2
     assert all([d.dataset.name for d in r.inputs.dataset_inputs] == ["co2"] for r in runs)
+
+
+def test_a_multirun_folder_held_by_a_live_multirun_is_refused_then_taken_over(tmp_path):
+    """Two multiruns started in the same second from one folder get the same default
+    multirun/<date>/<time> (seen: two study lanes mixed their job folders and summaries).
+    The folder's claim names its process: while that process lives, a second multirun
+    into the folder is refused before any job; once it is gone, the folder is taken over,
+    and the claim is released when the multirun ends."""
+    import socket
+
+    folder = tmp_path / "multirun" / "same-second"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (folder / ".rnnbench-multirun").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        args = ["-m", "cell=rnn", "seed=0,1", *FAST, f"hydra.sweep.dir={folder}"]
+        refused = run_cli(args, tmp_path, timeout=300)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        err = refused.stderr + refused.stdout
+        assert f"{folder} is the folder of another multirun, still running (process {holder.pid})" in err
+        assert "hydra.sweep.dir=multirun/<name>" in err and "Traceback" not in err
+        assert store_runs(tmp_path) == []
+        assert not list(folder.glob("*/.hydra"))  # no job started
+    finally:
+        holder.kill()
+        holder.wait()
+    ran = run_cli(args, tmp_path, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    runs = store_runs(tmp_path)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert not (folder / ".rnnbench-multirun").exists()  # released at the end

@@ -244,6 +244,7 @@ def _run_hydra(task_function: Any, config_name: str, what: str) -> None:
     finally:
         with interrupt.deferred():
             failed = jobs.print_summary()
+            jobs.release_sweep_dir()
     if failed:
         print_error(f"{failed} {what} of the multirun FAILED (listed above).")
         sys.exit(jobs.failed_exit_code())
