@@ -45,6 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed steps per (task, cell)")
     p.add_argument("--threads", type=int, default=1, help="hardware.threads of each build")
     p.add_argument("--out", default=None, help="also write the rows to this CSV file")
+    p.add_argument("--quiet-table", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -124,8 +125,60 @@ def task_steps(task, cfg) -> int:
     return int(data.train.cardinality().numpy())
 
 
+def in_processes(args: argparse.Namespace) -> list[dict]:
+    """Each task in a process of its own: XLA's compiled code is never unmapped, and the
+    63 settings of a full run in one process come near the kernel's memory-map limit
+    (rnnbench.hardware.maps would refuse the last ones)."""
+    import subprocess
+    import tempfile
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, spec in enumerate(args.tasks.split(",")):
+            out = Path(tmp) / f"{i}.csv"
+            subprocess.run([sys.executable, __file__, "--tasks", spec, "--cells", args.cells,
+                            "--steps", str(args.steps), "--threads", str(args.threads),
+                            "--out", str(out), "--quiet-table"], check=True)
+            with out.open(newline="") as f:
+                rows += [{k: _value(k, v) for k, v in row.items()}
+                         for row in csv.DictReader(f)]
+    return rows
+
+
+def _value(key: str, text: str):
+    """A CSV field back as the row had it."""
+    if key in ("task", "cell", "form"):
+        return text
+    if text == "":
+        return None
+    return int(text) if key in ("units", "params", "steps_per_epoch") else float(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if len(args.tasks.split(",")) > 1:
+        rows = in_processes(args)
+    else:
+        rows = timed(args)
+    if not args.quiet_table:
+        print("\ntask         cell      ratio to lstm (seconds per step, one sitting)")
+        for row in rows:
+            print(f"{row['task']:12s} {row['cell']:8s} {row['ratio_to_lstm']:6.2f}")
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return 0
+
+
+def timed(args: argparse.Namespace) -> list[dict]:
+    from rnnbench import hardware
+
+    # the thread pools first: building the reference model would start TensorFlow with
+    # its defaults, and hardware.threads could no longer be applied
+    first = compose([f"hardware.threads={args.threads}"])
+    hardware.setup(first.hardware, first.backend.name, first.seed)
     rows = []
     for spec in args.tasks.split(","):
         base = None
@@ -142,15 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             if row["task"] == spec:
                 row["ratio_to_lstm"] = row["seconds_per_step"] / base if base else float("nan")
-    print("\ntask         cell      ratio to lstm (seconds per step, one sitting)")
-    for row in rows:
-        print(f"{row['task']:12s} {row['cell']:8s} {row['ratio_to_lstm']:6.2f}")
-    if args.out:
-        with open(args.out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return 0
+    return rows
 
 
 if __name__ == "__main__":
