@@ -101,7 +101,8 @@ def claim_sweep_dir(folder: Path) -> Path:
                 f"{folder} is the folder of another multirun, still running (process {pid}): "
                 "two multiruns started in the same second from one working folder get the "
                 "same multirun/<date>/<time>. Start this one again a second later, or give "
-                "it a folder of its own: hydra.sweep.dir=multirun/<name>. Nothing was run.")
+                f"it a folder of its own: hydra.sweep.dir=multirun/<name>. Nothing was run. "
+                f"(If process {pid} is no multirun of rnnbench's, delete {claim}.)")
             sys.exit(2)
     claim.write_text(me)
     return claim
