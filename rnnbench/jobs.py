@@ -90,6 +90,14 @@ def claim_sweep_dir(folder: Path) -> Path:
 
     claim = folder / CLAIM_FILE
     me = f"{os.getpid()} {socket.gethostname()}\n"
+    try:  # atomic: of two processes in the same instant, one creates it
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return claim
     try:
         holder = claim.read_text().split()
     except (OSError, UnicodeDecodeError):
