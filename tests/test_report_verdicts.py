@@ -101,6 +101,16 @@ def test_tost_welch_equals_two_one_sided_scipy_tests():
     assert got == pytest.approx(max(p_low, p_high), rel=1e-10)
 
 
+@pytest.mark.parametrize("mean", [0.0, 0.01, 0.02, 0.025, 0.03, -0.028])
+def test_tost_at_alpha_is_the_90_percent_interval_inside_the_margin(mean):
+    # what the report's note says: TOST at 0.05 equivalent <=> the 90% t interval lies
+    # inside ±margin, so a 95% interval may reach past it
+    se, df, margin, alpha = 0.012, 4.3, 0.05, 0.05
+    half90 = sps.t.ppf(1 - alpha, df) * se
+    inside = -margin < mean - half90 and mean + half90 < margin
+    assert (verdicts.tost_t(mean, se, df, margin) < alpha) == inside
+
+
 def test_verdict_without_margin_is_inconclusive_never_no_difference():
     v = verdicts.equivalence_verdict(False, math.nan, 0.05, None, "test_nll", -0.1, 0.2)
     assert v.startswith("inconclusive") and "no --equivalence-margin" in v
@@ -269,6 +279,7 @@ def test_report_compares_at_equal_budget_with_an_equivalence_verdict(store, tmp_
     assert equal[0]["margin"] == "0.5"
     md = (out / "report.md").read_text()
     assert "at equal budgets" in md and "Caveat: this test is pseudo-replicated" in md
+    assert "is the 90% interval inside ±δ" in md
     assert "figures/chorales-sweep-trials-expected-best.png" in md
     assert "at equal budgets" in printed and "k=5" in printed
 
