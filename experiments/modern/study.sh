@@ -16,6 +16,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 lane=${1:?usage: experiments/modern/study.sh A|B}
+for tool in rnnbench rnnbench-tune python; do
+  if ! command -v "$tool" > /dev/null; then
+    echo "study.sh: '$tool' is not on PATH: activate the project's environment first" \
+         "(source .venv/bin/activate, or PATH=/path/to/.venv/bin:\$PATH)" >&2
+    exit 2
+  fi
+done
 mkdir -p logs
 export MLFLOW_TRACKING_URI="sqlite:///$PWD/mlflow.db"
 CELLS=(rnn lstm gru indrnn mingru minlstm lru slstm mlstm)
@@ -35,6 +42,8 @@ step() {  # step NAME COMMAND...: up to 15 tries (a try stopped by a crash or by
     # 0: done; 1: every job ran, some FAILED for their own reasons (a NaN loss): a new try
     # would repeat them. Anything else (2: refused near the memory-map limit; a crash) goes on.
     if [ $rc -eq 0 ] || [ $rc -eq 1 ]; then return 0; fi
+    # 126/127: the command could not run at all; another try would not change that
+    if [ $rc -eq 126 ] || [ $rc -eq 127 ]; then return 1; fi
   done
   return 1
 }
