@@ -326,6 +326,9 @@ def test_several_searches_are_the_replicates_at_equal_budget(store, tmp_path):
     md = (out / "report.md").read_text()
     assert "each search's first k trials (k = 4: the smallest search of the two)" in md
     assert "at the same k = 12" not in md
+    # the figure marks that k too, and the expected-best table shows its column
+    assert "bootstrap bands; dotted: k = 4, the comparison's" in md
+    assert "| k=4 |" in md
 
 
 @pytest.mark.slow

@@ -18,6 +18,13 @@ def shown_ks(n_max: int, k_eq: int) -> list[int]:
     return sorted({k for k in SHOWN_K if k <= n_max} | {k_eq, n_max} - {0})
 
 
+def comparison_k(s: TaskSection) -> int:
+    """The k the equal-budget table compares at: that of its comparisons when they share
+    one (with several searches a side, each search's size), else the section's k."""
+    ks = {c.k for c in s.budget}
+    return ks.pop() if len(ks) == 1 else s.budget_k
+
+
 def budget_part(doc: Any, s: TaskSection, opts: Any, key: str) -> None:
     """Heading, note, figure, the expected-best table and the equal-k comparison."""
     if not s.budget_curves:
@@ -31,9 +38,9 @@ def budget_part(doc: Any, s: TaskSection, opts: Any, key: str) -> None:
         doc.add(Figure(doc.unique(f"{key}-expected-best", "figure"), png,
                        f"{s.title}: expected best of k trials (validation objective, left; "
                        f"{metric} of the trial it picks, right), {opts.confidence:.0%} "
-                       f"bootstrap bands"))
+                       f"bootstrap bands; dotted: k = {comparison_k(s)}, the comparison's"))
     n_max = max(c.n for c in s.budget_curves)
-    ks = shown_ks(n_max, s.budget_k)
+    ks = shown_ks(n_max, comparison_k(s))
     rows = []
     for c in s.budget_curves:
         rows.append([c.row.label, str(c.n)] + [
@@ -83,7 +90,7 @@ def expected_best_figure(s: TaskSection) -> bytes | None:
             axes[1].fill_between(c.ks, c.test_low, c.test_high, color=line.get_color(),
                                  alpha=0.15, linewidth=0)
         for ax, what in zip(axes, ("expected best objective", f"test_{s.metric} of it")):
-            ax.axvline(s.budget_k, color="grey", linestyle=":", linewidth=1)
+            ax.axvline(comparison_k(s), color="grey", linestyle=":", linewidth=1)
             ax.set_xlabel("trials k")
             ax.set_ylabel(what)
         axes[0].legend(fontsize=7)
