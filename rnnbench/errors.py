@@ -23,6 +23,14 @@ class HardwareError(RnnbenchError):
     """The asked-for device, precision or backend is not available here."""
 
 
+class ProcessSpent(HardwareError):
+    """This process cannot safely take another run (it is near the kernel's limit on
+    memory mappings): a multirun it launched stops here instead of refusing each later
+    job in turn, and the same command goes on in a fresh process."""
+
+    reason = "the kernel's memory-map limit (vm.max_map_count)"
+
+
 class RunFailed(RnnbenchError):
     """A run that started but could not finish (NaN loss or gradient). Recorded FAILED."""
 

@@ -375,6 +375,16 @@ def collect(sweep_dir: Path, since: float = 0.0,
                                        str(j.get("job"))))
 
 
+def stop_multirun(reason: str) -> bool:
+    """Launch no further job of the multirun this process launched (its summary then says
+    it was stopped by ``reason`` and lists the jobs not started). False where this process
+    launched none: another launcher's worker, or a single run."""
+    if not _multirun:
+        return False
+    _multirun["stopped_by"] = reason
+    return True
+
+
 def failed_exit_code() -> int:
     """The exit status of a multirun with failed jobs (after :func:`print_summary`): 2 when
     a job was refused by a check of rnnbench's, else 1."""
@@ -389,7 +399,7 @@ def print_summary() -> int:
     if not _multirun or _multirun.get("printed"):
         return _multirun.get("failed", 0)
     _multirun["printed"] = True
-    stop = interrupt.requested()
+    stop = interrupt.requested() or _multirun.get("stopped_by")
     jobs = collect(_multirun["dir"], _multirun["start"], stop)
     if not jobs and not stop:  # nothing launched: Hydra refused the command line first
         return 0

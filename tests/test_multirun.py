@@ -177,3 +177,44 @@ def test_a_multirun_folder_held_by_a_live_multirun_is_refused_then_taken_over(tm
     runs = store_runs(tmp_path)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert not (folder / ".rnnbench-multirun").exists()  # released at the end
+
+
+# the kernel's map count and limit, the inputs a test cannot provoke: each run "costs"
+# 3,000 mappings against a limit of 15,000, so the second job is refused before it starts
+NEAR_MAP_LIMIT = """
+import sys
+sys.argv[0] = 'rnnbench'
+from rnnbench.hardware import maps
+counts = iter(range(10_000, 10_000_000, 3_000))
+maps.map_count = lambda: next(counts)
+maps.map_limit = lambda: 15_000
+from rnnbench.cli import main
+main()
+"""
+
+
+def test_a_multirun_near_the_map_limit_stops_there_and_the_same_command_goes_on(tmp_path):
+    """Once this process is too near vm.max_map_count for another run, no later job of
+    its multirun could start either: the multirun stops at the refused job (exit 2, the
+    remedy printed once, the jobs not started listed) instead of refusing every job in
+    turn, and the same command then runs the rest in a fresh process."""
+    args = ["-m", "cell=rnn", "seed=0,1,2", *FAST]
+    first = subprocess.run([sys.executable, "-c", NEAR_MAP_LIMIT, *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600, env=cli_env())
+    out = first.stdout + first.stderr
+    assert first.returncode == 2, out[-3000:]
+    assert out.count("Run the same command again") == 2, out[-3000:]  # error + summary
+    assert "stopped by the kernel's memory-map limit (vm.max_map_count) between jobs" in out
+    assert "1 of 3 job(s) done (1 finished, 0 skipped), 0 stopped, 1 failed, 1 not started" \
+        in out, out[-3000:]
+    assert "#2 not started  cell=rnn seed=2" in out, out[-3000:]
+    assert "Traceback" not in out
+    runs = store_runs(tmp_path)
+    assert [(r.data.tags["seed"], r.info.status) for r in runs] == [("0", "FINISHED")]
+
+    again = run_cli(args, tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 job(s): 2 finished, 0 failed, 1 skipped" in again.stdout, again.stdout[-3000:]
+    runs = store_runs(tmp_path)
+    assert sorted((r.data.tags["seed"], r.info.status) for r in runs) == [
+        ("0", "FINISHED"), ("1", "FINISHED"), ("2", "FINISHED")]

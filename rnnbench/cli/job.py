@@ -120,7 +120,7 @@ def _hydra_job(cfg: Any, app: str, work: Callable[[Any, dict[str, Any]], Outcome
                failed: Callable[[Any, dict[str, Any], str], tuple[str | None, Any]],
                interrupted: Callable[[], str]) -> Any:
     from rnnbench import config, conventions, hardware
-    from rnnbench.errors import RnnbenchError, RunFailed
+    from rnnbench.errors import ProcessSpent, RnnbenchError, RunFailed
 
     hc = hydra_context(app)
     outcome = None
@@ -138,6 +138,11 @@ def _hydra_job(cfg: Any, app: str, work: Callable[[Any, dict[str, Any]], Outcome
             run_id, value = failed(cfg, hc, str(exc))
             jobs.job_done("failed", run_id, str(exc), hc["command"],
                           exc.exit_code if not isinstance(exc, RunFailed) else 1)
+            if isinstance(exc, ProcessSpent) and jobs.stop_multirun(exc.reason):
+                # no later job of this process could start either: stop the multirun
+                # here (the summary lists the jobs not started) rather than refuse each
+                jobs.write_record()
+                sys.exit(exc.exit_code)
             return value  # the other jobs of the multirun go on; the summary says why
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnbench.errors import HardwareError
+from rnnbench.errors import ProcessSpent
 
 LIMIT_FILE = Path("/proc/sys/vm/max_map_count")
 MAPS_FILE = Path("/proc/self/maps")
@@ -58,7 +58,8 @@ def check_headroom() -> int | None:
         The mappings the previous run of this process cost (None for the first run).
 
     Raises:
-        HardwareError: fewer mappings are left than twice the costliest run so far.
+        ProcessSpent: fewer mappings are left than twice the costliest run so far (a
+            HardwareError: a multirun launched by this process stops there).
     """
     now, limit = map_count(), map_limit()
     if now is None or limit is None:
@@ -70,7 +71,7 @@ def check_headroom() -> int | None:
     _state["last"] = now
     worst = int(_state["worst"] or 0)
     if worst and now + SAFETY * worst > limit:
-        raise HardwareError(
+        raise ProcessSpent(
             f"this process holds {now:,} memory mappings of the kernel's limit of {limit:,} "
             f"(vm.max_map_count), and a run here has cost up to {worst:,}: XLA on the CPU "
             "never unmaps the code it compiles, and past the limit TensorFlow crashes "
