@@ -110,25 +110,17 @@ def test_the_fgr_weight_counts_are_the_cells_own_at_the_points_both_trained():
     """fgr-weights.csv: the weights of `peephole` and `fgr` (recurrent layer and output
     layer) at each point both were trained at, from the units in tables/runs.csv and the
     cells' own parameter counts; the report's params_count ranges end at two of them."""
-    import re
-
-    from rnnbench.cells import CELLS
+    import importlib.util
 
     folder = ROOT / "experiments" / "greff"
-    sizes = {"chorales": (88, 88), "speech_vowels": (12, 9)}  # inputs, outputs
-    points: dict[tuple[str, str], set[tuple[int, str]]] = {}
-    with (folder / "tables" / "runs.csv").open(newline="") as f:
-        for r in csv.DictReader(f):
-            if r["status"] == "FINISHED":
-                units = int(re.search(r"model\.units=(\d+)", r["command"]).group(1))
-                lr = re.search(r"optimizer\.lr=(\S+)", r["command"]).group(1)
-                points.setdefault((r["task"].split(" ")[0], r["cell"]), set()).add((units, lr))
+    spec = importlib.util.spec_from_file_location("fgr_weights", folder / "fgr_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    points = script.points(folder / "tables" / "runs.csv")
+    weights = script.weights
+    sizes = script.SIZES
     with (folder / "fgr-weights.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-
-    def weights(cell, task, units):
-        d, k = sizes[task]
-        return CELLS[cell].param_count(d, units) + units * k + k
 
     for task in sizes:
         shared = points[(task, "fgr")] & points[(task, "peephole")]

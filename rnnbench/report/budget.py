@@ -130,9 +130,8 @@ def analyse_budget(section: TaskSection, options: ReportOptions, history: Histor
     tail = (f"Holm's correction over the table, significant means corrected "
             f"p < {options.alpha:g}. A comparison that is not significant is 'equivalent' "
             f"when two one-sided tests at level {options.alpha:g} put Δ inside ±δ "
-            f"(--equivalence-margin), else 'inconclusive' (TOST at level {options.alpha:g} "
-            f"is the {1 - 2 * options.alpha:.0%} interval inside ±δ: the "
-            f"{options.confidence:.0%} interval printed may reach a little past δ).")
+            f"(--equivalence-margin), else 'inconclusive' ("
+            + verdicts.tost_interval_note(options.alpha, options.confidence, "δ") + ").")
     parts = [head]
     if pooled:
         parts.append(

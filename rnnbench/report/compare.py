@@ -231,10 +231,9 @@ def equivalence_note(section: TaskSection, options: ReportOptions) -> str:
     return (f"A comparison that is not significant is 'equivalent within ±{margin:g}' "
             f"(--equivalence-margin {key}={margin:g}) when two one-sided t-tests at level "
             f"{options.alpha:g} (TOST) put the difference inside the margin, else "
-            f"'inconclusive'. TOST at level {options.alpha:g} is the "
-            f"{1 - 2 * options.alpha:.0%} interval lying inside ±{margin:g}, so the "
-            f"{options.confidence:.0%} interval printed may reach a little past the margin "
-            f"of a comparison called equivalent.")
+            f"'inconclusive'. "
+            + verdicts.tost_interval_note(options.alpha, options.confidence, f"{margin:g}")
+            + ".")
 
 
 def _welch_equivalence(comp: Comparison, section: TaskSection, options: ReportOptions) -> None:

@@ -112,6 +112,12 @@ def wilcoxon_floor(n: int) -> float:
     return 1.0 / 2 ** (n - 1) if n > 0 else math.nan
 
 
+def tost_interval_note(alpha: float, confidence: float, margin: str) -> str:
+    """Why an 'equivalent' comparison's printed interval may reach past its margin."""
+    return (f"TOST at level {alpha:g} is the {1 - 2 * alpha:.0%} interval inside ±{margin}: "
+            f"the {confidence:.0%} interval printed may reach a little past {margin}")
+
+
 def equivalence_verdict(significant: bool | None, p_tost: float, alpha: float,
                         margin: float | None, metric: str, low: float, high: float) -> str:
     """The verdict of a comparison that is not significant: 'equivalent within ±δ' (TOST
