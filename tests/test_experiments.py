@@ -169,3 +169,27 @@ def test_each_committed_report_rests_on_runs_of_one_commit(folder):
     with (tables / "environment.csv").open(newline="") as f:
         named = {row["value"] for row in csv.DictReader(f) if row["tag"] == "git_commit"}
     assert named <= {commit}, (folder, named)
+
+
+def test_the_modern_study_refuses_an_environment_that_runs_another_checkout_s_code(tmp_path):
+    """study.sh runs in a worktree of one commit; the rnnbench on PATH must be that
+    worktree's, or every run would carry another tree's commit. Here the script lies in a
+    copy whose environment is this tree's: it stops before it makes a log or a store."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    script = tmp_path / "experiments" / "modern" / "study.sh"
+    script.parent.mkdir(parents=True)
+    shutil.copy(ROOT / "experiments" / "modern" / "study.sh", script)
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "rnnbench").exists():
+        pytest.skip("the rnnbench command is not installed next to this interpreter")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run(["bash", str(script), "A"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert str(ROOT) in out.stderr and str(tmp_path.resolve()) in out.stderr
+    assert "environment of its own" in out.stderr
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "mlflow.db").exists()

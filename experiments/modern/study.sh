@@ -5,6 +5,7 @@
 # stopped (finished runs and trials are skipped).
 #
 #   git worktree add --detach ../study <commit>; cd ../study
+#   python3 -m venv .venv && .venv/bin/pip install -e . && source .venv/bin/activate
 #   experiments/modern/study.sh A & experiments/modern/study.sh B
 #   (progress: logs/study.log; each command's output: logs/<lane>-<step>.log)
 #
@@ -12,7 +13,8 @@
 #   adding, copy at T = 100:  3 epochs of 1,000 updates (batches of 20)
 #   adding, copy at T >= 400: 2 epochs of 500 updates
 #   chorales: the task's own (up to 300 epochs, patience 20), after an 8-rate search
-#   lm_char:  4 epochs of the task's 360 steps, after an 8-rate search at the same budget
+#   lm_char:  4 epochs of the task's 360 steps, after an 8-rate search at half of it
+#             (2 epochs a trial: 72 trials at 4 epochs would take some 4.6 of the 10 hours)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 lane=${1:?usage: experiments/modern/study.sh A|B}
@@ -23,6 +25,17 @@ for tool in rnnbench rnnbench-tune python; do
     exit 2
   fi
 done
+# the runs must be this checkout's code: an environment installed from another checkout
+# (say the main tree, editable) would run, and tag, that tree's commit instead
+here=$(pwd -P)
+code=$(cd / && python -c 'import pathlib, rnnbench; print(pathlib.Path(rnnbench.__file__).resolve().parent.parent)' 2>/dev/null)
+if [ "$code" != "$here" ]; then
+  echo "study.sh: the environment on PATH runs rnnbench from '${code:-nowhere}', not from" \
+       "this checkout '$here': the study's runs would carry that tree's commit. Install" \
+       "this checkout into an environment of its own (python3 -m venv .venv &&" \
+       ".venv/bin/pip install -e .) and put it on PATH (source .venv/bin/activate)" >&2
+  exit 2
+fi
 mkdir -p logs
 export MLFLOW_TRACKING_URI="sqlite:///$PWD/mlflow.db"
 CELLS=(rnn lstm gru indrnn mingru minlstm lru slstm mlstm)
@@ -69,27 +82,30 @@ print(trials[0].data.params["optimizer.lr"])
 PY
 }
 
-tuned() {  # tuned TASK PARAMS OVERRIDES...: the search, then each cell's seeds at its rate
-  local task=$1 params=$2; shift 2
+tuned() {  # tuned TASK PARAMS "SEARCH OVERRIDES" "RUN OVERRIDES": the search, then each
+  # cell's seeds at its best rate
+  local task=$1 params=$2 search=$3 runs=$4
+  # shellcheck disable=SC2086  # the override lists are split on spaces on purpose
   step "$task-lr" rnnbench-tune -m experiment=modern_lr task=$task model.params=$params \
-    cell=$ALL "$@" || return 1
+    cell=$ALL $search || return 1
   for cell in "${CELLS[@]}"; do
     lr=$(best_lr "$task" "$cell") || return 1
+    # shellcheck disable=SC2086
     step "$task-$cell" rnnbench -m experiment=modern task=$task model.params=$params \
-      cell=$cell optimizer.lr=$lr "$@"
+      cell=$cell optimizer.lr=$lr $runs
   done
 }
 
 case $lane in
   A)
-    tuned lm_char 37852 train.epochs=4
+    tuned lm_char 37852 train.epochs=2 train.epochs=4
     step adding-1000 rnnbench -m experiment=modern task=adding task.length=1000 \
       model.params=33281 train.epochs=2 train.steps_per_epoch=500
     step adding-100 rnnbench -m experiment=modern task=adding task.length=100 \
       model.params=33281 train.epochs=3 train.steps_per_epoch=1000
     ;;
   B)
-    tuned chorales 44440
+    tuned chorales 44440 "" ""
     step copy-400 rnnbench -m experiment=modern task=copy task.length=400 \
       model.params=34313 train.epochs=2 train.steps_per_epoch=500
     step copy-100 rnnbench -m experiment=modern task=copy task.length=100 \
