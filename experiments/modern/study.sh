@@ -11,7 +11,7 @@
 #
 # Budgets, sized to about 10 hours of the 2-core machine (experiments/modern/README.md):
 #   adding, copy at T = 100:  3 epochs of 1,000 updates (batches of 20)
-#   adding, copy at T >= 400: 2 epochs of 500 updates
+#   adding, copy at T >= 400: 2 epochs of 250 updates
 #   chorales: the task's own (up to 300 epochs, patience 20), after an 8-rate search
 #   lm_char:  4 epochs of the task's 360 steps, after an 8-rate search at half of it
 #             (2 epochs a trial: 72 trials at 4 epochs would take some 4.6 of the 10 hours)
@@ -100,18 +100,18 @@ case $lane in
   A)
     tuned lm_char 37852 train.epochs=2 train.epochs=4
     step adding-1000 rnnbench -m experiment=modern task=adding task.length=1000 \
-      model.params=33281 train.epochs=2 train.steps_per_epoch=500
+      model.params=33281 train.epochs=2 train.steps_per_epoch=250
     step adding-100 rnnbench -m experiment=modern task=adding task.length=100 \
       model.params=33281 train.epochs=3 train.steps_per_epoch=1000
     ;;
   B)
     tuned chorales 44440 "" ""
     step copy-400 rnnbench -m experiment=modern task=copy task.length=400 \
-      model.params=34313 train.epochs=2 train.steps_per_epoch=500
+      model.params=34313 train.epochs=2 train.steps_per_epoch=250
     step copy-100 rnnbench -m experiment=modern task=copy task.length=100 \
       model.params=34313 train.epochs=3 train.steps_per_epoch=1000
     step adding-400 rnnbench -m experiment=modern task=adding task.length=400 \
-      model.params=33281 train.epochs=2 train.steps_per_epoch=500
+      model.params=33281 train.epochs=2 train.steps_per_epoch=250
     ;;
   *) echo "usage: experiments/modern/study.sh A|B" >&2; exit 2 ;;
 esac
