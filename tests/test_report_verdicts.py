@@ -384,3 +384,100 @@ def test_the_console_keeps_the_mde_beside_a_verdict_that_is_not_significant():
     assert console_verdict("better (significant)", 0.2) == "better (significant)"
     assert console_verdict("inconclusive (CI [-1, 1] includes 0 and reaches ±0.1)",
                            float("nan")).startswith("inconclusive (CI")
+
+
+# ---- ratio margins: a metric compared on the log scale -------------------------------
+
+ADDING_LSTM = [0.10, 0.02, 0.05, 0.15, 0.008]
+ADDING_FACTORS = {"indrnn": [0.5, 0.4, 0.45, 0.55, 0.5],   # about half: better
+                  "gru": [1.1, 0.95, 1.05, 0.9, 1.02],     # within a factor of 2
+                  "rnn": [4.0, 0.3, 2.5, 0.6, 1.8]}        # all over the place
+
+
+@pytest.fixture(scope="module")
+def adding_store(tmp_path_factory):
+    """Five seeds of four cells on the adding problem, MSEs spanning orders of magnitude
+    (as they do between seeds of one cell), and a sixth gru seed with an MSE of 0."""
+    import mlflow
+    from mlflow.entities import Metric, RunTag
+
+    home = tmp_path_factory.mktemp("adding")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("addingmini")
+    values = {"lstm": ADDING_LSTM} | {c: [a * f for a, f in zip(ADDING_LSTM, fs)]
+                                      for c, fs in ADDING_FACTORS.items()}
+    clock = T0
+    for cell, vals in values.items():
+        for seed, v in enumerate(vals + ([0.0] if cell == "gru" else [])):
+            clock += 60_000
+            tags = {"task": "adding", "cell": cell, "impl": "builtin", "seed": str(seed),
+                    "run_kind": "run", "primary_metric": "mse", "primary_mode": "min",
+                    "git_commit": "0123456789abcdef0123456789abcdef01234567",
+                    "sweep_id": "adding-mini"}
+            rid = client.create_run(exp, start_time=clock, tags=tags,
+                                    run_name=f"{cell}-{seed}").info.run_id
+            client.log_batch(rid, metrics=[Metric("test_mse", v, clock, 0)],
+                             tags=[RunTag("mlflow.runName", f"{cell}-{seed}")])
+            client.set_terminated(rid, "FINISHED", end_time=clock + 1000)
+    return uri, values
+
+
+@pytest.mark.slow
+def test_a_ratio_margin_compares_on_the_log_scale(adding_store, tmp_path, capsys):
+    from scipy import stats as sps
+
+    from rnnbench.report.cli import main
+
+    uri, values = adding_store
+    out = tmp_path / "r"
+    assert main(["--tracking-uri", uri, "--experiment", "addingmini",
+                 "--equivalence-margin", "test_mse=x2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    tables = out / "tables"
+    results = {r["row"]: r for r in _csv(tables / "adding-results.csv")}
+    for cell, vals in values.items():  # the mean of the logs, the 0 not averaged in
+        assert float(results[cell]["test_ln_mse_mean"]) == pytest.approx(
+            np.mean(np.log(vals)), rel=1e-12)
+        assert results[cell]["n"] == "5"
+        assert float(results[cell]["geomean"]) == pytest.approx(
+            math.exp(np.mean(np.log(vals))), rel=1e-12)
+    paired = {r["row"]: r for r in _csv(tables / "adding-paired.csv")}
+    base = np.log(values["lstm"])
+    for cell in ADDING_FACTORS:
+        d = np.log(values[cell]) - base
+        row = paired[cell]
+        assert float(row["diff_mean"]) == pytest.approx(d.mean(), rel=1e-12)
+        assert float(row["p_t"]) == pytest.approx(sps.ttest_1samp(d, 0).pvalue, rel=1e-9)
+        assert float(row["ratio"]) == pytest.approx(np.exp(d.mean()), rel=1e-12)
+        half = float(row["diff_ci_half_width"])
+        assert float(row["ratio_ci_low"]) == pytest.approx(np.exp(d.mean() - half))
+        assert float(row["ratio_ci_high"]) == pytest.approx(np.exp(d.mean() + half))
+        assert float(row["mde_factor"]) == pytest.approx(np.exp(float(row["mde"])))
+        if row["significant"] == "false":  # the margin of an equivalence test
+            assert float(row["margin"]) == pytest.approx(math.log(2))
+    assert paired["indrnn"]["verdict"] == "better (significant)"
+    assert paired["gru"]["verdict"].startswith("equivalent within a factor of 2 (TOST p")
+    assert paired["rnn"]["verdict"].startswith("inconclusive (ratio CI [")
+    assert "includes 1 and reaches a factor of 2" in paired["rnn"]["verdict"]
+    # TOST on the logs against ±ln 2, as two one-sided scipy tests
+    d = np.log(values["gru"]) - base
+    p_tost = max(sps.ttest_1samp(d, -math.log(2), alternative="greater").pvalue,
+                 sps.ttest_1samp(d, math.log(2), alternative="less").pvalue)
+    assert float(paired["gru"]["p_tost"]) == pytest.approx(p_tost, rel=1e-9)
+    md = (out / "report.md").read_text()
+    assert "compared as `ln(test_mse)`" in md and "exp(Δ) is the ratio" in md
+    assert "non-finite `test_ln_mse`" in md  # the MSE of 0, listed, not averaged in
+    assert "adding" in printed
+
+
+def test_ratio_margins_parse_to_the_log_scale():
+    assert verdicts.parse_margins(["test_mse=x2", "nll=0.1", "mse=×1.5"]) == {
+        "test_ln_mse": pytest.approx(math.log(1.5)), "test_nll": 0.1}
+    assert verdicts.parse_margins(["ln_mse=x2"]) == {"test_ln_mse": pytest.approx(math.log(2))}
+    for bad in ("test_mse=x1", "test_mse=x0.5", "test_mse=xx", "test_mse=x"):
+        with pytest.raises(ConfigError, match="factor above 1"):
+            verdicts.parse_margins([bad])
+    inc = verdicts.equivalence_verdict(False, 0.3, 0.05, math.log(2), "test_ln_mse",
+                                       math.log(0.4), math.log(1.2))
+    assert inc == "inconclusive (ratio CI [0.4, 1.2] includes 1 and reaches a factor of 2)"

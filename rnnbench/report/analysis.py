@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 from rnnbench.errors import ConfigError
-from rnnbench.report import stats
+from rnnbench.report import stats, verdicts
 from rnnbench.report.budget import analyse_budget
 from rnnbench.report.collect import History, RunRecord, Selection
 from rnnbench.report.compare import compare_paired, compare_unpaired, interval, rank_rows
@@ -31,6 +31,7 @@ ENV_TAGS = EnvTags.ENVIRONMENT
 def analyse(selection: Selection, options: ReportOptions, history: History) -> Analysis:
     """Group the selected runs into task sections and compute every number of the report."""
     usable = [r for r in selection.runs if r.kind != RunKind.SWEEP]
+    _add_log_metrics(usable, options)
     ignored = [r for r in usable if not r.task or not r.cell]
     usable = [r for r in usable if r.task and r.cell]
 
@@ -149,6 +150,43 @@ def _family(runs: list[RunRecord]) -> str:
     return Counter(r.tags.get(Tags.TASK_FAMILY, "") for r in runs).most_common(1)[0][0]
 
 
+def _log_keys(options: ReportOptions) -> set[str]:
+    """The ``test_ln_*`` metrics the report compares: asked with --metric ln_X, or by a
+    ratio margin (--equivalence-margin test_X=xF)."""
+    keys = {k for k in options.equivalence_margins if verdicts.is_log_metric(k)}
+    if options.metric:
+        name = Metrics.TEST_PREFIX + options.metric.removeprefix(Metrics.TEST_PREFIX)
+        if verdicts.is_log_metric(name):
+            keys.add(name)
+    return keys
+
+
+def _add_log_metrics(runs: list[RunRecord], options: ReportOptions) -> None:
+    """``test_ln_X = ln(test_X)`` on every run that has ``test_X`` (NaN where it is not
+    positive: such a run is listed as not averaged in, with the value)."""
+    for key in _log_keys(options):
+        source = Metrics.TEST_PREFIX + key.removeprefix(verdicts.LOG_PREFIX)
+        for run in runs:
+            value = run.metrics.get(source)
+            if value is not None:
+                run.metrics[key] = (math.log(value) if math.isfinite(value) and value > 0
+                                    else math.nan)
+
+
+def _on_log_scale(choice: tuple[str, str, str],
+                  options: ReportOptions) -> tuple[str, str, str]:
+    """The ranking metric as ``ln_<metric>`` when a ratio margin was given for it."""
+    metric, mode, note = choice
+    key = verdicts.LOG_PREFIX + metric
+    if key not in options.equivalence_margins:
+        return choice
+    factor = math.exp(options.equivalence_margins[key])
+    return "ln_" + metric, mode, (
+        f"{note}, compared as `ln(test_{metric})` (the log scale that "
+        f"--equivalence-margin test_{metric}=x{factor:.4g} asks for: a difference of logs "
+        f"is the log of a ratio, and exp of a mean of logs a geometric mean)")
+
+
 def _ranking_metric(runs: list[RunRecord], options: ReportOptions) -> tuple[str, str, str]:
     """The test metric a section ranks by (without ``test_``), its mode, and a note saying
     why: chosen with --metric, the task's primary metric (its tags), else the loss."""
@@ -161,12 +199,14 @@ def _ranking_metric(runs: list[RunRecord], options: ReportOptions) -> tuple[str,
         metric = options.metric.removeprefix(Metrics.TEST_PREFIX)
         mode = options.mode or (primary_mode if metric == primary and primary_mode
                                 else guess_mode(metric))
-        return metric, mode, (f"`test_{metric}` ({'lower' if mode == 'min' else 'higher'} "
-                              f"is better), chosen with --metric")
+        return _on_log_scale((metric, mode, (
+            f"`test_{metric}` ({'lower' if mode == 'min' else 'higher'} is better), chosen "
+            f"with --metric")), options)
     if primary:
         mode = options.mode or primary_mode or guess_mode(primary)
-        return primary, mode, (f"`test_{primary}` ({'lower' if mode == 'min' else 'higher'} "
-                               f"is better), the task's primary metric")
+        return _on_log_scale((primary, mode, (
+            f"`test_{primary}` ({'lower' if mode == 'min' else 'higher'} is better), the "
+            f"task's primary metric")), options)
     return "loss", options.mode or "min", ("`test_loss` (lower is better): the runs name no "
                                            "primary metric")
 

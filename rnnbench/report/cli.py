@@ -69,7 +69,9 @@ def parser() -> argparse.ArgumentParser:
                    metavar="METRIC=DELTA",
                    help="the margin, in the metric's units, within which a comparison that "
                         "is not significant is called equivalent (TOST), e.g. "
-                        "test_mse=0.05; repeat per metric (default: none, such comparisons "
+                        "test_mse=0.05; or a factor, test_mse=x2 (within a factor of 2), "
+                        "which compares that metric on the log scale (ln, differences read "
+                        "as ratios); repeat per metric (default: none, such comparisons "
                         "are 'inconclusive')")
     p.add_argument("--budget-k", default=None, type=int, metavar="K",
                    help="compare sweeps at equal budgets of K trials (default: the smallest "

@@ -228,6 +228,18 @@ def equivalence_note(section: TaskSection, options: ReportOptions) -> str:
     if margin is None:
         return (f"No --equivalence-margin for `{key}` was given, so a comparison that is not "
                 f"significant is 'inconclusive', never 'no difference'.")
+    if verdicts.is_log_metric(key):
+        factor = math.exp(margin)
+        plain = "test_" + key.removeprefix(verdicts.LOG_PREFIX)
+        return (f"Δ is a difference of logs, so exp(Δ) is the ratio of the cell's "
+                f"`{plain}` to the baseline's (of their geometric means), and the ratio "
+                f"columns give it with its interval; the MDE is given as a factor too. A "
+                f"comparison that is not significant is 'equivalent within a factor of "
+                f"{factor:g}' (--equivalence-margin {plain}=x{factor:g}) when two one-sided "
+                f"t-tests at level {options.alpha:g} (TOST) put Δ inside ±ln {factor:g} = "
+                f"±{margin:.4g}, else 'inconclusive'. "
+                + verdicts.tost_interval_note(options.alpha, options.confidence,
+                                              f"{margin:.4g}") + ".")
     return (f"A comparison that is not significant is 'equivalent within ±{margin:g}' "
             f"(--equivalence-margin {key}={margin:g}) when two one-sided t-tests at level "
             f"{options.alpha:g} (TOST) put the difference inside the margin, else "

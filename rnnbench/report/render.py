@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from rnnbench.report import figures
+from rnnbench.report import figures, verdicts
 from rnnbench.report.content import Analysis, TaskSection
 from rnnbench.report.document import (Code, Document, Figure, Heading, Para, Table, code, fmt,
                                       fmt_ci, fmt_interval, fmt_p, fmt_pct, raw, slug, utc)
@@ -113,6 +113,7 @@ def _section(doc: Document, s: TaskSection, opts: Any) -> None:
 def _results(doc: Document, s: TaskSection, opts: Any, key: str) -> None:
     """The ranked table of the rows, and the rows' other test metrics."""
     metric = Metrics.TEST_PREFIX + s.metric
+    log = verdicts.is_log_metric(metric)
     rows, csv_rows = [], []
     for r in s.rows:
         iv = r.interval
@@ -123,13 +124,23 @@ def _results(doc: Document, s: TaskSection, opts: Any, key: str) -> None:
                          raw(iv.sd), iv.n, r.basis, r.params_count.replace(",", ""),
                          raw(r.sec_per_epoch), raw(r.throughput), r.ran,
                          " ".join(x.run_id for x in r.used)])
+        if log:  # the mean of the logs read back: the geometric mean, with its interval
+            geo = [math.exp(x) for x in (iv.mean, iv.mean - iv.half_width,
+                                         iv.mean + iv.half_width)]
+            rows[-1][3:3] = [fmt(geo[0], 3) + ("" if math.isnan(geo[1]) else
+                             f" ({fmt(geo[1], 3)}–{fmt(geo[2], 3)})")]
+            csv_rows[-1][7:7] = [raw(x) for x in geo]
+    head = ["rank", "cell", f"{metric} (mean ± {opts.confidence:.0%} CI)", "n", "over",
+            "params", "s/epoch", "samples/s", "ran"]
+    columns = ["rank", "row", "cell", "impl", f"{metric}_mean", f"{metric}_ci_half_width",
+               f"{metric}_sd", "n", "over", "params_count", "seconds_per_epoch",
+               "samples_per_second", "ran", "run_ids"]
+    if log:
+        plain = "test_" + s.metric.removeprefix("ln_")
+        head[3:3] = [f"{plain}, geometric mean ({opts.confidence:.0%} CI)"]
+        columns[7:7] = ["geomean", "geomean_ci_low", "geomean_ci_high"]
     doc.add(Heading(3, "Results"))
-    doc.add(Table(doc.unique(f"{key}-results"),
-                  ["rank", "cell", f"{metric} (mean ± {opts.confidence:.0%} CI)", "n", "over",
-                   "params", "s/epoch", "samples/s", "ran"], rows,
-                  ["rank", "row", "cell", "impl", f"{metric}_mean", f"{metric}_ci_half_width",
-                   f"{metric}_sd", "n", "over", "params_count", "seconds_per_epoch",
-                   "samples_per_second", "ran", "run_ids"], csv_rows))
+    doc.add(Table(doc.unique(f"{key}-results"), head, rows, columns, csv_rows))
 
     others = sorted({k for r in s.rows for k in r.other_metrics})
     if others:
@@ -264,6 +275,7 @@ def _significance(doc: Document, s: TaskSection, opts: Any, key: str) -> None:
                          "alike."))
         doc.add(Para(s.paired_note))
         rows, csv_rows = [], []
+        log = verdicts.is_log_metric(Metrics.TEST_PREFIX + s.metric)
         for c in s.paired:
             r = c.result
             worse = r.positive if s.mode == "min" else r.negative
@@ -279,14 +291,27 @@ def _significance(doc: Document, s: TaskSection, opts: Any, key: str) -> None:
                              "" if c.margin is None else raw(c.margin), raw(c.p_tost),
                              "" if c.significant is None else str(c.significant).lower(),
                              c.verdict, " | ".join(c.points)])
-        doc.add(Table(doc.unique(f"{key}-paired"),
-                      ["cell", "baseline", "pairs", "Δ mean (95% CI)", "d_z", "worse at",
-                       "p (t)", "p (t, Holm)", "p (Wilcoxon)", "p (Wilcoxon, Holm)",
-                       "p (sign-flip, exact)", "MDE", "TOST p", "verdict"], rows,
-                      ["row", "baseline", "pairs", "diff_mean", "diff_ci_half_width", "diff_sd",
-                       "d_z", "n_diff_positive", "n_diff_negative", "t", "p_t", "p_t_holm",
-                       "wilcoxon_w", "p_wilcoxon", "p_wilcoxon_holm", "p_sign_flip", "mde",
-                       "mde_alpha", "margin", "p_tost", "significant", "verdict", "points"], csv_rows))
+            if log:  # the log scale read back as ratios (exp of the difference of logs)
+                ratio = [math.exp(x) for x in (r.mean, r.mean - r.half_width,
+                                               r.mean + r.half_width, c.mde)]
+                rows[-1][4:4] = [fmt(ratio[0], 3) + ("" if math.isnan(ratio[1]) else
+                                 f" ({fmt(ratio[1], 3)}–{fmt(ratio[2], 3)})")]
+                rows[-1][-2:-2] = [f"×{fmt(ratio[3], 3)}"]
+                csv_rows[-1][6:6] = [raw(x) for x in ratio[:3]]
+                csv_rows[-1][-5:-5] = [raw(ratio[3])]
+        head = ["cell", "baseline", "pairs", "Δ mean (95% CI)", "d_z", "worse at", "p (t)",
+                "p (t, Holm)", "p (Wilcoxon)", "p (Wilcoxon, Holm)", "p (sign-flip, exact)",
+                "MDE", "TOST p", "verdict"]
+        columns = ["row", "baseline", "pairs", "diff_mean", "diff_ci_half_width", "diff_sd",
+                   "d_z", "n_diff_positive", "n_diff_negative", "t", "p_t", "p_t_holm",
+                   "wilcoxon_w", "p_wilcoxon", "p_wilcoxon_holm", "p_sign_flip", "mde",
+                   "mde_alpha", "margin", "p_tost", "significant", "verdict", "points"]
+        if log:
+            head[4:4] = ["ratio (95% CI)"]
+            head[-2:-2] = ["MDE (factor)"]
+            columns[6:6] = ["ratio", "ratio_ci_low", "ratio_ci_high"]
+            columns[-5:-5] = ["mde_factor"]
+        doc.add(Table(doc.unique(f"{key}-paired"), head, rows, columns, csv_rows))
     elif s.paired_note:
         doc.add(Para(s.paired_note))
     if s.paired and not trial:

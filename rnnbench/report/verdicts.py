@@ -129,35 +129,74 @@ def equivalence_verdict(significant: bool | None, p_tost: float, alpha: float,
         raise ValueError("equivalence_verdict is for comparisons that are not significant")
     if margin is None:
         return f"inconclusive (no --equivalence-margin given for {metric})"
+    within = margin_text(metric, margin)
     if math.isfinite(p_tost) and p_tost < alpha:
-        return f"equivalent within ±{fmt(margin, 3)} (TOST p {fmt(p_tost, 2)})"
+        return f"equivalent within {within} (TOST p {fmt(p_tost, 2)})"
     has_zero = low <= 0 <= high
+    if is_log_metric(metric):  # the interval as a ratio: it reaches 1, not 0
+        return (f"inconclusive (ratio CI [{fmt(math.exp(low), 3)}, {fmt(math.exp(high), 3)}] "
+                + ("includes 1 and " if has_zero else "")
+                + f"reaches {within}"
+                + ("" if has_zero else "; not significant after Holm's correction") + ")")
     return (f"inconclusive (CI [{fmt(low, 3)}, {fmt(high, 3)}] "
             + ("includes 0 and " if has_zero else "")
-            + f"reaches ±{fmt(margin, 3)}"
+            + f"reaches {within}"
             + ("" if has_zero else "; not significant after Holm's correction") + ")")
 
 
+LOG_PREFIX = "test_ln_"
+
+
+def is_log_metric(metric: str) -> bool:
+    """Whether ``metric`` (``test_ln_mse``) is compared on the log scale."""
+    return metric.startswith(LOG_PREFIX)
+
+
+def margin_text(metric: str, margin: float) -> str:
+    """A margin as the user gave it: ``±0.05``, or ``a factor of 2`` on the log scale."""
+    from rnnbench.report.document import fmt
+
+    if is_log_metric(metric):
+        return f"a factor of {fmt(math.exp(margin), 3)}"
+    return f"±{fmt(margin, 3)}"
+
+
 def parse_margins(items: Sequence[str] | None) -> dict[str, float]:
-    """``--equivalence-margin test_mse=0.05`` (repeatable) as ``{"test_mse": 0.05}``;
-    a missing ``=``, a non-numeric, negative, zero or infinite margin is a ``ConfigError``."""
+    """``--equivalence-margin test_mse=0.05`` (repeatable) as ``{"test_mse": 0.05}``.
+
+    A margin written as a factor, ``test_mse=x2``, asks for the comparison on the log
+    scale: it becomes ``{"test_ln_mse": ln 2}``, and the sections ranked by ``test_mse``
+    compare ``ln(test_mse)`` instead (a difference of logs is a ratio). A missing ``=``, a
+    non-numeric, negative, zero or infinite margin, or a factor not above 1, is a
+    ``ConfigError``."""
     from rnnbench.errors import ConfigError
 
     out: dict[str, float] = {}
     for item in items or []:
         name, sep, value = item.partition("=")
-        name = name.strip()
+        name, value = name.strip(), value.strip()
         if not sep or not name:
             raise ConfigError(f"--equivalence-margin {item!r}: give METRIC=VALUE in the "
-                              f"metric's units, e.g. --equivalence-margin test_mse=0.05.")
-        try:
-            margin = float(value)
-        except ValueError:
-            margin = math.nan
-        if not (math.isfinite(margin) and margin > 0):
-            raise ConfigError(f"--equivalence-margin {item!r}: the margin must be a positive "
-                              f"number in the metric's units, e.g. {name}=0.05.")
+                              f"metric's units, e.g. --equivalence-margin test_mse=0.05, or "
+                              f"METRIC=xFACTOR for a ratio, e.g. test_mse=x2.")
         if not name.startswith("test_"):
             name = "test_" + name
+        factor = value[:1] in ("x", "×")
+        try:
+            margin = float(value[1:] if factor else value)
+        except ValueError:
+            margin = math.nan
+        if factor:
+            if not (math.isfinite(margin) and margin > 1):
+                raise ConfigError(f"--equivalence-margin {item!r}: a ratio margin is a "
+                                  f"factor above 1, e.g. {name}=x2 (within a factor of 2).")
+            if not is_log_metric(name):
+                name = LOG_PREFIX + name.removeprefix("test_")
+            out[name] = math.log(margin)
+            continue
+        if not (math.isfinite(margin) and margin > 0):
+            raise ConfigError(f"--equivalence-margin {item!r}: the margin must be a positive "
+                              f"number in the metric's units, e.g. {name}=0.05 (or a "
+                              f"factor, {name}=x2).")
         out[name] = margin
     return out
