@@ -7,7 +7,7 @@
 #   git worktree add --detach ../study <commit>; cd ../study
 #   python3 -m venv .venv && .venv/bin/pip install -e . && source .venv/bin/activate
 #   experiments/modern/study.sh A & experiments/modern/study.sh B
-#   (progress: logs/study.log; each command's output: logs/<lane>-<step>.log)
+#   (progress: logs/study.log; each command's output: logs/<lane>-<step>-<try>-<time>.log)
 #
 # Budgets, sized to about 10 hours of the 2-core machine (experiments/modern/README.md):
 #   adding, copy at T = 100:  3 epochs of 1,000 updates (batches of 20)
@@ -48,8 +48,10 @@ step() {  # step NAME COMMAND...: up to 15 tries (a try stopped by a crash or by
     echo "$(date -u +%FT%TZ) start $name try $try: $*" >> logs/study.log
     # a folder of its own: two lanes' multiruns started in the same second would share
     # Hydra's default multirun/<date>/<time> (its job folders and its sweep_id)
-    "$@" train.verbose=0 "hydra.sweep.dir=multirun/$lane-$name-$try-$(date -u +%Y%m%d-%H%M%S)" \
-      > "logs/$lane-$name-$try.log" 2>&1
+    # (and a log of its own: a later sitting's try 1 must not overwrite this one's)
+    local stamp; stamp=$(date -u +%Y%m%d-%H%M%S)
+    "$@" train.verbose=0 "hydra.sweep.dir=multirun/$lane-$name-$try-$stamp" \
+      > "logs/$lane-$name-$try-$stamp.log" 2>&1
     local rc=$?
     echo "$(date -u +%FT%TZ) end $name try $try rc=$rc" >> logs/study.log
     # 0: done; 1: every job ran, some FAILED for their own reasons (a NaN loss): a new try
