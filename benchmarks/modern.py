@@ -41,7 +41,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default=",".join(TASKS),
                    help="task or task:length, comma-separated")
-    p.add_argument("--cells", default=",".join(CELLS))
+    p.add_argument("--cells", default=",".join(CELLS),
+                   help="cells, comma-separated; a cell's options after colons, e.g. "
+                        "mlstm:chunk=0 (the whole-sequence parallel form)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per (task, cell)")
     p.add_argument("--threads", type=int, default=1, help="hardware.threads of each build")
     p.add_argument("--out", default=None, help="also write the rows to this CSV file")
@@ -91,8 +93,10 @@ def time_one(spec: str, cell: str, steps: int, threads: int, params: int) -> dic
     from rnnbench.model import build_model, describe_model, make_optimizer
     from rnnbench.tasks import get_task
 
-    cfg = compose([*task_overrides(spec), f"cell={cell}", f"hardware.threads={threads}",
-                   f"model.params={params}"])
+    name, _, options = cell.partition(":")  # mlstm:chunk=0 -> cell=mlstm cell.chunk=0
+    cfg = compose([*task_overrides(spec), f"cell={name}", f"hardware.threads={threads}",
+                   f"model.params={params}",
+                   *(f"cell.{o}" for o in options.split(":") if o)])
     hw = hardware.setup(cfg.hardware, cfg.backend.name, cfg.seed)
     keras.backend.clear_session()
     task = get_task(cfg.task)

@@ -185,6 +185,47 @@ def test_parallel_form_equals_the_step_form(cell, dtype, tol, monkeypatch):
             assert rel_err(a, b) < tol * 10
 
 
+
+@pytest.mark.parametrize("chunk", [7, 20])
+def test_mlstm_chunkwise_form_equals_the_papers_equations_and_the_whole_parallel_form(chunk):
+    """Chunks of 7 (60 = 8·7 + 4: the last chunk shorter) and 20 (three whole chunks):
+    outputs and states equal the float64 reference with a mask and go_backwards, the
+    gradients equal those of the whole-sequence parallel form (`chunk=0`), and a state
+    handed over half-way gives the second half of the whole run."""
+    rng, x, mask = inputs_and_mask(11)
+    P = random_params("mlstm", rng)
+    want, want_states = reference("mlstm", x, P, mask, go_backwards=True)
+    results = []
+    for c in (chunk, 0):
+        layer = make_layer("mlstm", dtype="float64", go_backwards=True, chunk=c)
+        load(layer, "mlstm", P)
+        assert layer.cell.chunk == c
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            out, *states = layer(xt, mask=mask, training=True)
+            weight = tf.cos(tf.range(out.shape[-1], dtype="float64"))
+            loss = tf.reduce_sum(out * weight) + sum(tf.reduce_sum(s) for s in states)
+        results.append((out, tape.gradient(loss, [layer.trainable_weights, xt])))
+        assert rel_err(out, want) < 1e-10
+        compare_states("mlstm", states, want_states, 1e-10)
+    (o1, g1), (o2, g2) = results
+    assert rel_err(o1, o2) < 1e-10
+    for a, b in zip(g1[0] + [g1[1]], g2[0] + [g2[1]]):
+        assert rel_err(a, b) < 1e-9
+    # the state carried in: the second half from the first half's final state
+    layer = make_layer("mlstm", dtype="float64", chunk=chunk)
+    load(layer, "mlstm", P)
+    whole = layer(tf.constant(x))[0]
+    _, *half_states = layer(tf.constant(x[:, :T // 2]))
+    rest = layer(tf.constant(x[:, T // 2:]), initial_state=half_states)[0]
+    assert rel_err(rest, whole[:, T // 2:]) < 1e-10
+
+
+def test_mlstm_chunk_must_not_be_negative():
+    with pytest.raises(ConfigError, match=r"cell\.chunk"):
+        validate_cell_config({"name": "mlstm", "chunk": -1})
+
 def test_stabiliser_does_not_change_h():
     """The stabilised equations (15)-(17) give the h of the plain ones (8)-(14), (19)-(27)."""
     rng = np.random.default_rng(3)

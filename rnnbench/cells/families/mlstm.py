@@ -6,8 +6,11 @@ sLSTM's stabiliser (15)-(17); stabilised, (21) reads `h̃ = C q / max(|nᵀq|, e
 (the paper's appendix), which equals the unstabilised `C q / max(|nᵀq|, 1)`. One head.
 
 No gate looks at `h_{t−1}`: the recurrence is linear in the state, so training runs
-the paper's parallel form (`mlstm_parallel`, quadratic in T, no (T, n, n) tensor) and
-generation can still step (`mlstm_step`). Both give the same numbers.
+the paper's parallel form (`mlstm_parallel`, no (T, n, n) tensor) and generation can
+still step (`mlstm_step`). The parallel form is quadratic in T; `mlstm_chunkwise` runs
+it over chunks of L steps, each from the state the chunk before left (the state after a
+chunk is the recurrent one, so the chunks chain exactly), which costs T·L instead of T².
+All three give the same numbers.
 """
 
 from __future__ import annotations
@@ -123,6 +126,36 @@ def mlstm_parallel(z_x, units, mask=None, state=None, forget="sigmoid"):
     return h, [ops.reshape(C_T, (-1, n * n)), n_T, m_T[:, None]]
 
 
+def mlstm_chunkwise(z_x, units, chunk, mask=None, state=None, forget="sigmoid"):
+    """`mlstm_parallel` over chunks of `chunk` steps, the state carried between them:
+    the same outputs and final state, at a cost of T·L (L = `chunk`) instead of T².
+
+    Each chunk runs the parallel form from the state the chunk before left (the last
+    chunk may be shorter), a loop written out when the graph is built. A sequence no
+    longer than one chunk, or one whose length is unknown when the graph is built (the
+    parallel forms of this package need it known with a mask anyway), is one call of
+    `mlstm_parallel`.
+
+    Args:
+        chunk: steps per chunk, ≥ 1.
+        Other arguments and the result: as `mlstm_parallel`.
+    """
+    n = units
+    steps = z_x.shape[1]
+    if steps is None or steps <= chunk:
+        return mlstm_parallel(z_x, n, mask=mask, state=state, forget=forget)
+    if state is None:
+        zeros = ops.zeros_like(z_x[:, 0, :1])
+        state = [ops.tile(zeros, (1, n * n)), ops.tile(zeros, (1, n)), zeros]
+    outputs = []
+    for start in range(0, steps, chunk):
+        part = None if mask is None else mask[:, start:start + chunk]
+        h, state = mlstm_parallel(z_x[:, start:start + chunk], n, mask=part, state=state,
+                                  forget=forget)
+        outputs.append(h)
+    return ops.concatenate(outputs, axis=1), state
+
+
 @register
 class MLSTMCell(SpecCell):
     """mLSTM, one head (see the module docstring for the equations).
@@ -138,6 +171,9 @@ class MLSTMCell(SpecCell):
         units: number of units `n` (size of q, k, v and h).
         forget_activation: `"sigmoid"` (default) or `"exp"`, eq. (26).
         parallel: train with the parallel form (`scan`); False runs the step loop.
+        chunk: the parallel form's chunk length L (`mlstm_chunkwise`): a longer
+            sequence runs in chunks of L steps, T·L work instead of T²; 0: the whole
+            sequence at once.
         Other arguments: those of `SpecCell` (`recurrent_dropout` must be 0: no
         recurrent product).
     """
@@ -147,7 +183,8 @@ class MLSTMCell(SpecCell):
     recurrent = False
     gradient_kernel = None
 
-    def __init__(self, units, forget_activation="sigmoid", parallel=True, **kwargs):
+    def __init__(self, units, forget_activation="sigmoid", parallel=True, chunk=64,
+                 **kwargs):
         if forget_activation not in FORGET_GATES:
             raise ConfigError(f"cell.forget_activation={forget_activation!r} is not allowed: "
                               f"one of {', '.join(FORGET_GATES)}")
@@ -157,6 +194,10 @@ class MLSTMCell(SpecCell):
         super().__init__(units, **kwargs)
         self.forget_activation = forget_activation
         self.parallel = bool(parallel)
+        if int(chunk) < 0:
+            raise ConfigError(f"cell.chunk={chunk} is not allowed: the chunk length of the "
+                              f"parallel form is an integer >= 1, or 0 for one chunk")
+        self.chunk = int(chunk)
         n = self.units
         self.state_size = [n, n * n, n, 1]
 
@@ -208,15 +249,20 @@ class MLSTMCell(SpecCell):
         if not self.parallel:
             return None
         h0, C0, n0, m0 = initial_state
-        h, (C, nrm, m) = mlstm_parallel(projected, self.units, mask=mask,
-                                        state=[C0, n0, m0], forget=self.forget_activation)
+        if self.chunk:
+            h, (C, nrm, m) = mlstm_chunkwise(projected, self.units, self.chunk, mask=mask,
+                                             state=[C0, n0, m0],
+                                             forget=self.forget_activation)
+        else:
+            h, (C, nrm, m) = mlstm_parallel(projected, self.units, mask=mask,
+                                            state=[C0, n0, m0], forget=self.forget_activation)
         if mask is not None:
             h = masked_outputs(h, mask, h0, zero_output_for_mask)
         return h[:, -1], h, [h[:, -1], C, nrm, m]
 
     def get_config(self):
         return {**super().get_config(), "forget_activation": self.forget_activation,
-                "parallel": self.parallel}
+                "parallel": self.parallel, "chunk": self.chunk}
 
 
 CELL = MLSTMCell
