@@ -78,12 +78,13 @@ def out_of_memory(cfg: Any, doing: str) -> Iterator[None]:
 
 
 def data_extremes(data: Any, max_batches: int = 200) -> tuple[int, float]:
-    """``(non-finite values, largest magnitude)`` of the training inputs and targets."""
+    """``(non-finite values, largest magnitude)`` of the training inputs and targets (and
+    sample weights: a batch is ``(x, y)`` or ``(x, y, w)``)."""
     import numpy as np
 
     bad, top = 0, 0.0
-    for x, y in data.train.take(max_batches):
-        for part in (x, y):
+    for batch in data.train.take(max_batches):
+        for part in (batch if isinstance(batch, (tuple, list)) else (batch,)):
             for arr in (part if isinstance(part, (tuple, list)) else (part,)):
                 a = np.asarray(arr)
                 if not np.issubdtype(a.dtype, np.number):

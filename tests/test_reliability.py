@@ -814,6 +814,29 @@ def test_nan_from_extreme_data_blames_the_data_not_only_the_learning_rate():
     assert "data looks sane" in sane and "optimizer.lr" in sane
 
 
+def test_nan_advice_reads_the_weighted_batches_of_chorales_and_lm_char(tmp_path):
+    """chorales and lm_char hand Keras ``(x, y, sample_weight)``: the advice after a NaN
+    loss read them as pairs and ended the run in a bare ValueError instead of the message
+    (seen on lm_char with IndRNN at a large learning rate)."""
+    from types import SimpleNamespace
+
+    from rnnbench.tasks import get_task
+    from rnnbench.tasks.configs import ChoralesConfig, LanguageConfig
+    from rnnbench.train import data_extremes, nonfinite_advice
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    cfg = SimpleNamespace(optimizer=SimpleNamespace(lr=0.5, clipnorm=None))
+    for task_cfg in (ChoralesConfig(name="chorales", limit=3),
+                     LanguageConfig(name="lm_char", corpus="path", path=str(text), bptt=7)):
+        data = get_task(task_cfg).prepare(batch_size=2, seed=0)
+        assert len(next(iter(data.train))) == 3  # the weighted form this test is about
+        bad, top = data_extremes(data)
+        assert bad == 0 and 0 < top < 1e4
+        advice = nonfinite_advice(cfg, data)
+        assert "data looks sane" in advice and "optimizer.lr (now 0.5)" in advice
+
+
 @pytest.mark.slow
 def test_ctrl_c_before_the_run_exists_claims_nothing(tmp_path):
     """A tracking server that accepts the connection but never answers holds the run in
