@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -27,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from rnnbench.errors import TrackingError
 from rnnbench.redaction import redact as redact_uri
 from rnnbench.redaction import restore_password, split_credentials
+from rnnbench.tracking.template import empty_store_template, open_once
 
 T = TypeVar("T")
 LOCK_RETRIES = 12
@@ -422,8 +424,6 @@ def init_sqlite_store(uri: str) -> None:
 
 
 def _create_sqlite_store(db: Path) -> None:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     tmp = db.resolve().parent / f".{db.name}.{os.getpid()}.creating"
     tmp_uri = f"sqlite:///{tmp}"
     # MLflow's "Creating initial MLflow database tables" and alembic's migration steps
@@ -431,10 +431,17 @@ def _create_sqlite_store(db: Path) -> None:
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        mlflow.MlflowClient(tmp_uri).search_experiments(max_results=1)  # the schema
-        engine = SqlAlchemyStore._engine_map.pop(tmp_uri, None)
-        if engine is not None:
-            engine.dispose()
+        template = empty_store_template()
+        if template is not None:
+            try:  # MLflow adds the default experiment, with this folder's artifact root
+                shutil.copyfile(template, tmp)
+                open_once(tmp_uri)
+            except Exception:  # a template that does not open: made anew below
+                tmp.unlink(missing_ok=True)
+                template.unlink(missing_ok=True)
+                template = None
+        if template is None:
+            open_once(tmp_uri)  # MLflow's schema set-up: all its migrations
         try:
             os.link(tmp, db)  # never replaces a store another program made meanwhile
         except FileExistsError:
