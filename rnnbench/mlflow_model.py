@@ -201,12 +201,38 @@ def requirements() -> list[str]:
     return reqs
 
 
+def stateless_copy(model: Any) -> Any:
+    """``model`` itself, or, when a layer is stateful (a language model that carries its
+    state from window to window, built for one batch size), its stateless twin: the same
+    architecture and weights, every call from a zero state, any batch size. The logged
+    model is the twin: a stateful one could only ever predict batches of the training
+    batch size (MLflow's own check of the input example failed on every such run)."""
+    import keras
+
+    if not any(getattr(layer, "stateful", False) for layer in model._flatten_layers()):
+        return model
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (False if k == "stateful" and v is True
+                        else [None, *v[1:]] if k == "batch_shape" and isinstance(v, (list, tuple))
+                        else strip(v)) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(strip(v) for v in node)
+        return node
+
+    twin = keras.Model.from_config(strip(model.get_config()))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def log_model(run_id: str, experiment_id: str, model: Any, name: str = "model",
               task: Any = None, data: Any = None) -> Any:
     """Log ``model`` to the run ``run_id`` as the MLflow model ``name``; with the run's
     ``task`` and ``data``, its pyfunc wraps the task's normalisation."""
     import sys
 
+    model = stateless_copy(model)
     serving, example = serving_of(task, data, model) if task is not None else ({}, None)
     # the model belongs to the run's experiment; MLflow takes the process's active one
     # (else the Default experiment), where runs:/<run id>/model would not find it

@@ -66,6 +66,62 @@ def test_logged_co2_model_forecasts_ppm_from_raw_windows_without_rnnbench(tmp_pa
     assert "rnnbench" not in text and "keras==" in text and "tensorflow==" in text
 
 
+@pytest.mark.parametrize("cell", ["lstm", "mlstm", "lru"])
+def test_the_served_twin_of_a_stateful_model_is_the_model_from_a_zero_state(cell):
+    """lm_char carries the state from window to window: its layers are stateful, built
+    for the training batch size. The logged model is its stateless twin: the same
+    weights, the same outputs from a zero state, any batch size."""
+    import keras
+
+    from helpers import compose_run
+    from rnnbench.mlflow_model import stateless_copy
+    from rnnbench.model import build_model
+    from rnnbench.tasks import get_task
+
+    cfg = compose_run(["task=lm_char", "task.corpus=lee", "task.limit=12", "task.bptt=20",
+                       "debug=smoke", f"cell={cell}", "model.units=8"])
+    task = get_task(cfg.task)
+    data = task.prepare(4, 0)
+    model = build_model(cfg, task, data)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.3, w.shape) for w in model.get_weights()])
+    assert model.inputs[0].shape[0] == 4 and model.get_layer("rnn_0").stateful
+    twin = stateless_copy(model)
+    assert twin.inputs[0].shape[0] is None
+    assert not any(getattr(layer, "stateful", False) for layer in twin._flatten_layers())
+    x = data.arrays["test"][0][:4]
+    ours = np.asarray(model(x))  # from the zero state it starts with
+    np.testing.assert_allclose(np.asarray(twin(x[:3])), ours[:3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(twin(x[:1])), ours[:1], rtol=1e-5, atol=1e-6)
+    keras.utils.set_random_seed(0)
+    plain = build_model(compose_run(["task=co2", "debug=smoke", "model.units=8"]),
+                        co2 := get_task(compose_run(["task=co2", "debug=smoke"]).task),
+                        co2.prepare(8, 0))
+    assert stateless_copy(plain) is plain  # nothing stateful: the model itself
+
+
+@pytest.mark.slow
+def test_logged_model_of_a_stateful_language_model_predicts_any_batch(tmp_path):
+    """A real lm_char run (state carried across windows): MLflow's check of the input
+    example passes, and runs:/<id>/model gives next-character probabilities for 3 rows,
+    not only for the training batch size."""
+    import mlflow
+
+    db = tmp_path / "mlflow.db"
+    cfg, result = tiny_task_run("lm_char", {"csv": "", "wavs": ""}, db)
+    assert cfg.task.carry_state
+    run = mlflow.MlflowClient(f"sqlite:///{db}").get_run(result.run_id)
+    assert not [k for k in run.data.tags if k.startswith("not_logged")], run.data.tags
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    assert model.metadata.signature.inputs.inputs[0].shape == (-1, cfg.task.bptt)
+    example = np.asarray(model.input_example)
+    x = np.concatenate([example, example[:1]])  # 3 rows; the model trained on 8
+    probs = np.asarray(model.predict(x))
+    assert probs.shape[:2] == (3, cfg.task.bptt) and probs.shape[2] > 10
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(probs[2], probs[0], rtol=1e-5)  # no state between rows
+
+
 def test_a_custom_search_space_without_name_is_recorded_by_its_file_name(tmp_path):
     """search_space=mine from the user's own folder, its file without ``name:``: the
     sweep records ``mine`` (Hydra's choice), not the schema's ``default``."""
