@@ -14,6 +14,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+# the package index once per hour: CI runs the three install scripts one after another
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+    $SUDO apt-get update -qq
+fi
 $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 echo "install-browser: $(/usr/bin/chromium --version 2>/dev/null) installed"

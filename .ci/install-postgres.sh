@@ -17,7 +17,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+# the package index once per hour: CI runs the three install scripts one after another
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+    $SUDO apt-get update -qq
+fi
 # --no-install-recommends: the server and its client, no extra locales or docs.
 $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 for bindir in /usr/lib/postgresql/*/bin; do

@@ -18,7 +18,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+# the package index once per hour: CI runs the three install scripts one after another
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+    $SUDO apt-get update -qq
+fi
 # slurm-wlm: slurmctld, slurmd and the client; munge: the authentication daemon (its
 # package creates /etc/munge/munge.key); slurmdbd and mariadb-server: accounting (the
 # tests run their own MariaDB on a private folder and port, never the system's).
