@@ -132,6 +132,26 @@ def test_bad_input_is_refused_clearly_and_records_nothing(tmp_path, args, expect
     assert store_runs(tmp_path) == []
 
 
+@pytest.mark.parametrize("value, says", [
+    ("train.epochs=0", "train.epochs=0 is not allowed"),
+    ("optimizer.name=adamx", "optimizer.name='adamx' is not allowed"),
+])
+def test_a_refused_value_is_refused_before_tensorflow_loads(tmp_path, value, says):
+    """The value checks take milliseconds; importing TensorFlow takes seconds (over a
+    minute on a loaded machine). A refused value must not wait for it: here TensorFlow
+    cannot be imported at all, and the message still comes, alone."""
+    import os
+
+    fake = tmp_path / "fake"
+    (fake / "tensorflow").mkdir(parents=True)
+    (fake / "tensorflow" / "__init__.py").write_text("raise ImportError('tensorflow imported')\n")
+    path = os.pathsep.join(p for p in (str(fake), os.environ.get("PYTHONPATH", "")) if p)
+    proc = run_cli([value], tmp_path, env=cli_env(PYTHONPATH=path), timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert says in proc.stderr, proc.stderr[-2000:]
+    assert "tensorflow imported" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def _wait_for_running(cwd: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

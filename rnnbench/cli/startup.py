@@ -107,9 +107,23 @@ def early_checks(cfg: Any) -> None:
         check_task_files(task)
     # TF_CPP_MIN_LOG_LEVEL=0 set by the user: they asked to see every line
     if _select(cfg, "backend.name") == "tensorflow" and \
-            os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0":
+            os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0" and _checks_pass(cfg):
         os.environ["KERAS_BACKEND"] = "tensorflow"
         import_quietly("tensorflow")
+
+
+def _checks_pass(cfg: Any) -> bool:
+    """Whether the config passes its value checks (milliseconds, without TensorFlow). A
+    refused value is then refused by the job, with its message, before TensorFlow loads:
+    a typo costs no import of some seconds."""
+    from rnnbench import config
+    from rnnbench.errors import RnnbenchError
+
+    try:
+        config.to_object(cfg)
+    except RnnbenchError:
+        return False
+    return True
 
 
 def prepared(task_function: Callable[[Any], Any]) -> Callable[[Any], Any]:
