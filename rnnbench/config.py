@@ -237,6 +237,7 @@ class TrackingConfig:
     log_model: bool = True
     timeout_s: float = 15.0
     skip_finished: bool = True
+    retry_failed: bool = False
     tensorboard: bool = False
 
     def __post_init__(self) -> None:

@@ -97,6 +97,24 @@ def data_extremes(data: Any, max_batches: int = 200) -> tuple[int, float]:
     return bad, top
 
 
+def _refuse_a_known_divergence(experiment: str, chash: str, ctx: RunContext) -> None:
+    """A multirun run again (a resume, more seeds) would repeat a run that FAILED on a
+    non-finite loss or gradient: the same config and seed fail the same way, and a
+    second try that happened to pass would keep only the seeds that survived. The job
+    fails again at once, naming the run; ``tracking.retry_failed=true`` runs it anyway."""
+    diverged = [r for r in tracking.find_finished(experiment, chash, "FAILED")
+                if r.data.tags.get(Tags.RUN_KIND, RunKind.RUN) == ctx.run_kind
+                and r.data.tags.get(Tags.FAILURE_WHAT)]
+    if diverged:
+        run = diverged[-1]
+        tracking.link_to_sweep(run.info.run_id, ctx.sweep_id)
+        raise RunFailed(
+            f"run {run.info.run_id} FAILED with this exact config before "
+            f"({run.data.tags.get(Tags.FAILURE_REASON, 'a non-finite value')}); not run "
+            "again: the same seed diverges the same way. tracking.retry_failed=true runs "
+            "it again.")
+
+
 def nonfinite_advice(cfg: Any, data: Any) -> str:
     """What to change after a NaN: the data when it holds non-finite or extreme values,
     else the optimizer."""
@@ -146,6 +164,8 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
                                            for k, v in done[-1].data.metrics.items()
                                            if k.startswith(Metrics.TEST_PREFIX)},
                              objective=objective.value_of(goal, done[-1].data.metrics))
+        if not cfg.tracking.retry_failed:
+            _refuse_a_known_divergence(experiment, chash, ctx)
 
     data = task.prepare(cfg.train.batch_size, cfg.seed)
     with out_of_memory(cfg, "building"), hw.scope():

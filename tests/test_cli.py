@@ -258,6 +258,35 @@ def test_nan_loss_ends_the_run_failed_with_reason(tmp_path):
     assert "non-finite" in tags["failure_reason"]
 
 
+@pytest.mark.slow
+def test_a_diverged_job_is_not_run_again_by_the_same_multirun_unless_asked(tmp_path):
+    """Run a multirun again (a resume, more seeds): a job that FINISHED is reused, and a
+    job that FAILED on a non-finite loss fails again at once, naming its run, instead of
+    training to the same NaN (and adding a second FAILED record of the same seed);
+    tracking.retry_failed=true runs it again."""
+    args = ["-m", "optimizer.lr=1e30,0.001", "debug=smoke", "cell=rnn", "optimizer.name=sgd",
+            "optimizer.clipnorm=null", "train.steps_per_epoch=20", "hardware.xla=off",
+            "diagnostics.enabled=false", "tracking.log_model=false", "train.verbose=0"]
+    first = run_cli(args, tmp_path)
+    assert first.returncode == 1, first.stderr[-3000:]
+    runs = store_runs(tmp_path)
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    [diverged] = [r for r in runs if r.info.status == "FAILED"]
+
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 1, again.stderr[-3000:]
+    out = again.stdout + again.stderr
+    assert f"run {diverged.info.run_id} FAILED with this exact config before" in out
+    assert "tracking.retry_failed=true" in out and "Traceback" not in out
+    assert "skipped: this exact config already FINISHED" in out
+    assert len(store_runs(tmp_path)) == 2  # nothing trained, nothing recorded twice
+
+    retried = run_cli([*args, "tracking.retry_failed=true"], tmp_path)
+    assert retried.returncode == 1, retried.stderr[-3000:]
+    assert sorted(r.info.status for r in store_runs(tmp_path)) == ["FAILED", "FAILED",
+                                                                  "FINISHED"]
+
+
 def test_a_native_crash_prints_where_python_was(tmp_path):
     # what rnnbench and rnnbench-tune turn on first: a segfault in native code (as
     # TensorFlow's can) dumps the Python stack of every thread instead of dying silently

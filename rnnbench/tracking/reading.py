@@ -80,10 +80,10 @@ def close_run(run_id: str, status: str, tags: dict[str, str] | None = None) -> N
     client.set_terminated(run_id, status)
 
 
-def find_finished(experiment: str, config_hash: str) -> list:
-    """FINISHED runs of ``experiment`` whose config hash tag is ``config_hash``."""
+def find_finished(experiment: str, config_hash: str, status: str = "FINISHED") -> list:
+    """Runs of ``experiment`` whose config hash tag is ``config_hash``, ended ``status``."""
     return search_runs([experiment], f"tags.{Tags.CONFIG_HASH} = '{config_hash}'",
-                       statuses=["FINISHED"])
+                       statuses=[status])
 
 
 @retry_locked
