@@ -14,12 +14,15 @@ import pytest
 from rnnbench.tracking.store import init_sqlite_store
 
 
-def dump(db: Path) -> tuple[set[str], dict[str, list[tuple]]]:
+def dump(db: Path) -> tuple[set[tuple], dict[str, list[tuple]]]:
     """The schema statements and every table's rows, the default experiment's times
     left out (they are the moment it was made)."""
     con = sqlite3.connect(db)
     try:
-        schema = {sql for (sql,) in con.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")}
+        # each statement as its sorted lines: MLflow's own migrations write a table's
+        # constraints in an order that depends on the process's hash seed
+        schema = {tuple(sorted(line.strip().rstrip(",").strip() for line in sql.splitlines()))
+                  for (sql,) in con.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")}
         rows = {}
         for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
             cur = con.execute(f'SELECT * FROM "{table}" ORDER BY 1')
