@@ -102,7 +102,7 @@ def _refuse_a_known_divergence(experiment: str, chash: str, ctx: RunContext) -> 
     non-finite loss or gradient: the same config and seed fail the same way, and a
     second try that happened to pass would keep only the seeds that survived. The job
     fails again at once, naming the run; ``tracking.retry_failed=true`` runs it anyway."""
-    diverged = [r for r in tracking.find_finished(experiment, chash, "FAILED")
+    diverged = [r for r in tracking.find_by_config(experiment, chash, "FAILED")
                 if r.data.tags.get(Tags.RUN_KIND, RunKind.RUN) == ctx.run_kind
                 and r.data.tags.get(Tags.FAILURE_WHAT)]
     if diverged:
@@ -151,7 +151,7 @@ def run(cfg: Any, ctx: RunContext) -> RunResult:
     tracking.configure(cfg.tracking.uri, cfg.tracking.timeout_s)
     chash = config_hash(cfg)
     if ctx.sweep_id and cfg.tracking.skip_finished:
-        done = [r for r in tracking.find_finished(experiment, chash)
+        done = [r for r in tracking.find_by_config(experiment, chash)
                 if r.data.tags.get(Tags.RUN_KIND, RunKind.RUN) == ctx.run_kind]
         if done:
             run_id = done[-1].info.run_id

@@ -41,7 +41,7 @@ _LAZY = {
         "Spool", "SPOOL_DIR_ENV", "apply_write", "replay", "replay_command"),
     "rnnbench.tracking.reading": (
         "run_status", "search_runs", "metric_history", "download_artifacts",
-        "list_artifacts", "close_run", "find_finished", "experiment_names", "get_run",
+        "list_artifacts", "close_run", "find_by_config", "experiment_names", "get_run",
         "find_runs", "child_runs", "sweeps_tag", "link_to_sweep"),
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}

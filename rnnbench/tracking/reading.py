@@ -80,7 +80,7 @@ def close_run(run_id: str, status: str, tags: dict[str, str] | None = None) -> N
     client.set_terminated(run_id, status)
 
 
-def find_finished(experiment: str, config_hash: str, status: str = "FINISHED") -> list:
+def find_by_config(experiment: str, config_hash: str, status: str = "FINISHED") -> list:
     """Runs of ``experiment`` whose config hash tag is ``config_hash``, ended ``status``."""
     return search_runs([experiment], f"tags.{Tags.CONFIG_HASH} = '{config_hash}'",
                        statuses=[status])
