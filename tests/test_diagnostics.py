@@ -464,6 +464,27 @@ def test_detached_copy_leaves_the_training_states_alone():
     np.testing.assert_array_equal(np.asarray(copied), np.asarray(kernel))
 
 
+def test_detached_copy_of_a_bidirectional_model_pairs_every_weight():
+    """Keras rebuilds a ``Bidirectional`` from its config with its inner layers' weights
+    named without the wrapper's prefix; the copy still gets every weight (no fallback to
+    probing the training model, as every bidirectional task did before)."""
+    inp = keras.Input((5, 2), name="inputs")
+    h = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True, name="rnn_0"),
+                                   name="bi_rnn_0")(inp)
+    h = keras.layers.Bidirectional(keras.layers.GRU(2, name="rnn_1"), name="bi_rnn_1")(h)
+    model = keras.Model(inp, keras.layers.Dense(1, name="head")(h))
+    copy, sync = detached_copy(model)
+    assert len(copy.weights) == len(model.weights) == 14
+    for v in model.weights:
+        v.assign(np.asarray(v) + 0.5)
+    x = np.random.default_rng(1).normal(size=(3, 5, 2)).astype("float32")
+    assert not np.allclose(np.asarray(copy(x)), np.asarray(model(x)))
+    sync()
+    np.testing.assert_allclose(np.asarray(copy(x)), np.asarray(model(x)), rtol=1e-6)
+    assert copy.get_layer("bi_rnn_0").forward_layer.cell.kernel is not \
+        model.get_layer("bi_rnn_0").forward_layer.cell.kernel
+
+
 # -- the callback, with MLflow's own SQLite store -------------------------------------------------
 
 def fit_with_callback(tmp_path, epochs: int, **kwargs):

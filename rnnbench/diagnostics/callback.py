@@ -70,6 +70,28 @@ def _unstate(node: Any) -> Any:
     return node
 
 
+def _pair_weights(weights: list, copy_weights: list) -> list[tuple[Any, Any]]:
+    """``(copy's variable, model's variable)`` pairs, matched by path. A wrapper rebuilt
+    from its config (Keras's ``Bidirectional``) names the weights of its inner layers
+    without its own prefix (``forward_rnn_0/...`` for the model's
+    ``bi_rnn_0/forward_rnn_0/...``): those are matched by the one unmatched path that
+    ends the model's. Shapes must agree. The model's weights the copy lacks (the carried
+    states of a stateful layer) stay unpaired."""
+    free = {v.path: v for v in copy_weights}
+    pairs, unmatched = [], []
+    for src in weights:
+        dst = free.pop(src.path, None)
+        if dst is None:
+            unmatched.append(src)
+        elif tuple(dst.shape) == tuple(src.shape):
+            pairs.append((dst, src))
+    for src in unmatched:
+        ends = [p for p in free if src.path.endswith("/" + p)]
+        if len(ends) == 1 and tuple(free[ends[0]].shape) == tuple(src.shape):
+            pairs.append((free.pop(ends[0]), src))
+    return pairs
+
+
 def detached_copy(model: keras.Model) -> tuple[keras.Model, Callable[[], None]]:
     """``(copy, sync)``: a copy of ``model`` with weights of its own, rebuilt from its
     config without carried state (stateful layers) and with any batch size, and a
@@ -78,10 +100,9 @@ def detached_copy(model: keras.Model) -> tuple[keras.Model, Callable[[], None]]:
     Raises whatever Keras raises when the model cannot be rebuilt from its config.
     """
     copy = model.__class__.from_config(_unstate(model.get_config()))
-    by_path = {v.path: v for v in copy.weights}
-    pairs = [(by_path[v.path], v) for v in model.weights if v.path in by_path]
-    missing = [v.path for v in copy.trainable_weights
-               if v.path not in {dst.path for dst, _ in pairs}]
+    pairs = _pair_weights(model.weights, copy.weights)
+    paired = {id(dst) for dst, _ in pairs}
+    missing = [v.path for v in copy.trainable_weights if id(v) not in paired]
     if missing:
         raise ValueError(f"the copy has weights the model does not: {missing}")
 
