@@ -94,3 +94,14 @@ def test_every_path_the_page_names_exists(page):
                if (base := p.split("::")[0].rstrip("/")) not in NOT_IN_THE_TREE
                and not (list(ROOT.glob(base)) if "*" in base else (ROOT / base).exists())]
     assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    """CI (.ci/run) ends with the README's second command, as the README gives it."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 2, commands
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+          if line and not line.lstrip().startswith("#")]
+    assert ci[-1] == commands[1]

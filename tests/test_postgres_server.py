@@ -25,7 +25,8 @@ def test_multirun_logs_through_mlflow_server_on_postgres(mlflow_server):
     jobs = mlflow_server["work"] / "jobs"
     jobs.mkdir()
     cmd = [str(Path(sys.executable).parent / "rnnbench"), "-m", "cell=rnn,lstm", "debug=smoke",
-           "tracking=server", f"tracking.uri={url}", "tracking.experiment=pg-multirun"]
+           "hardware.xla=off", "diagnostics.enabled=false", "tracking=server",
+           f"tracking.uri={url}", "tracking.experiment=pg-multirun"]
     out = subprocess.run(cmd, cwd=jobs, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 

@@ -211,8 +211,8 @@ def test_http_credentials_work_and_the_password_appears_nowhere(server, tmp_path
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(key, None)
     # a multirun of one job: Hydra also logs the job's overrides and writes multirun.yaml
-    proc = run_cli(["-m", "debug=smoke", "diagnostics.enabled=false", "seed=5",
-                    f"tracking.uri={uri}"], tmp_path, env=env)
+    proc = run_cli(["-m", "debug=smoke", "diagnostics.enabled=false", "hardware.xla=off",
+                    "seed=5", f"tracking.uri={uri}"], tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     launched = [line for line in proc.stdout.splitlines() if "#0 : " in line]
     assert launched and f"\\:{server.port}" in launched[0]  # Hydra's "#0 : …" line
@@ -513,7 +513,7 @@ def test_server_killed_mid_run_loses_nothing_and_replay_logs_it(server, tmp_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnnbench", "debug=smoke", "seed=11",
          f"train.epochs={epochs}", f"train.patience={epochs}", "train.steps_per_epoch=10",
-         "diagnostics.enabled=false", f"tracking.uri={server.url}"],
+         "diagnostics.enabled=false", "hardware.xla=off", f"tracking.uri={server.url}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         client = server.client()

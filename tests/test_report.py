@@ -37,12 +37,12 @@ def store(tmp_path_factory):
     figure), plus one lstm run that diverges (FAILED)."""
     cwd = fast_dir(tmp_path_factory, "report-store")
     try:
-        multi = run_cli(["-m", "cell=rnn,lstm", "seed=0,1", "debug=smoke",
+        multi = run_cli(["-m", "cell=rnn,lstm", "seed=0,1", "debug=smoke", "hardware.xla=off",
                          "tracking.log_model=false"], cwd)
         assert multi.returncode == 0, multi.stdout[-2000:] + multi.stderr[-3000:]
         bad = run_cli(["cell=lstm", "seed=7", "debug=smoke", "optimizer.lr=1e30",
                        "optimizer.clipnorm=null", "diagnostics.enabled=false",
-                       "tracking.log_model=false"], cwd)
+                       "hardware.xla=off", "tracking.log_model=false"], cwd)
         assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr[-3000:]
         uri = f"sqlite:///{cwd / 'mlflow.db'}"
         client = mlflow.MlflowClient(tracking_uri=uri)

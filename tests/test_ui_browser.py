@@ -152,7 +152,8 @@ def server(tmp_path_factory):
 def test_compare_view_shows_runs_cells_task_and_metric(server, tmp_path):
     sync_playwright = browser_or_skip()
     base, home = server
-    proc = run_cli(["-m", "cell=rnn,lstm", "debug=smoke", "tracking=server",
+    proc = run_cli(["-m", "cell=rnn,lstm", "debug=smoke", "tracking=server", "hardware.xla=off",
+                    "diagnostics.enabled=false", "tracking.log_model=false",
                     f"tracking.uri={base}"], home)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
