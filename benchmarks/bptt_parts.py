@@ -218,6 +218,9 @@ def parts(cell_name, args):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from rnnbench.cli.startup import quiet_tensorflow
+
+    quiet_tensorflow()  # without TensorFlow's start-up lines
     import keras
 
     keras.utils.set_random_seed(args.seed)

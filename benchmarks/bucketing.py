@@ -56,6 +56,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)
     args, overrides = ap.parse_known_args(argv)
+    from rnnbench.cli.startup import quiet_tensorflow
+
+    quiet_tensorflow()  # without TensorFlow's start-up lines
     from rnnbench.cli.schema import register_configs
 
     register_configs()

@@ -168,6 +168,9 @@ def measure(name: str, args, inputs: dict[str, str]) -> dict[str, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
+    from rnnbench.cli.startup import quiet_tensorflow
+
+    quiet_tensorflow()  # without TensorFlow's start-up lines
     from rnnbench import hardware
 
     hardware.select_backend("tensorflow")

@@ -303,6 +303,9 @@ def init_table(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from rnnbench.cli.startup import quiet_tensorflow
+
+    quiet_tensorflow()  # without TensorFlow's start-up lines
     return init_table(args) if args.init_table else overhead(args)
 
 

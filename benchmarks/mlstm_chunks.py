@@ -52,6 +52,9 @@ def build(layer, steps, d):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from rnnbench.cli.startup import quiet_tensorflow
+
+    quiet_tensorflow()  # without TensorFlow's start-up lines
     import keras
     import numpy as np
 

@@ -160,6 +160,9 @@ def _value(key: str, text: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from rnnbench.cli.startup import quiet_tensorflow
+
+    quiet_tensorflow()  # without TensorFlow's start-up lines
     if len(args.tasks.split(",")) > 1:
         rows = in_processes(args)
     else:

@@ -321,6 +321,9 @@ def throughput(args, workdir: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from rnnbench.cli.startup import quiet_tensorflow
+
+    quiet_tensorflow()  # without TensorFlow's start-up lines
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rnnbench-tuning-bench-"))
     print(f"work folder: {workdir}")
     if args.part in ("overhead", "both"):

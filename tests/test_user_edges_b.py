@@ -272,3 +272,23 @@ def test_a_run_console_has_no_tensorflow_or_mlflow_start_up_lines(tmp_path):
                  "Updating database tables"):
         assert line not in console, line
     assert "FINISHED" in console
+
+
+@pytest.mark.slow
+def test_a_benchmark_prints_its_table_without_tensorflow_start_up_lines(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+    from rnnbench.cli.startup import is_noise
+
+    env = cli_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mlstm_chunks.py"),
+                           "--time", "8", "--chunks", "4", "--batch", "2", "--d", "3",
+                           "--n", "4", "--lstm-n", "4", "--steps", "1", "--rounds", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mlstm chunk=4" in proc.stdout and "keras LSTM" in proc.stdout
+    noise = [line for line in proc.stderr.splitlines() if is_noise(line)]
+    assert noise == [] and "absl::InitializeLog" not in proc.stderr

@@ -89,6 +89,19 @@ def import_quietly(module: str) -> None:
             sys.stderr.flush()
 
 
+def quiet_tensorflow() -> None:
+    """For the scripts under ``benchmarks/``: TensorFlow imported as the commands import
+    it (:func:`import_quietly`), when it is the Keras backend and installed, and unless
+    ``TF_CPP_MIN_LOG_LEVEL=0`` asks for every line."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or \
+            os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    from importlib.util import find_spec
+
+    if find_spec("tensorflow") is not None:
+        import_quietly("tensorflow")
+
+
 def _select(cfg: Any, key: str) -> Any:
     from omegaconf import OmegaConf
 
