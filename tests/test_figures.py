@@ -116,3 +116,36 @@ def test_report_page_carries_its_csv_data():
     assert base64.b64decode(links[0][1]).decode() == writers.csv_text(table)
     assert 'href="tables/' not in page
     assert "(tables/co2-results.csv)" in writers.markdown(doc)  # relative, next to report.md
+
+
+def test_a_gradient_flow_that_underflows_ends_in_a_marker_on_the_floor(monkeypatch):
+    """IndRNN's g(k) reaches exactly 0 (below float32) after some 40 lags: the line cannot
+    go on on a log axis, so it ends in a marker on the floor at that lag, explained in
+    the panel, instead of just stopping."""
+    lags = list(range(60))
+    g = [0.5 ** k if k < 40 else 0.0 for k in lags]
+    assert figures.underflow_lag(lags, g) == 40
+    assert figures.underflow_lag(lags, [1.0] * 60) is None
+    assert figures.underflow_lag([0, 1], [0.0, 1.0]) is None  # no positive value before
+    rows = [Row(label="indrnn", cell="indrnn", impl="custom", variant={},
+                profiles={1: (lags, g)}, final_profile=(lags, g), final_epochs=[1]),
+            Row(label="lstm", cell="lstm", impl="builtin", variant={},
+                profiles={1: (lags, [0.9 ** k for k in lags])})]
+    section = TaskSection(task="adding", family="probe", variant={}, kind="seq2one",
+                          metric="mse", mode="min", metric_note="", rows=rows)
+    drawn = {}
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.setdefault("fig", fig) and b"png")
+    assert figures.gradient_flow(section) == b"png"
+    fig = drawn["fig"]
+    assert_math_is_rendered(fig)
+    indrnn, lstm = fig.axes[:2]
+    floor = indrnn.get_ylim()[0]
+    markers = [ln for ln in indrnn.get_lines() if ln.get_marker() == "v" and len(ln.get_xdata())]
+    assert len(markers) == 2  # the epoch's line and the tested weights' line
+    assert all(list(m.get_xdata()) == [40] and list(m.get_ydata()) == [floor] for m in markers)
+    legend = [t.get_text() for t in indrnn.get_legend().get_texts()]
+    assert legend[-1] == "g = 0 from here (below float32)", legend
+    assert not [ln for ln in lstm.get_lines() if ln.get_marker() == "v"]
+    assert "g = 0 from here (below float32)" not in [t.get_text() for t in
+                                                     lstm.get_legend().get_texts()]
+    plt.close(fig)

@@ -94,10 +94,25 @@ def learning_curves(section: TaskSection) -> bytes | None:
         return _png(fig)
 
 
+def underflow_lag(lags: list[float], g: list[float]) -> float | None:
+    """The first lag at which a profile that was positive is exactly 0: ``g(k)`` fell
+    below the smallest float32 (about 1e-45) and has no place on a log axis; None when
+    it never does."""
+    seen = False
+    for lag, v in zip(lags, g):
+        if v > 0 and math.isfinite(v):
+            seen = True
+        elif seen and v == 0:
+            return lag
+    return None
+
+
 def gradient_flow(section: TaskSection) -> bytes | None:
     """Gradient-flow profiles side by side, one panel per row: g(t) against the lag, one
-    line per evaluated epoch (mean over runs), log scale. None when no run has the
-    profile artifact (the report then shows the logged ``grad_flow/*`` summaries only)."""
+    line per evaluated epoch (mean over runs), log scale. A line that reaches 0 (float32
+    underflow) ends in a marker on the panel's floor at that lag, and the panel says so.
+    None when no run has the profile artifact (the report then shows the logged
+    ``grad_flow/*`` summaries only)."""
     rows = [r for r in section.rows if r.profiles]
     plt = _pyplot()
     if rows:
@@ -110,6 +125,7 @@ def gradient_flow(section: TaskSection) -> bytes | None:
             for ax in flat[len(rows):]:
                 ax.set_visible(False)
             cmap = plt.get_cmap("viridis")
+            floors: list[tuple[Any, float, Any]] = []  # (panel, lag, colour) of underflows
             for ax, row in zip(flat, rows):
                 epochs = list(row.profiles)
                 for i, epoch in enumerate(epochs):
@@ -120,6 +136,8 @@ def gradient_flow(section: TaskSection) -> bytes | None:
                     colour = cmap(i / max(1, len(epochs) - 1))
                     ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color=colour,
                             linewidth=1.2, label=f"epoch {epoch}")
+                    if (lag := underflow_lag(lags, g)) is not None:
+                        floors.append((ax, lag, colour))
                 if row.final_profile is not None:
                     lags, g = row.final_profile
                     pairs = [(lag, v) for lag, v in zip(lags, g) if v > 0 and math.isfinite(v)]
@@ -127,6 +145,8 @@ def gradient_flow(section: TaskSection) -> bytes | None:
                         ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color="black",
                                 linestyle=":", linewidth=1.4, label="weights tested (epoch "
                                 + ", ".join(str(e) for e in row.final_epochs) + ")")
+                        if (lag := underflow_lag(lags, g)) is not None:
+                            floors.append((ax, lag, "black"))
                 ax.set_yscale("log")
                 ax.set_xlabel("lag k (steps before the final step)")
                 if len(epochs) <= 6:
@@ -135,6 +155,20 @@ def gradient_flow(section: TaskSection) -> bytes | None:
                 else:  # too many for a legend: dark (first) to light (last)
                     ax.set_title(f"{row.label} (epochs {epochs[0]}–{epochs[-1]}, dark → light)",
                                  fontsize=8)
+            if floors:  # on the shared floor, once every line is drawn
+                low, high = flat[0].get_ylim()
+                note = "g = 0 from here (below float32)"
+                for ax in {id(a): a for a, _, _ in floors}.values():
+                    ax.set_ylim(low, high)
+                    if ax.get_legend() is not None:  # one more entry in the panel's legend
+                        ax.plot([], [], marker="v", color="grey", linestyle="none", label=note)
+                        ax.legend(fontsize=6)
+                    else:
+                        ax.text(0.98, 0.98, r"$\blacktriangledown$ " + note, fontsize=6,
+                                transform=ax.transAxes, ha="right", va="top")
+                for ax, lag, colour in floors:
+                    ax.plot([lag], [low], marker="v", color=colour, markersize=6,
+                            linestyle="none", clip_on=False, zorder=5)
             for line in axes:
                 line[0].set_ylabel(r"$g(k) = \|\partial L_T / \partial x_{T-k}\|$")
             fig.suptitle(f"{section.title}: gradient flow through time")
