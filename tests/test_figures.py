@@ -149,3 +149,23 @@ def test_a_gradient_flow_that_underflows_ends_in_a_marker_on_the_floor(monkeypat
     assert "g = 0 from here (below float32)" not in [t.get_text() for t in
                                                      lstm.get_legend().get_texts()]
     plt.close(fig)
+
+
+def test_a_run_profile_that_underflows_ends_in_a_marker_on_the_floor():
+    from rnnbench.diagnostics.artifacts import heatmap_figure
+    from rnnbench.diagnostics.flow import FlowProfile
+
+    g = np.array([0.5 ** k if k < 30 else 0.0 for k in range(40)])
+    rows = [(0, FlowProfile(np.geomspace(1, 1e-3, 40), np.full(40, 4)), {}),
+            (1, FlowProfile(g, np.full(40, 4)), {})]
+    fig = heatmap_figure(rows, "adding · indrnn · seed 0")
+    assert_math_is_rendered(fig)
+    heat, colorbar, profile = fig.axes[0], fig.axes[-1], fig.axes[1]
+    markers = [ln for ln in profile.get_lines() if ln.get_marker() == "v"
+               and len(ln.get_xdata())]
+    assert [list(m.get_xdata()) for m in markers] == [[30]]
+    assert list(markers[0].get_ydata()) == [profile.get_ylim()[0]]
+    assert "g = 0 from here (below float32)" in [t.get_text() for t in
+                                                  profile.get_legend().get_texts()]
+    assert "blank: g = 0" in colorbar.get_ylabel()
+    plt.close(fig)

@@ -96,18 +96,29 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
     ax.set_xlabel("lag $k$ (steps before the last real step)")
     ax.set_ylabel("epoch (0 = before training)")
     ax.set_title(r"gradient norm $g(k) = \|\partial L_T / \partial x_{T-k}\|$")
-    fig.colorbar(mesh, ax=ax, label="g (log scale)")
+    zeros = bool(np.any(np.stack([np.pad(p.g, (0, lags - len(p.g)), constant_values=1.0)
+                                  for _, p, _ in rows]) == 0))
+    fig.colorbar(mesh, ax=ax, label="g (log scale)" + ("; blank: g = 0" if zeros else ""))
 
-    for idx, style in ((0, "-"), (len(rows) - 1, "--")):
-        e, p, _ = rows[idx]
-        ok = np.isfinite(p.g) & (p.g > 0)
-        ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], style, label=f"epoch {e}")
-        if len(rows) == 1:
-            break
+    drawn = [(rows[0], "-", "epoch {}")]
+    if len(rows) > 1:
+        drawn.append((rows[-1], "--", "epoch {}"))
     if final is not None:
-        e, p, _ = final
+        drawn.append((final, ":", "final (epoch {} weights)"))
+    floors = []  # (lag, colour): where a profile that was positive reaches exactly 0
+    for (e, p, _), style, label in drawn:
         ok = np.isfinite(p.g) & (p.g > 0)
-        ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], ":", label=f"final (epoch {e} weights)")
+        (line,) = ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], style, label=label.format(e))
+        zero = np.flatnonzero(p.g == 0)
+        if ok.any() and zero.size and zero[-1] > np.flatnonzero(ok)[0]:
+            floors.append((int(zero[zero > np.flatnonzero(ok)[0]][0]), line.get_color()))
+    if floors:  # below float32: no place on a log axis, so a marker on the floor
+        low = ax2.get_ylim()[0]
+        ax2.set_ylim(low, ax2.get_ylim()[1])
+        for lag, colour in floors:
+            ax2.plot([lag], [low], marker="v", color=colour, linestyle="none", clip_on=False)
+        ax2.plot([], [], marker="v", color="grey", linestyle="none",
+                 label="g = 0 from here (below float32)")
     ax2.set_xlabel("lag $k$")
     ax2.set_ylabel("$g(k)$")
     ax2.set_title("profile")
