@@ -97,7 +97,7 @@ def test_modern_targets_judge_the_form_that_ran():
     row = dict(impl="custom", xla="on", x_steps=12.0, x_steps_cpu=11.0,
                x_steps_turns=[12.0, 13.0], x_steps_cpu_turns=[11.0, 11.5])
     table = [{**row, "cell": "mingru", "form": "scan"},
-             {**row, "cell": "minlstm", "form": "step"},  # its scan declined
+             {**row, "cell": "minlstm", "form": "step"},  # cell.parallel=false
              {**row, "cell": "lru", "form": "scan", "x_steps": 4.9}]
     args = SimpleNamespace(time=1000, batch=64, d=64, n=256)
     text = bench.modern_targets(table, args, "1.0", "1.0")
@@ -109,7 +109,7 @@ def test_modern_targets_judge_the_form_that_ran():
                                 "1", "1").count("| ≥ ") == 1  # only mingru's of T=100
 
 
-def test_the_form_column_says_when_the_scan_declines():
+def test_the_form_column_says_which_form_ran():
     import numpy as np
     import tensorflow as tf
 
@@ -120,10 +120,14 @@ def test_the_form_column_says_when_the_scan_declines():
     x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
     static = layer(x)
     assert describe_layer(layer)["form"] == "scan"
-    # an unknown length when the graph is built: the scan declines, the step loop runs
+    # an unknown length when the graph is built: the scan still runs (dynamic_scan)
     unknown = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 3))])(x)
-    assert describe_layer(layer)["form"] == "step"
+    assert describe_layer(layer)["form"] == "scan"
     np.testing.assert_allclose(np.asarray(unknown), np.asarray(static), rtol=1e-5, atol=1e-6)
+    stepped = make_recurrent_layer({"name": "mingru", "impl": "custom", "parallel": False}, 4,
+                                   return_sequences=False, name="stepped")
+    stepped(x)
+    assert describe_layer(stepped)["form"] == "step"  # cell.parallel=false
     builtin = make_recurrent_layer({"name": "lstm"}, 4, return_sequences=False, name="b")
     builtin(x)
     assert describe_layer(builtin)["form"] == "step"

@@ -187,9 +187,10 @@ def test_parallel_and_step_forms_agree(cell, options, dtype, tol):
                 np.testing.assert_allclose(got, exact, rtol=tol, atol=tol * np.abs(exact).max())
 
 
-def test_scan_runs_in_training_and_steps_when_the_length_is_unknown():
-    """The layer calls the family's scan for a static length; with a length known only
-    at run time the scan declines and the step loop gives the same numbers."""
+def test_scan_runs_for_a_static_and_an_unknown_length():
+    """The layer calls the family's scan for a static length and for a length known only
+    at run time (a TensorFlow graph traced with a free length: `dynamic_scan`); with
+    `cell.parallel=false` the step loop runs, and all three give the same numbers."""
     layer = _layer("minlstm", 4)
     calls = []
     scan = type(layer.cell).scan
@@ -209,14 +210,53 @@ def test_scan_runs_in_training_and_steps_when_the_length_is_unknown():
     try:
         static = np.asarray(layer(x))
         dynamic = np.asarray(unknown_length(x))
-        assert calls == [True, False]
+        assert calls == [True, True]
         stepped.set_weights(layer.get_weights())
         off = np.asarray(stepped(x))
     finally:
         type(layer.cell).scan = scan
-    assert calls == [True, False, False]  # cell.parallel=false: the step loop
+    assert calls == [True, True, False]  # cell.parallel=false: the step loop
     np.testing.assert_allclose(static, dynamic, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(static, off, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell, options", [("minlstm", {}), ("mingru", {"log_space": True}),
+                                           ("lru", {})])  # the real, log and complex scans
+def test_the_scan_of_an_unknown_length_matches_the_step_loop_with_masks_and_gradients(
+        cell, options):
+    """`dynamic_scan` (chunks of 16) against the step loop, in float64: lengths shorter
+    than a chunk, exactly one, and neither; padded sequences (masks); both directions;
+    the outputs and the gradients of the inputs and of every weight."""
+    import tensorflow as tf
+
+    for steps, go_backwards in ((5, True), (16, False), (37, False), (37, True)):
+        x = RNG.normal(size=(3, steps, 3))
+        mask = np.ones((3, steps), bool)
+        mask[1, steps - 2:] = False
+        mask[2, steps // 2:] = False
+        made = [CustomRecurrent(cell, 4, return_sequences=True, go_backwards=go_backwards,
+                                dtype="float64", parallel=parallel, **options)
+                for parallel in (True, False)]
+        for layer in made:
+            layer.build(x.shape)
+        made[1].set_weights(made[0].get_weights())
+
+        def outputs_and_gradients(layer, x, mask):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, mask=mask)
+                loss = tf.reduce_sum(y * tf.cos(tf.range(4, dtype=y.dtype)))
+            return [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+
+        traced = tf.function(outputs_and_gradients.__get__(made[0]), input_signature=[
+            tf.TensorSpec((None, None, 3), tf.float64), tf.TensorSpec((None, None), tf.bool)])
+        got = traced(tf.constant(x), tf.constant(mask))
+        want = outputs_and_gradients(made[1], tf.constant(x), tf.constant(mask))
+        assert made[0].form_ran == "scan" and made[1].form_ran == "step"
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-9, atol=1e-10,
+                                       err_msg=f"{cell} T={steps} back={go_backwards}")
 
 
 def test_indrnn_bound_is_the_papers_and_holds_through_training():
@@ -274,3 +314,53 @@ def test_cell_trains_on_four_tasks(cell, inputs, tmp_path):
     from helpers import assert_trains_on_smoke_tasks
 
     assert_trains_on_smoke_tasks(cell, inputs, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["minlstm", "lru"])
+def test_a_model_of_padded_batches_of_any_length_trains_its_scan_under_xla(cell):
+    """Batches padded to their own longest sequence (as `chorales` gives them) under
+    XLA: the parallel form runs in `fit` (not the step loop), and its XLA-compiled
+    gradients on a padded batch of an unknown length are the step loop's."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    seqs = [rng.normal(size=(n, 3)).astype("float32") for n in (7, 19, 12, 33, 5, 21)]
+
+    def data():
+        ds = tf.data.Dataset.from_generator(
+            lambda: ((s, np.float32(s[:, 0].mean())) for s in seqs),
+            output_signature=(tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((), tf.float32)))
+        return ds.padded_batch(2)  # lengths 19, 33, 21: one graph of an unknown length
+
+    made = []
+    for parallel in (True, False):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((None, 3))
+        rec = CustomRecurrent(cell, 8, parallel=parallel)
+        model = keras.Model(inputs, keras.layers.Dense(1)(rec(keras.layers.Masking()(inputs))))
+        made.append((model, rec))
+    made[1][0].set_weights(made[0][0].get_weights())
+    x, y = next(iter(data().skip(1)))  # 33 steps, the second sequence padded from 12
+
+    grads = []
+    for model, _ in made:
+        @tf.function(jit_compile=True, input_signature=[tf.TensorSpec((None, None, 3))])
+        def gradients(x, model=model):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((model(x)[:, 0] - y) ** 2)
+            return tape.gradient(loss, model.trainable_weights)
+
+        grads.append(gradients(x))
+    assert [rec.form_ran for _, rec in made] == ["scan", "step"]
+    for g, w in zip(*grads):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4,
+                                   atol=1e-5 * float(np.abs(np.asarray(w)).max()))
+
+    if cell != "minlstm":  # one family's training is enough: the scans are shared
+        return
+    model, rec = made[0]
+    model.compile(keras.optimizers.Adam(0.01), "mse", jit_compile=True)
+    losses = model.fit(data(), epochs=3, verbose=0).history["loss"]
+    assert rec.form_ran == "scan" and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]

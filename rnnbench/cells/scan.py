@@ -18,8 +18,15 @@ Why not `keras.ops.associative_scan` on TensorFlow (Keras 3.15, checked here):
 `associative_scan` below is the same odd/even recursion written with Python control
 flow on the static length (every round's slices and interleaves are static), in
 `keras.ops` only: it keeps shapes, compiles under XLA, and runs on every backend. It
-needs the length along the scanned axis to be known when the graph is built; callers
-check `static_length` and fall back to the step loop when it is not (the layers do).
+needs the length along the scanned axis to be known when the graph is built.
+
+A length known only at run time (a TensorFlow graph traced with a free sequence length,
+as for the tasks that pad each batch to its own longest sequence: `chorales`, the
+speech tasks) takes `dynamic_scan`: chunks of a fixed length `L` scanned side by side
+(`L` rounds), the chunks' totals carried by `tf.scan` (`⌈T/L⌉` sequential rounds over
+`(B, n)`), and one combining round. The scans of this module pick it themselves,
+so a family's parallel form runs whatever the length (before, such a batch fell back to
+the step loop).
 """
 
 from __future__ import annotations
@@ -151,6 +158,63 @@ def chunked_scan(combine, elems, chunk: int | None = None):
     return out
 
 
+#: The chunk length `L` of `dynamic_scan`: `L + ⌈T/L⌉ + 1` rounds (about 27 at T = 160).
+DYNAMIC_CHUNK = 16
+
+
+def dynamic_scan(combine, elems, identity, chunk: int = DYNAMIC_CHUNK):
+    """Inclusive scan of `(B, T, n)` tensors whose length `T` is known only at run time.
+
+    The sequence is padded with the identity to `C = ⌈T/L⌉` chunks of `L = chunk` steps;
+    every chunk is scanned at once (`L` rounds over `(B, C, n)`), the chunks' totals are
+    carried from chunk to chunk by `tf.scan` (`C` rounds over `(B, n)`: a length unknown
+    when the graph is built only occurs in a TensorFlow graph), and each chunk's prefixes
+    are combined with the total of the chunks before it. Same result as
+    `associative_scan` to round-off.
+
+    Args:
+        combine: as in `associative_scan`.
+        elems: tuple of `(B, T, n)` tensors; `n` static.
+        identity: one number per tensor, the element `e` with `combine(e, x) == x`.
+        chunk: the chunk length `L`.
+    """
+    elems = tuple(elems)
+    first = elems[0]
+    batch, length = ops.shape(first)[0], ops.shape(first)[1]
+    width = first.shape[2]
+    count = (length + chunk - 1) // chunk
+    blocks = []
+    for e, v in zip(elems, identity):
+        fill = ops.tile(ops.full_like(e[:, :1], v), (1, chunk, 1))
+        e = ops.concatenate([e, fill], axis=1)[:, :count * chunk]
+        blocks.append(ops.reshape(e, (batch, count, chunk, width)))
+    prefix = [tuple(b[:, :, 0] for b in blocks)]  # (B, C, n) each
+    for step in range(1, chunk):
+        prefix.append(tuple(combine(prefix[-1], tuple(b[:, :, step] for b in blocks))))
+    # the chunks' totals carried by TensorFlow's own scan: a length unknown when the graph
+    # is built only happens in a TensorFlow graph, and `tf.scan` bounds its loop
+    # (`maximum_iterations`), which XLA needs to compile the loop's gradient (Keras 3.15's
+    # `ops.scan` does not, and fails on several sequences of an unknown length)
+    import tensorflow as tf
+
+    totals = tuple(ops.transpose(t, (1, 0, 2)) for t in prefix[-1])  # (C, B, n)
+    start = tuple(ops.full_like(t[0], v) for t, v in zip(totals, identity))
+    upto = tf.scan(lambda acc, total: tuple(combine(acc, total)), totals, initializer=start)
+    before = tuple(  # (B, C, 1, n): the total of the chunks before each chunk
+        ops.expand_dims(ops.transpose(ops.concatenate([s[None], u[:-1]], axis=0), (1, 0, 2)), 2)
+        for s, u in zip(start, upto))
+    inner = tuple(ops.stack([p[i] for p in prefix], axis=2) for i in range(len(elems)))
+    out = combine(before, inner)  # (B, C, L, n)
+    return tuple(ops.reshape(t, (batch, count * chunk, width))[:, :length] for t in out)
+
+
+def _any_length_scan(elems, combine, identity, method="associative"):
+    """The scan of `method`, or `dynamic_scan` when the length is not static."""
+    if static_length(elems[0]) is None:
+        return dynamic_scan(combine, elems, identity)
+    return METHODS[method](combine, elems)
+
+
 def _combine_real(left, right):
     a1, b1 = left
     a2, b2 = right
@@ -187,7 +251,7 @@ def linear_scan(a, b, h0=None, mask=None, go_backwards=False, method="associativ
     """`h_t = a_t ⊙ h_{t−1} + b_t` for every `t`, as one parallel scan.
 
     Args:
-        a, b: `(B, T, n)` tensors (T static).
+        a, b: `(B, T, n)` tensors (`T` static or not: see `dynamic_scan`).
         h0: the state before the first step, `(B, n)`; None is zeros.
         mask: optional `(B, T)` boolean mask; at a masked step `h` keeps its previous
             value (`a = 1`, `b = 0`), as Keras's recurrent layers do.
@@ -203,7 +267,7 @@ def linear_scan(a, b, h0=None, mask=None, go_backwards=False, method="associativ
     if h0 is not None:
         first = a[:, :1] * ops.expand_dims(ops.cast(h0, b.dtype), 1) + b[:, :1]
         b = ops.concatenate([first, b[:, 1:]], axis=1)
-    return METHODS[method](_combine_real, (a, b))[1]
+    return _any_length_scan((a, b), _combine_real, (1.0, 0.0), method)[1]
 
 
 def complex_linear_scan(a, b, h0=None, mask=None, go_backwards=False):
@@ -224,7 +288,7 @@ def complex_linear_scan(a, b, h0=None, mask=None, go_backwards=False):
         ar0, ai0 = ar[:, :1], ai[:, :1]
         br = ops.concatenate([ar0 * hr - ai0 * hi + br[:, :1], br[:, 1:]], axis=1)
         bi = ops.concatenate([ar0 * hi + ai0 * hr + bi[:, :1], bi[:, 1:]], axis=1)
-    out = associative_scan(_combine_complex, (ar, ai, br, bi))
+    out = _any_length_scan((ar, ai, br, bi), _combine_complex, (1.0, 0.0, 0.0, 0.0))
     return out[2], out[3]
 
 
@@ -255,4 +319,4 @@ def log_linear_scan(log_a, log_b, h0=None, mask=None, go_backwards=False):
         log_h0 = ops.where(h0 > 0, ops.log(ops.maximum(h0, 1e-30)), LOG_ZERO)
         first = ops.logaddexp(log_a[:, :1] + ops.expand_dims(log_h0, 1), log_b[:, :1])
         log_b = ops.concatenate([first, log_b[:, 1:]], axis=1)
-    return associative_scan(_combine_log, (log_a, log_b))[1]
+    return _any_length_scan((log_a, log_b), _combine_log, (0.0, LOG_ZERO))[1]

@@ -38,7 +38,7 @@ from keras import ops
 
 from rnnbench.cells.base import SpecCell, register
 from rnnbench.cells.families.lru_spec import check_ring
-from rnnbench.cells.scan import complex_linear_scan, linear_scan, static_length
+from rnnbench.cells.scan import complex_linear_scan, linear_scan
 from rnnbench.errors import ConfigError
 
 
@@ -186,8 +186,8 @@ class LRUCell(SpecCell):
         """Every step at once: the recurrence as one parallel scan over time
         (`rnnbench.cells.scan`), then the output product over all steps (only the last
         one without `return_sequences` and mask). `projected` is in processing order.
-        None (the step loop) when the length is not static or `parallel` is off."""
-        if not self.parallel or static_length(projected) is None:
+        None (the step loop) when `parallel` is off."""
+        if not self.parallel:
             return None  # the step loop
         w = self.read_step_weights()
         y0, x0_re, x0_im = initial_state

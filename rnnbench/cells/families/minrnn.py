@@ -108,9 +108,9 @@ class MinRNNCell(SpecCell):
 
     def scan(self, projected, initial_state, mask, *, return_sequences=True,
              zero_output_for_mask=False):
-        """Every step at once (`rnnbench.cells.scan`); None (step loop) when the length
-        is not static or `parallel` is off."""
-        if not self.parallel or scans.static_length(projected) is None:
+        """Every step at once (`rnnbench.cells.scan`, any length); None (the step loop)
+        when `parallel` is off."""
+        if not self.parallel:
             return None
         h0 = initial_state[0]
         if self.log_space:
