@@ -16,9 +16,9 @@ and the scan runs on `(log a, log b)`, with `log σ(v) = −softplus(−v)`,
 form (candidate `Wh x + bh`, real-valued scan).
 
 Fused blocks: minGRU `z, h`; minLSTM `f, i, h`; no recurrent kernel. Training (`scan`)
-runs every step at once with the parallel scan of `rnnbench.cells.scan`; `forward` is
-the step, used for generation, the trace, and where the scan declines (a sequence
-length unknown when the graph is built). Gradient: autodiff.
+runs every step at once with the parallel scan of `rnnbench.cells.scan` (at any length,
+known when the graph is built or not); `forward` is the step, used for generation, the
+trace, and `parallel=False`. Gradient: autodiff.
 """
 
 from __future__ import annotations
