@@ -208,7 +208,7 @@ def dynamic_scan(combine, elems, identity, chunk: int = DYNAMIC_CHUNK):
     return tuple(ops.reshape(t, (batch, count * chunk, width))[:, :length] for t in out)
 
 
-def _any_length_scan(elems, combine, identity, method="associative"):
+def _any_length_scan(combine, elems, identity, method="associative"):
     """The scan of `method`, or `dynamic_scan` when the length is not static."""
     if static_length(elems[0]) is None:
         return dynamic_scan(combine, elems, identity)
@@ -267,7 +267,7 @@ def linear_scan(a, b, h0=None, mask=None, go_backwards=False, method="associativ
     if h0 is not None:
         first = a[:, :1] * ops.expand_dims(ops.cast(h0, b.dtype), 1) + b[:, :1]
         b = ops.concatenate([first, b[:, 1:]], axis=1)
-    return _any_length_scan((a, b), _combine_real, (1.0, 0.0), method)[1]
+    return _any_length_scan(_combine_real, (a, b), (1.0, 0.0), method)[1]
 
 
 def complex_linear_scan(a, b, h0=None, mask=None, go_backwards=False):
@@ -288,7 +288,7 @@ def complex_linear_scan(a, b, h0=None, mask=None, go_backwards=False):
         ar0, ai0 = ar[:, :1], ai[:, :1]
         br = ops.concatenate([ar0 * hr - ai0 * hi + br[:, :1], br[:, 1:]], axis=1)
         bi = ops.concatenate([ar0 * hi + ai0 * hr + bi[:, :1], bi[:, 1:]], axis=1)
-    out = _any_length_scan((ar, ai, br, bi), _combine_complex, (1.0, 0.0, 0.0, 0.0))
+    out = _any_length_scan(_combine_complex, (ar, ai, br, bi), (1.0, 0.0, 0.0, 0.0))
     return out[2], out[3]
 
 
@@ -319,4 +319,4 @@ def log_linear_scan(log_a, log_b, h0=None, mask=None, go_backwards=False):
         log_h0 = ops.where(h0 > 0, ops.log(ops.maximum(h0, 1e-30)), LOG_ZERO)
         first = ops.logaddexp(log_a[:, :1] + ops.expand_dims(log_h0, 1), log_b[:, :1])
         log_b = ops.concatenate([first, log_b[:, 1:]], axis=1)
-    return _any_length_scan((log_a, log_b), _combine_log, (0.0, LOG_ZERO))[1]
+    return _any_length_scan(_combine_log, (log_a, log_b), (0.0, LOG_ZERO))[1]

@@ -63,6 +63,17 @@ def profile_csv(rows: list[tuple[int, FlowProfile, dict[str, float]]]) -> str:
     return buf.getvalue()
 
 
+def _underflow_lag(g: np.ndarray) -> int | None:
+    """The first lag at which a profile that was positive is exactly 0 (below float32),
+    or None. The report has its own (``rnnbench.report.figures.underflow_lag``): it never
+    imports this package, which loads Keras."""
+    positive = np.flatnonzero(np.isfinite(g) & (g > 0))
+    if not positive.size:
+        return None
+    zeros = np.flatnonzero(g[positive[0]:] == 0)
+    return int(positive[0] + zeros[0]) if zeros.size else None
+
+
 def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title: str = "",
                    final: tuple[int, FlowProfile, dict[str, float]] | None = None):
     """Matplotlib figure: g(epoch, lag) on a log colour scale, and the first and last
@@ -109,9 +120,8 @@ def heatmap_figure(rows: list[tuple[int, FlowProfile, dict[str, float]]], title:
     for (e, p, _), style, label in drawn:
         ok = np.isfinite(p.g) & (p.g > 0)
         (line,) = ax2.semilogy(np.arange(len(p.g))[ok], p.g[ok], style, label=label.format(e))
-        zero = np.flatnonzero(p.g == 0)
-        if ok.any() and zero.size and zero[-1] > np.flatnonzero(ok)[0]:
-            floors.append((int(zero[zero > np.flatnonzero(ok)[0]][0]), line.get_color()))
+        if (lag := _underflow_lag(p.g)) is not None:
+            floors.append((lag, line.get_color()))
     if floors:  # below float32: no place on a log axis, so a marker on the floor
         low = ax2.get_ylim()[0]
         ax2.set_ylim(low, ax2.get_ylim()[1])

@@ -97,7 +97,8 @@ def learning_curves(section: TaskSection) -> bytes | None:
 def underflow_lag(lags: list[float], g: list[float]) -> float | None:
     """The first lag at which a profile that was positive is exactly 0: ``g(k)`` fell
     below the smallest float32 (about 1e-45) and has no place on a log axis; None when
-    it never does."""
+    it never does. The run figures have their own (`rnnbench.diagnostics.artifacts`):
+    the report never imports that package, which loads Keras."""
     seen = False
     for lag, v in zip(lags, g):
         if v > 0 and math.isfinite(v):
